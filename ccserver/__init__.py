@@ -1,0 +1,3 @@
+"""ccserver: a Twisted implementation of CC-Server (Curious Containers)."""
+
+__version__ = "0.11.0.dev0"

@@ -1,0 +1,1 @@
+"""Docker engines (nodes): clients, node information and container operations."""

@@ -1,0 +1,437 @@
+"""Reading ``config.toml`` into immutable settings.
+
+The file is read once, before the reactor runs, validated against
+:data:`ccserver.config_schema.SCHEMA`, completed with the documented defaults and turned into
+frozen dataclasses that are passed down the service tree.  Errors are :class:`ConfigError`
+with a one-line message naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import jsonschema
+
+from ccserver.config_schema import SCHEMA
+
+DEFAULT_PORT = 5000
+DEFAULT_TLS_PORT = 8443
+DEFAULT_DATA_IMAGE = "docker.io/curiouscontainers/cc-image-ubuntu:0.10"
+DEFAULT_ENTRY_POINT = "python3 /opt/container_worker"
+LOCAL_DOCKER_URL = "unix:///var/run/docker.sock"
+
+
+class ConfigError(Exception):
+    """A configuration file is missing, unreadable or invalid; the message is one line."""
+
+
+@dataclass(frozen=True)
+class TLSListener:
+    port: int
+    interface: str
+    certificate: str
+    private_key: str
+    chain: str | None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str | None
+    internal_port: int | None
+    internal_interface: str
+    scheduling_interval_seconds: float
+    log_dir: str | None
+    suppress_stdout: bool
+    log_format: str
+    log_rotate_bytes: int
+    log_max_rotated_files: int
+    listen: tuple[str, ...]
+    data_dir: str
+    max_body_bytes: int
+    shutdown_timeout_seconds: float
+    tls: TLSListener | None
+
+
+@dataclass(frozen=True)
+class MongoConfig:
+    uri: str
+    db: str
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class EmbeddedConfig:
+    path: str
+    synchronous: str
+
+
+@dataclass(frozen=True)
+class NodeTLS:
+    verify: bool | str
+    client_cert: tuple[str, str] | None
+    assert_hostname: bool | str | None
+    ca_cert: str | None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    base_url: str
+    tls: NodeTLS | None
+
+
+@dataclass(frozen=True)
+class DockerConfig:
+    thread_limit: int
+    api_timeout: float
+    net: str | None
+    pull_policy: str
+    nodes: tuple[NodeConfig, ...]
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class DataContainerDefaults:
+    image: str
+    entry_point: str
+    container_ram: int
+    registry_auth: RegistryAuth | None
+
+
+@dataclass(frozen=True)
+class HTTPAuth:
+    auth_type: str
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class DeadNodeNotification:
+    url: str
+    auth: HTTPAuth | None
+    ssl_verify: bool
+
+
+@dataclass(frozen=True)
+class Defaults:
+    application_entry_point: str
+    data_container: DataContainerDefaults
+    container_allocation: str
+    max_task_trials: int
+    dead_node_invalidation: bool
+    dead_node_notification: DeadNodeNotification | None
+    num_login_attempts: int
+    block_for_seconds: float
+    tokens_valid_for_seconds: float
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the daemon was configured with; ``source`` is the file or ``None``."""
+
+    source: str | None
+    server: ServerConfig
+    mongo: MongoConfig | None
+    embedded: EmbeddedConfig
+    docker: DockerConfig
+    defaults: Defaults
+    ignored_sections: tuple[str, ...] = field(default=())
+
+
+# --- where things live --------------------------------------------------------------------
+
+
+def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
+    value = env.get(var)
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path(env.get("HOME") or os.path.expanduser("~")) / fallback
+
+
+def config_search_path(env: Mapping[str, str] | None = None) -> list[Path]:
+    """The files tried, in order, when ``--config`` is not given."""
+    env = os.environ if env is None else env
+    paths = []
+    if env.get("CCSERVER_CONFIG"):
+        paths.append(Path(env["CCSERVER_CONFIG"]))
+    paths.append(_xdg(env, "XDG_CONFIG_HOME", ".config") / "curious-containers" / "config.toml")
+    paths.append(Path("/etc/curious-containers/config.toml"))
+    return paths
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return _xdg(env, "XDG_DATA_HOME", ".local/share") / "curious-containers"
+
+
+def find_config(explicit: str | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The configuration file to read, or ``None`` to run on built-in defaults."""
+    env = os.environ if env is None else env
+    named = explicit or env.get("CCSERVER_CONFIG")
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            how = "--config" if explicit else "CCSERVER_CONFIG"
+            raise ConfigError(f"{path}: configuration file not found (given by {how})")
+        return path
+    for path in config_search_path(env):
+        if path.is_file():
+            return path
+    return None
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def _key_path(path: Any) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _key_path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        keys = ", ".join(f"{where}.{k}" if where else k for k in extra)
+        return f"{keys}: unknown key"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return f"{where + '.' if where else ''}{missing}: required key is missing"
+    if error.validator == "type":
+        return f"{where}: expected {error.validator_value}, got {error.instance!r}"
+    if error.validator == "enum":
+        options = ", ".join(repr(v) for v in error.validator_value)
+        return f"{where}: expected one of {options}, got {error.instance!r}"
+    return f"{where or '(top level)'}: {error.message}"
+
+
+def validate(raw: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`ConfigError` naming the first problem of ``raw``."""
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    errors = sorted(validator.iter_errors(raw), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        # deepest-first within the most relevant branch reads best for anyOf
+        error = jsonschema.exceptions.best_match(errors)
+        raise ConfigError(f"{source}: {_describe(error)}")
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def load(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Find, read, validate and complete the configuration (see :func:`find_config`)."""
+    path = find_config(explicit, env)
+    raw = read_file(path) if path else {}
+    return from_dict(raw, str(path) if path else None, env)
+
+
+def from_dict(raw: Mapping[str, Any], source: str | None, env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    label = source or "<built-in defaults>"
+    validate(raw, label)
+    server = raw.get("server", {})
+    data_dir = _expand(server.get("data_dir"), env) or str(default_data_dir(env))
+    auth = raw.get("defaults", {}).get("authorization", {})
+    if "num_login_attempts" in auth and "number_login_attempts" in auth:
+        raise ConfigError(
+            f"{label}: defaults.authorization.number_login_attempts: give only num_login_attempts"
+        )
+    return Config(
+        source=source,
+        server=_server(server, data_dir, env),
+        mongo=_mongo(raw["mongo"], label) if "mongo" in raw else None,
+        embedded=_embedded(raw.get("embedded", {}), data_dir, env),
+        docker=_docker(raw.get("docker", {}), label, env),
+        defaults=_defaults(raw.get("defaults", {})),
+        ignored_sections=("ipc",) if "ipc" in raw else (),
+    )
+
+
+def _expand(value: str | None, env: Mapping[str, str]) -> str | None:
+    if value is None:
+        return None
+    if value.startswith("~"):
+        home = env.get("HOME") or os.path.expanduser("~")
+        value = home + value[1:]
+    return value
+
+
+def _server(s: Mapping[str, Any], data_dir: str, env: Mapping[str, str]) -> ServerConfig:
+    tls = None
+    if "tls" in s:
+        t = s["tls"]
+        tls = TLSListener(
+            port=t.get("port", DEFAULT_TLS_PORT),
+            interface=t.get("interface", "0.0.0.0"),
+            certificate=_expand(t["certificate"], env) or "",
+            private_key=_expand(t["private_key"], env) or "",
+            chain=_expand(t.get("chain"), env),
+        )
+    return ServerConfig(
+        host=s["host"].rstrip("/") if "host" in s else None,
+        internal_port=s.get("internal_port"),
+        internal_interface=s.get("internal_interface", "0.0.0.0"),
+        scheduling_interval_seconds=float(s.get("scheduling_interval_seconds", 60)),
+        log_dir=_expand(s.get("log_dir"), env),
+        suppress_stdout=s.get("suppress_stdout", False),
+        log_format=s.get("log_format", "text"),
+        log_rotate_bytes=s.get("log_rotate_bytes", 10 * 1024 * 1024),
+        log_max_rotated_files=s.get("log_max_rotated_files", 10),
+        listen=tuple(s.get("listen", ())),
+        data_dir=data_dir,
+        max_body_bytes=s.get("max_body_bytes", 8 * 1024 * 1024),
+        shutdown_timeout_seconds=float(s.get("shutdown_timeout_seconds", 10)),
+        tls=tls,
+    )
+
+
+def _mongo(m: Mapping[str, Any], label: str) -> MongoConfig:
+    db = m.get("db")
+    if "uri" in m:
+        if any(k in m for k in ("host", "port", "username", "password")):
+            raise ConfigError(f"{label}: mongo.uri: give either uri or host/port/username/password")
+        uri = m["uri"]
+        if db is None:
+            # mongodb://host/dbname?opts names the database in its path
+            tail = uri.split("://", 1)[1].split("?", 1)[0]
+            db = tail.split("/", 1)[1] if "/" in tail and tail.split("/", 1)[1] else None
+        if not db:
+            raise ConfigError(f"{label}: mongo.db: required when mongo.uri names no database")
+    else:
+        db = db or "ccdb"
+        host = m.get("host", "localhost")
+        port = m.get("port", 27017)
+        creds = ""
+        if m.get("username"):
+            creds = f"{quote_plus(m['username'])}:{quote_plus(m.get('password', ''))}@"
+        uri = f"mongodb://{creds}{host}:{port}/{db}"
+        if creds:
+            uri += f"?authSource={quote_plus(m.get('auth_source', db))}"
+    return MongoConfig(uri=uri, db=db, timeout_seconds=float(m.get("timeout_seconds", 10)))
+
+
+def _embedded(e: Mapping[str, Any], data_dir: str, env: Mapping[str, str]) -> EmbeddedConfig:
+    path = _expand(e.get("path"), env) or os.path.join(data_dir, "ccserver.sqlite3")
+    return EmbeddedConfig(path=path, synchronous=e.get("synchronous", "normal"))
+
+
+def normalize_base_url(url: str) -> str:
+    """Accept the 0.10 spelling ``unix://var/run/docker.sock`` (relative) and bare ``IP:PORT``."""
+    if url.startswith("unix://") and not url.startswith("unix:///"):
+        return "unix:///" + url[len("unix://"):]
+    if "://" not in url:
+        return "tcp://" + url
+    return url
+
+
+def _docker(d: Mapping[str, Any], label: str, env: Mapping[str, str]) -> DockerConfig:
+    nodes = []
+    for name, node in d.get("nodes", {}).items():
+        tls = None
+        if "tls" in node:
+            t = node["tls"]
+            cert = t.get("client_cert")
+            tls = NodeTLS(
+                verify=_expand(t["verify"], env) if isinstance(t.get("verify"), str) else t.get("verify", True),
+                client_cert=(_expand(cert[0], env), _expand(cert[1], env)) if cert else None,  # type: ignore[arg-type]
+                assert_hostname=t.get("assert_hostname"),
+                ca_cert=_expand(t.get("ca_cert"), env),
+            )
+        nodes.append(NodeConfig(name=name, base_url=normalize_base_url(node["base_url"]), tls=tls))
+    if "machines_dir" in d:
+        nodes.extend(read_machines_dir(_expand(d["machines_dir"], env) or "", label))
+    if not nodes:
+        nodes.append(NodeConfig(name="local", base_url=env.get("DOCKER_HOST") or LOCAL_DOCKER_URL, tls=None))
+    names = [n.name for n in nodes]
+    for n in names:
+        if names.count(n) > 1:
+            raise ConfigError(f"{label}: docker.nodes.{n}: node name given twice")
+    return DockerConfig(
+        thread_limit=d.get("thread_limit", 8),
+        api_timeout=float(d.get("api_timeout", 30)),
+        net=d.get("net"),
+        pull_policy=d.get("pull_policy", "if-not-present"),
+        nodes=tuple(nodes),
+    )
+
+
+def read_machines_dir(directory: str, label: str) -> list[NodeConfig]:
+    """Nodes from a docker-machine ``machines`` directory (one sub-directory per node)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ConfigError(f"{label}: docker.machines_dir: {directory} is not a directory")
+    nodes = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            info = json.loads((sub / "config.json").read_text())
+            ip = info["Driver"]["IPAddress"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(
+                f"{label}: docker.machines_dir: {sub}/config.json has no Driver.IPAddress"
+            ) from None
+        nodes.append(
+            NodeConfig(
+                name=sub.name,
+                base_url=f"tcp://{ip}:2376",
+                tls=NodeTLS(
+                    verify=str(sub / "ca.pem"),
+                    client_cert=(str(sub / "cert.pem"), str(sub / "key.pem")),
+                    assert_hostname=False,
+                    ca_cert=None,
+                ),
+            )
+        )
+    return nodes
+
+
+def _defaults(d: Mapping[str, Any]) -> Defaults:
+    app = d.get("application_container_description", {})
+    data = d.get("data_container_description", {})
+    errors = d.get("error_handling", {})
+    auth = d.get("authorization", {})
+    notification = None
+    if "dead_node_notification" in errors:
+        n = errors["dead_node_notification"]
+        notification = DeadNodeNotification(
+            url=n["url"],
+            auth=HTTPAuth(**n["auth"]) if "auth" in n else None,
+            ssl_verify=n.get("ssl_verify", True),
+        )
+    registry = data.get("registry_auth")
+    return Defaults(
+        application_entry_point=app.get("entry_point", DEFAULT_ENTRY_POINT),
+        data_container=DataContainerDefaults(
+            image=data.get("image", DEFAULT_DATA_IMAGE),
+            entry_point=data.get("entry_point", DEFAULT_ENTRY_POINT),
+            container_ram=data.get("container_ram", 512),
+            registry_auth=RegistryAuth(**registry) if registry else None,
+        ),
+        container_allocation=d.get("scheduling_strategies", {}).get("container_allocation", "spread"),
+        max_task_trials=errors.get("max_task_trials", 3),
+        dead_node_invalidation=errors.get("dead_node_invalidation", True),
+        dead_node_notification=notification,
+        num_login_attempts=auth.get("num_login_attempts", auth.get("number_login_attempts", 3)),
+        block_for_seconds=float(auth.get("block_for_seconds", 120)),
+        tokens_valid_for_seconds=float(auth.get("tokens_valid_for_seconds", 172800)),
+    )

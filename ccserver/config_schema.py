@@ -1,0 +1,194 @@
+"""JSON Schema of ``config.toml``.
+
+Every section and key of the CC-Server 0.10 admin documentation is here, plus the keys a
+single Twisted daemon needs (listeners, native TLS, data directory, pull policy, limits).
+The schema is strict (``additionalProperties: false``) so that a typo is an error that names
+the key instead of a silently ignored setting.  ``docs/configuration.rst`` documents each key;
+keep the two in step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_STR = {"type": "string", "minLength": 1}
+_BOOL = {"type": "boolean"}
+_PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+#: a port this daemon listens on; 0 asks the kernel for a free one (handy in tests)
+_LISTEN_PORT = {"type": "integer", "minimum": 0, "maximum": 65535}
+_POS_INT = {"type": "integer", "minimum": 1}
+_POS_NUM = {"type": "number", "exclusiveMinimum": 0}
+
+_AUTH = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["auth_type", "username", "password"],
+    "properties": {
+        "auth_type": {"enum": ["basic", "digest"]},
+        "username": {"type": "string"},
+        "password": {"type": "string"},
+    },
+}
+
+_REGISTRY_AUTH = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["username", "password"],
+    "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+}
+
+_NODE_TLS = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        # docker-py's TLSConfig: ``verify`` is a CA file or a boolean.
+        "verify": {"anyOf": [_BOOL, _STR]},
+        "client_cert": {"type": "array", "items": _STR, "minItems": 2, "maxItems": 2},
+        "assert_hostname": {"anyOf": [_BOOL, _STR]},
+        "ca_cert": _STR,
+    },
+}
+
+_NODE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["base_url"],
+    "properties": {"base_url": _STR, "tls": _NODE_TLS},
+}
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "server": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "host": {"type": "string", "pattern": "^https?://[^/]+"},
+                "internal_port": _LISTEN_PORT,
+                "internal_interface": _STR,
+                "scheduling_interval_seconds": _POS_NUM,
+                "log_dir": _STR,
+                "suppress_stdout": _BOOL,
+                "log_format": {"enum": ["text", "json"]},
+                "log_rotate_bytes": _POS_INT,
+                "log_max_rotated_files": _POS_INT,
+                "listen": {"type": "array", "items": _STR},
+                "data_dir": _STR,
+                "max_body_bytes": _POS_INT,
+                "shutdown_timeout_seconds": _POS_NUM,
+                "tls": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["certificate", "private_key"],
+                    "properties": {
+                        "port": _LISTEN_PORT,
+                        "interface": _STR,
+                        "certificate": _STR,
+                        "private_key": _STR,
+                        "chain": _STR,
+                    },
+                },
+            },
+        },
+        # CC-Server 0.10 ran two helper processes; one daemon has no use for them.
+        "ipc": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"tee_port": _PORT, "worker_port": _PORT, "secret": {"type": "string"}},
+        },
+        "mongo": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "uri": {"type": "string", "pattern": "^mongodb(\\+srv)?://"},
+                "username": {"type": "string"},
+                "password": {"type": "string"},
+                "host": _STR,
+                "port": _PORT,
+                "db": _STR,
+                "auth_source": _STR,
+                "timeout_seconds": _POS_NUM,
+            },
+        },
+        "embedded": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "path": _STR,
+                "synchronous": {"enum": ["normal", "full"]},
+            },
+        },
+        "docker": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "thread_limit": _POS_INT,
+                "api_timeout": _POS_NUM,
+                "net": _STR,
+                "machines_dir": _STR,
+                "pull_policy": {"enum": ["always", "if-not-present", "never"]},
+                "nodes": {
+                    "type": "object",
+                    "additionalProperties": _NODE,
+                },
+            },
+        },
+        "defaults": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "application_container_description": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"entry_point": _STR},
+                },
+                "data_container_description": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "image": _STR,
+                        "entry_point": _STR,
+                        "container_ram": _POS_INT,
+                        "registry_auth": _REGISTRY_AUTH,
+                    },
+                },
+                "scheduling_strategies": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"container_allocation": {"enum": ["spread", "binpack"]}},
+                },
+                "error_handling": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "max_task_trials": _POS_INT,
+                        "dead_node_invalidation": _BOOL,
+                        "dead_node_notification": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["url"],
+                            "properties": {
+                                "url": {"type": "string", "pattern": "^https?://"},
+                                "auth": _AUTH,
+                                "ssl_verify": _BOOL,
+                            },
+                        },
+                    },
+                },
+                "authorization": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "num_login_attempts": _POS_INT,
+                        # the 0.10 prose spells it this way; accepted as an alias
+                        "number_login_attempts": _POS_INT,
+                        "block_for_seconds": _POS_NUM,
+                        "tokens_valid_for_seconds": _POS_NUM,
+                    },
+                },
+            },
+        },
+    },
+}

@@ -1,0 +1,119 @@
+"""The storage interface the rest of ccserver uses.
+
+Documents are plain dicts in the CC-Server 0.10 layout (``cc-protocol.md`` §2), ids are
+``bson.ObjectId``.  Filters and aggregation pipelines use MongoDB query semantics on both
+backends.  Update documents may use ``$set``, ``$unset``, ``$inc`` and ``$push`` (a value, or
+``{"$each": [...]}``), with dotted paths; nothing else, so both backends agree.
+
+Every method returns a Deferred and never blocks the reactor thread.  A backend is also a
+``twisted.application.service.Service``: it connects in ``startService`` and finishes its
+in-flight writes in ``stopService``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+
+Document = dict[str, Any]
+Filter = Mapping[str, Any]
+Update = Mapping[str, Any]
+Pipeline = Sequence[Mapping[str, Any]]
+Sort = Sequence[tuple[str, int]]
+
+#: Collections and the fields their hot lookups use; each backend creates an index per field.
+COLLECTIONS: dict[str, tuple[str, ...]] = {
+    "users": ("username",),
+    "tokens": ("username", "token"),
+    "block_entries": ("username", "timestamp"),
+    "task_groups": ("state", "username", "created_at"),
+    "tasks": ("state", "username", "created_at", "task_group_id"),
+    "application_containers": ("state", "username", "task_id", "cluster_node", "data_container_ids"),
+    "data_containers": ("state", "username", "cluster_node"),
+    "dead_nodes": ("name",),
+}
+
+UPDATE_OPERATORS = frozenset({"$set", "$unset", "$inc", "$push"})
+
+
+class StorageError(Exception):
+    """The store could not do what was asked (database down, disk full, ...)."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached right now; the caller may retry later (HTTP 503)."""
+
+
+class QueryError(StorageError):
+    """The filter or pipeline was rejected by the database (bad operator, bad value); a 400."""
+
+
+class QueryTimeout(QueryError):
+    """An aggregation ran past its time limit."""
+
+
+class Store(Service):
+    """Abstract base of the two backends; see the module docstring for the contract."""
+
+    name = "storage"
+    #: a short word for logs and docs: "embedded" or "mongodb"
+    kind = "abstract"
+
+    def insert_many(self, collection: str, docs: Sequence[Document]) -> Deferred[list[Any]]:
+        """Insert ``docs`` in one atomic step (all or none); missing ``_id`` s are generated
+        and set on the given dicts.  Fires with the ids in order."""
+        raise NotImplementedError
+
+    def insert_one(self, collection: str, doc: Document) -> Deferred[Any]:
+        d = self.insert_many(collection, [doc])
+        d.addCallback(lambda ids: ids[0])
+        return d
+
+    def find_one(
+        self, collection: str, filter: Filter, projection: Mapping[str, Any] | None = None
+    ) -> Deferred[Document | None]:
+        raise NotImplementedError
+
+    def find(
+        self,
+        collection: str,
+        filter: Filter,
+        *,
+        sort: Sort | None = None,
+        limit: int = 0,
+        projection: Mapping[str, Any] | None = None,
+    ) -> Deferred[list[Document]]:
+        raise NotImplementedError
+
+    def count(self, collection: str, filter: Filter) -> Deferred[int]:
+        raise NotImplementedError
+
+    def update_one(self, collection: str, filter: Filter, update: Update) -> Deferred[int]:
+        """Apply ``update`` to the first document matching ``filter``; fires with the number
+        of documents matched (0 or 1), so a filter on ``state`` works as compare-and-set."""
+        raise NotImplementedError
+
+    def update_many(self, collection: str, filter: Filter, update: Update) -> Deferred[int]:
+        raise NotImplementedError
+
+    def delete_many(self, collection: str, filter: Filter) -> Deferred[int]:
+        raise NotImplementedError
+
+    def aggregate(
+        self,
+        collection: str,
+        pipeline: Pipeline,
+        *,
+        max_documents: int,
+        timeout: float,
+    ) -> Deferred[list[Document]]:
+        """Run a (already vetted) pipeline; at most ``max_documents`` results are returned,
+        :class:`QueryTimeout` after ``timeout`` seconds, :class:`QueryError` for a pipeline
+        the engine refuses."""
+        raise NotImplementedError
+
+    def ping(self) -> Deferred[None]:
+        """Fire when the database answers; fail with :class:`StorageUnavailable` otherwise."""
+        raise NotImplementedError

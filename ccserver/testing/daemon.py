@@ -1,0 +1,148 @@
+"""Run ``twistd -n ccserver`` as a real process, for tests and benchmarks.
+
+The process logs to standard output; :class:`Daemon` collects the lines in a thread and waits
+(always with a time limit) for the ones it needs, such as the listening addresses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+LISTENING = re.compile(r"listening on (tcp|ssl):([0-9a-fA-F.:]+):(\d+)")
+
+
+def twistd_path() -> str:
+    """The ``twistd`` next to the running Python (the venv ccserver is installed in)."""
+    return str(Path(sys.executable).with_name("twistd"))
+
+
+class DaemonError(Exception):
+    pass
+
+
+class Daemon:
+    def __init__(
+        self,
+        args: Sequence[str] = (),
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
+        self.args = list(args)
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd
+        self.lines: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+        self._changed = threading.Condition()
+
+    def start(self) -> Daemon:
+        command = [twistd_path(), "-n", "--pidfile=", "ccserver", *self.args]
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+            cwd=self.cwd,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        assert self.process and self.process.stdout
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str | re.Pattern[str], timeout: float = 30.0) -> re.Match[str]:
+        """The first output line matching ``pattern``; fails if the daemon exits or time runs out."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._changed:
+            while True:
+                for line in self.lines[seen:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                seen = len(self.lines)
+                assert self.process
+                if self.process.poll() is not None and seen == len(self.lines):
+                    code = self.process.returncode
+                    raise DaemonError(f"daemon exited ({code}) before {regex.pattern!r}:\n{self.output}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DaemonError(f"no {regex.pattern!r} within {timeout} s:\n{self.output}")
+                self._changed.wait(min(left, 0.2))
+
+    def listening(self, count: int = 1, timeout: float = 30.0) -> list[tuple[str, str, int]]:
+        """Wait until ``count`` listeners are open; (kind, host, port) of each."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [(m.group(1), m.group(2), int(m.group(3))) for m in map(LISTENING.search, self.lines) if m]
+            if len(found) >= count:
+                return found
+            self.wait_for("listening on", timeout=max(0.1, deadline - time.monotonic()))
+            if time.monotonic() > deadline:
+                raise DaemonError(f"fewer than {count} listeners within {timeout} s:\n{self.output}")
+            with self._changed:
+                self._changed.wait(0.1)
+
+    def url(self, kind: str = "tcp", host: str | None = None) -> str:
+        for k, h, port in self.listening():
+            if k == kind and (host is None or h == host):
+                scheme = "https" if kind == "ssl" else "http"
+                return f"{scheme}://{h}:{port}"
+        raise DaemonError(f"no {kind} listener:\n{self.output}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send ``sig`` and wait for the exit status (killing the process after ``timeout``)."""
+        assert self.process
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+                raise DaemonError(f"daemon did not stop within {timeout} s:\n{self.output}") from None
+        return self.process.returncode
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def run(
+    args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``twistd -n ccserver ARGS`` to completion (for start-up failures)."""
+    return subprocess.run(
+        [twistd_path(), "-n", "--pidfile=", "ccserver", *args],
+        env=dict(os.environ if env is None else env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

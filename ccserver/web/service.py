@@ -1,0 +1,74 @@
+"""Listening for HTTP(S) and closing down gently."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from ccserver.web.site import CCSite
+
+log = Logger(namespace="ccserver.web")
+
+
+class WebService(Service):
+    """Listens on endpoint strings with one ``CCSite``.
+
+    ``listen(endpoints)`` is called by the parent once the endpoints are known (they may
+    depend on the Docker bridge gateway).  ``stopService`` stops listening, lets requests
+    in flight finish for at most ``shutdown_timeout`` seconds, then closes every connection.
+    """
+
+    name = "web"
+
+    def __init__(self, reactor: Any, site: CCSite, shutdown_timeout: float) -> None:
+        self.reactor = reactor
+        self.site = site
+        self.shutdown_timeout = shutdown_timeout
+        self.ports: list[Any] = []
+
+    @inlineCallbacks
+    def listen(self, endpoints: tuple[str, ...]) -> Any:
+        for description in endpoints:
+            endpoint = serverFromString(self.reactor, description)
+            port = yield endpoint.listen(self.site)
+            self.ports.append((description.split(":", 1)[0], port))
+            address = port.getHost()
+            log.info(
+                "listening on {kind}:{host}:{port}",
+                kind=description.split(":", 1)[0],
+                host=getattr(address, "host", address),
+                port=getattr(address, "port", ""),
+            )
+
+    def bound(self) -> list[tuple[str, int]]:
+        """(kind, port) of each open listener, kind ``tcp`` or ``ssl``, in opening order."""
+        return [(kind, port.getHost().port) for kind, port in self.ports]
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        ports, self.ports = self.ports, []
+        yield DeferredList([Deferred.fromCoroutine(_stop(p)) for _, p in ports])
+        deadline = self.reactor.seconds() + self.shutdown_timeout
+        for channel in list(self.site.channels):
+            if not getattr(channel, "requests", None):
+                channel.transport.loseConnection()
+        while self.site.channels and self.reactor.seconds() < deadline:
+            for channel in list(self.site.channels):
+                if not getattr(channel, "requests", None):
+                    channel.transport.loseConnection()
+            yield deferLater(self.reactor, 0.05, lambda: None)
+        for channel in list(self.site.channels):
+            log.warn("closing a connection with a request still running at shutdown")
+            channel.transport.abortConnection()
+
+
+async def _stop(port: Any) -> None:
+    result = port.stopListening()
+    if isinstance(result, Deferred):
+        await result

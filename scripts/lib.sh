@@ -1,0 +1,93 @@
+# Shared by scripts/run-daemon, scripts/test and .ci/run: idempotent set-up steps.
+# Source it; every function is safe to run again and fast when nothing is missing.
+
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${CCSERVER_VENV:-$REPO/.venv}
+CACHE=${CCSERVER_CACHE:-/var/cache/ccserver-dev}
+FERRETDB_VERSION=v1.24.2
+PYTHON=${PYTHON:-python3}
+
+say() { printf '== %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+    # apt_install PACKAGE... : install the Debian packages that are missing
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q "${missing[@]}" >/dev/null
+}
+
+python_env() {
+    # python_env EXTRAS : a venv with ccserver installed (editable) and the given extras
+    local extras=${1:-}
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.ccserver-installed-$extras"
+    if [ ! -f "$stamp" ] || [ "$REPO/setup.py" -nt "$stamp" ]; then
+        say "installing ccserver${extras:+[$extras]} into $VENV"
+        "$VENV/bin/pip" install -q --disable-pip-version-check -e "$REPO${extras:+[$extras]}"
+        touch "$stamp"
+    fi
+}
+
+ferretdb_binary() {
+    # Prints the path of a FerretDB $FERRETDB_VERSION binary, building it (cached) if needed.
+    local bin="$CACHE/bin/ferretdb-$FERRETDB_VERSION"
+    if [ ! -x "$bin" ]; then
+        command -v go >/dev/null || { echo "go is needed to build FerretDB" >&2; return 1; }
+        say "building FerretDB $FERRETDB_VERSION from the Go module proxy (once)"
+        local dir src
+        dir=$(go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+        src=$(mktemp -d)
+        cp -r "$dir/." "$src"
+        chmod -R u+w "$src"
+        # the module zip lacks the generated version file that a release build embeds
+        echo "$FERRETDB_VERSION" > "$src/build/version/version.txt"
+        mkdir -p "$CACHE/bin"
+        (cd "$src" && GOFLAGS=-buildvcs=false go build -o "$bin.tmp" ./cmd/ferretdb)
+        mv "$bin.tmp" "$bin"
+        rm -rf "$src"
+    fi
+    echo "$bin"
+}
+
+DOCKERD_STARTED=
+docker_answers() { docker ${1:+-H "$1"} version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+start_dockerd() {
+    # Starts the local dockerd unless one already answers on /var/run/docker.sock.
+    apt_install docker.io
+    if docker_answers; then return 0; fi
+    say "starting dockerd"
+    mkdir -p /var/log
+    setsid dockerd --host unix:///var/run/docker.sock >/var/log/ccserver-dockerd.log 2>&1 < /dev/null &
+    DOCKERD_STARTED=$!
+    for _ in $(seq 1 120); do
+        docker_answers && return 0
+        sleep 0.5
+    done
+    echo "dockerd did not answer within 60 s; its log:" >&2
+    tail -n 30 /var/log/ccserver-dockerd.log >&2
+    return 1
+}
+
+stop_dockerd() {
+    if [ -n "$DOCKERD_STARTED" ]; then
+        say "stopping the dockerd this script started"
+        kill "$DOCKERD_STARTED" 2>/dev/null || true
+        for _ in $(seq 1 60); do kill -0 "$DOCKERD_STARTED" 2>/dev/null || break; sleep 0.5; done
+        DOCKERD_STARTED=
+    fi
+}

@@ -1,0 +1,45 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="ccserver",
+    version="0.11.0.dev0",
+    description="CC-Server (Curious Containers) as one Twisted daemon",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    # twisted/plugins has no __init__.py on purpose: the drop-in lands in Twisted's own
+    # twisted/plugins directory of site-packages, where `twistd` finds it.
+    packages=find_packages(include=["ccserver", "ccserver.*"]) + ["twisted.plugins"],
+    package_data={"ccserver": ["py.typed"]},
+    install_requires=[
+        "Twisted[tls]>=24.3",
+        "klein>=24.8",
+        "txmongo>=24.0",
+        "pymongo>=4.6,<4.19",
+        "treq>=24.9",
+        "jsonschema>=4.20",
+        "docker>=7.1",
+        "pyOpenSSL>=24.0",
+        "service-identity>=24.1",
+        "mongomock>=4.3",
+        "idna>=3.6",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "pytest-timeout>=2.3",
+            "trustme>=1.1",
+            "hypothesis>=6.100",
+        ],
+        "lint": ["ruff>=0.6"],
+        "docs": ["sphinx>=7"],
+    },
+    entry_points={"console_scripts": ["ccserver-admin = ccserver.admin:main"]},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Scientific/Engineering",
+    ],
+)
