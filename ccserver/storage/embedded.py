@@ -1,0 +1,409 @@
+"""The embedded store: documents as BSON blobs in one SQLite file, no server needed.
+
+Layout (one file, WAL mode)::
+
+    documents(rowid, collection, id, data)   -- id: the _id's index key, UNIQUE per collection
+    idx(collection, field, value, doc)       -- one row per indexed value / array element
+
+``idx`` is a multikey index over the fields of :data:`~ccserver.storage.base.COLLECTIONS`,
+written in the same transaction as the document.  Queries use it only to narrow the candidate
+rows (see :mod:`ccserver.storage.pipeline`); every filter is then applied in full by mongomock,
+so the semantics are MongoDB's.
+
+Threading: one :class:`~twisted.python.threadpool.ThreadPool` with one thread owns the only
+connection, so calls are serialized and none touches SQLite on the reactor thread.  A long
+aggregation therefore delays the calls behind it, for at most its timeout (measured from the
+moment it starts running).  Every write is committed before its Deferred fires.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import bson
+from bson.binary import UuidRepresentation
+from bson.codec_options import CodecOptions
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from ccserver.config import EmbeddedConfig
+from ccserver.storage import pipeline as pl
+from ccserver.storage.base import (
+    COLLECTIONS,
+    Document,
+    Filter,
+    Pipeline,
+    QueryError,
+    Sort,
+    StorageError,
+    StorageUnavailable,
+    Store,
+    Update,
+)
+from ccserver.storage.updates import apply_update, validate_update
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    rowid INTEGER PRIMARY KEY, collection TEXT NOT NULL, id NOT NULL, data BLOB NOT NULL,
+    UNIQUE (collection, id));
+CREATE INDEX IF NOT EXISTS documents_by_collection ON documents (collection);
+CREATE TABLE IF NOT EXISTS idx (collection TEXT NOT NULL, field TEXT NOT NULL, value NOT NULL,
+    doc INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS idx_lookup ON idx (collection, field, value, doc);
+CREATE INDEX IF NOT EXISTS idx_by_doc ON idx (doc);
+PRAGMA user_version = 1;
+"""
+MAX_BSON_SIZE = 16 * 1024 * 1024
+#: stay well under SQLite's limit on bound parameters; larger $in lists are not pushed down
+MAX_SQL_PARAMETERS = 10000
+BUSY_TIMEOUT_SECONDS = 5.0
+STOP_TIMEOUT_SECONDS = 30.0
+#: the same codec options txmongo uses, so both backends hand out the same Python types
+CODEC = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
+
+
+class EmbeddedStore(Store):
+    kind = "embedded"
+    log = Logger()
+
+    def __init__(
+        self, config: EmbeddedConfig, reactor: Any, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS
+    ) -> None:
+        if config.synchronous not in ("normal", "full"):
+            raise ValueError(f"embedded.synchronous: expected 'normal' or 'full', got {config.synchronous!r}")
+        self.config = config
+        self.path = Path(config.path)
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ccserver-sqlite")
+        self._conn: sqlite3.Connection | None = None  # used only in the pool's thread
+        self._busy_timeout = busy_timeout
+        self._stopped = False
+
+    # --- service ------------------------------------------------------------------------
+
+    def startService(self) -> Deferred[None]:
+        super().startService()
+        self._stopped = False
+        self._pool.start()
+        return self._call(self._open)
+
+    def stopService(self) -> Deferred[None]:
+        """Close after the work already queued is done (bounded), then stop the thread."""
+        super().stopService()
+        self._stopped = True
+        if not self._pool.started:
+            return succeed(None)
+        d = deferToThreadPool(self._reactor, self._pool, self._close)
+        d.addTimeout(STOP_TIMEOUT_SECONDS, self._reactor)
+
+        def stopped(result: Any) -> None:
+            if isinstance(result, Failure):
+                self.log.failure("closing the embedded database {path}", result, path=str(self.path))
+            self._pool.stop()
+
+        d.addBoth(stopped)
+        return d
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=self._busy_timeout)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StorageError(f"{self.path}: cannot switch the embedded database to WAL mode ({mode})")
+            conn.execute(f"PRAGMA synchronous={self.config.synchronous.upper()}")
+            conn.executescript(SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _call(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
+        if self._stopped:
+            return fail(StorageUnavailable("the embedded store is stopped"))
+        return deferToThreadPool(self._reactor, self._pool, self._guarded, f, *args)
+
+    def _guarded(self, f: Callable[..., T], *args: Any) -> T:
+        """Run ``f`` in the pool thread, turning SQLite errors into :class:`StorageError` s."""
+        try:
+            return f(*args)
+        except StorageError:
+            raise
+        except sqlite3.IntegrityError as e:
+            raise QueryError(f"duplicate key: {e}") from None
+        except sqlite3.OperationalError as e:
+            message = str(e)
+            if "locked" in message or "busy" in message:
+                raise StorageUnavailable(
+                    f"the embedded database {self.path} is locked (another process is using it?): {message}"
+                ) from None
+            raise StorageError(f"embedded database {self.path}: {message}") from None
+        except (sqlite3.Error, OSError) as e:
+            raise StorageError(f"embedded database {self.path}: {e}") from None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageUnavailable(f"the embedded database {self.path} is not open")
+        return self._conn
+
+    def _write(self, f: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``f`` in one IMMEDIATE transaction, committed before returning."""
+        conn = self._db
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = f(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # --- the Store interface ------------------------------------------------------------
+
+    def insert_many(self, collection: str, docs: Sequence[Document]) -> Deferred[list[Any]]:
+        # Ids are set and documents encoded here, in the caller's thread: the stored data is a
+        # snapshot of the call, and the caller's dicts are never touched from another thread.
+        try:
+            rows = []
+            for doc in docs:
+                if "_id" not in doc:
+                    doc["_id"] = bson.ObjectId()
+                rows.append((doc["_id"], _id_key(doc["_id"]), _encode(doc), _keys(collection, doc)))
+        except StorageError as e:
+            return fail(e)
+        return self._call(self._write, functools.partial(_insert, collection, rows))
+
+    def find_one(
+        self, collection: str, filter: Filter, projection: Mapping[str, Any] | None = None
+    ) -> Deferred[Document | None]:
+        d = self.find(collection, filter, limit=1, projection=projection)
+        d.addCallback(lambda docs: docs[0] if docs else None)
+        return d
+
+    def find(
+        self,
+        collection: str,
+        filter: Filter,
+        *,
+        sort: Sort | None = None,
+        limit: int = 0,
+        projection: Mapping[str, Any] | None = None,
+    ) -> Deferred[list[Document]]:
+        return self._call(self._find, collection, filter, sort, limit, projection)
+
+    def count(self, collection: str, filter: Filter) -> Deferred[int]:
+        return self._call(self._count, collection, filter)
+
+    def update_one(self, collection: str, filter: Filter, update: Update) -> Deferred[int]:
+        return self._call(self._update, collection, filter, update, 1)
+
+    def update_many(self, collection: str, filter: Filter, update: Update) -> Deferred[int]:
+        return self._call(self._update, collection, filter, update, None)
+
+    def delete_many(self, collection: str, filter: Filter) -> Deferred[int]:
+        return self._call(self._delete, collection, filter)
+
+    def aggregate(
+        self, collection: str, pipeline: Pipeline, *, max_documents: int, timeout: float
+    ) -> Deferred[list[Document]]:
+        return self._call(self._aggregate, collection, pipeline, max_documents, timeout)
+
+    def ping(self) -> Deferred[None]:
+        return self._call(self._ping)
+
+    # --- in the pool thread -------------------------------------------------------------
+
+    def _ping(self) -> None:
+        self._db.execute("SELECT 1").fetchone()
+
+    def _matching(
+        self, collection: str, filter: Filter, deadline: pl.Deadline | None = None
+    ) -> Iterator[tuple[int, Document]]:
+        """``(rowid, document)`` of the matches of ``filter``, in insertion order, lazily."""
+        pl.check_filter(filter)
+        deadline = deadline or pl.Deadline(None)
+        for i, (rowid, data) in enumerate(_candidates(self._db, collection, filter)):
+            if i % pl.CLOCK_EVERY == 0:
+                deadline.check()
+            doc = bson.decode(data, codec_options=CODEC)
+            if not filter or pl.matches(filter, doc):
+                yield rowid, doc
+
+    def _find(
+        self,
+        collection: str,
+        filter: Filter,
+        sort: Sort | None,
+        limit: int,
+        projection: Mapping[str, Any] | None,
+    ) -> list[Document]:
+        docs = (doc for _, doc in self._matching(collection, filter))
+        if sort:
+            result = pl.sort_documents(list(docs), sort)
+            result = result[:limit] if limit else result
+        else:
+            result = list(itertools.islice(docs, limit or None))
+        return pl.project(result, projection)
+
+    def _count(self, collection: str, filter: Filter) -> int:
+        prefilter = pl.plan_filter(filter, COLLECTIONS.get(collection, ()))
+        if prefilter.exact and _pushable(prefilter):
+            sql, params = _candidates_sql(collection, prefilter, "count(DISTINCT d.rowid)", ordered=False)
+            return int(self._db.execute(sql, params).fetchone()[0])
+        return sum(1 for _ in self._matching(collection, filter))
+
+    def _update(self, collection: str, filter: Filter, update: Update, limit: int | None) -> int:
+        validate_update(update)
+        fields = COLLECTIONS.get(collection, ())
+
+        def work(conn: sqlite3.Connection) -> int:
+            found = list(itertools.islice(self._matching(collection, filter), limit))
+            for rowid, doc in found:
+                before = {name: pl.index_keys(doc, name) for name in fields}
+                apply_update(doc, update)
+                conn.execute("UPDATE documents SET data = ? WHERE rowid = ?", (_encode(doc), rowid))
+                for name in fields:
+                    after = pl.index_keys(doc, name)
+                    if after != before[name]:
+                        conn.execute("DELETE FROM idx WHERE doc = ? AND field = ?", (rowid, name))
+                        conn.executemany(
+                            "INSERT INTO idx (collection, field, value, doc) VALUES (?, ?, ?, ?)",
+                            [(collection, name, key, rowid) for key in after],
+                        )
+            return len(found)
+
+        return self._write(work)
+
+    def _delete(self, collection: str, filter: Filter) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            rowids = [(rowid,) for rowid, _ in self._matching(collection, filter)]
+            conn.executemany("DELETE FROM idx WHERE doc = ?", rowids)
+            conn.executemany("DELETE FROM documents WHERE rowid = ?", rowids)
+            return len(rowids)
+
+        return self._write(work)
+
+    def _aggregate(
+        self, collection: str, pipeline: Pipeline, max_documents: int, timeout: float
+    ) -> list[Document]:
+        plan = pl.plan_pipeline(pipeline)
+        deadline = pl.Deadline(timeout)
+        docs = (doc for _, doc in self._matching(collection, plan.match, deadline))
+        if plan.window is not None:
+            skip, limit = plan.window
+            count = max_documents if limit is None else min(limit, max_documents)
+            return list(itertools.islice(docs, skip, skip + count))
+        return pl.run_stages(list(docs), plan.rest, deadline)[:max_documents]
+
+
+# --- SQL ------------------------------------------------------------------------------
+
+
+def _id_key(value: Any) -> Any:
+    key = pl.index_key(value)
+    if key is None or isinstance(value, float):
+        raise QueryError(f"_id must be an ObjectId, a string or an integer, not {value!r}")
+    return key
+
+
+def _encode(doc: Mapping[str, Any]) -> bytes:
+    try:
+        data = bson.encode(doc, codec_options=CODEC)
+    except (bson.errors.InvalidDocument, TypeError, ValueError, OverflowError) as e:
+        raise QueryError(f"cannot store document: {e}") from None
+    if len(data) > MAX_BSON_SIZE:
+        raise QueryError(f"document too large: {len(data)} bytes (at most {MAX_BSON_SIZE})")
+    return data
+
+
+def _keys(collection: str, doc: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    return [(name, key) for name in COLLECTIONS.get(collection, ()) for key in pl.index_keys(doc, name)]
+
+
+_Row = tuple[Any, Any, bytes, list[tuple[str, Any]]]  # _id, its key, BSON, index rows
+
+
+def _insert(collection: str, rows: list[_Row], conn: sqlite3.Connection) -> list[Any]:
+    ids = []
+    for oid, key, data, index_rows in rows:
+        rowid = conn.execute(
+            "INSERT INTO documents (collection, id, data) VALUES (?, ?, ?)", (collection, key, data)
+        ).lastrowid
+        conn.executemany(
+            "INSERT INTO idx (collection, field, value, doc) VALUES (?, ?, ?, ?)",
+            [(collection, name, value, rowid) for name, value in index_rows],
+        )
+        ids.append(oid)
+    return ids
+
+
+def _pushable(prefilter: pl.Prefilter) -> bool:
+    return sum(len(c.keys) for c in prefilter.constraints) <= MAX_SQL_PARAMETERS
+
+
+def _candidates_sql(
+    collection: str, prefilter: pl.Prefilter, columns: str, ordered: bool = True
+) -> tuple[str, list[Any]]:
+    """SELECT ``columns`` of the documents the constraints of ``prefilter`` allow.
+
+    One constraint drives the query (``_id`` if present, else the one with fewest keys, so the
+    index yields rows in ``rowid`` order); the others become EXISTS probes of the index."""
+    constraints = list(prefilter.constraints)
+    ids = [c for c in constraints if c.field == "_id"]
+    others = [c for c in constraints if c.field != "_id"]
+    params: list[Any] = []
+    if ids or not others:
+        sql = f"SELECT {columns} FROM documents d WHERE d.collection = ?"
+        params.append(collection)
+        order = "d.rowid"
+    else:
+        drive = min(others, key=lambda c: len(c.keys))
+        others.remove(drive)
+        marks = ", ".join("?" * len(drive.keys))
+        sql = (
+            f"SELECT {columns} FROM idx i JOIN documents d ON d.rowid = i.doc"
+            f" WHERE i.collection = ? AND i.field = ? AND i.value IN ({marks})"
+        )
+        params += [collection, drive.field, *drive.keys]
+        order = "i.doc"
+    for c in ids:
+        sql += f" AND d.id IN ({', '.join('?' * len(c.keys))})"
+        params += c.keys
+    for c in others:
+        sql += (
+            " AND EXISTS (SELECT 1 FROM idx j WHERE j.collection = ? AND j.field = ?"
+            f" AND j.value IN ({', '.join('?' * len(c.keys))}) AND j.doc = d.rowid)"
+        )
+        params += [collection, c.field, *c.keys]
+    return (sql + f" ORDER BY {order}" if ordered else sql), params
+
+
+def _candidates(conn: sqlite3.Connection, collection: str, filter: Filter) -> Iterator[tuple[int, bytes]]:
+    """``(rowid, data)`` of a superset of the matches of ``filter``, by ascending rowid."""
+    prefilter = pl.plan_filter(filter, COLLECTIONS.get(collection, ()))
+    if prefilter.empty:
+        return
+    if not _pushable(prefilter):
+        prefilter = pl.Prefilter()
+    sql, params = _candidates_sql(collection, prefilter, "d.rowid, d.data")
+    last = None
+    for rowid, data in conn.execute(sql, params):
+        if rowid != last:  # an array may hold several of the keys: rows come in pairs then
+            yield rowid, data
+        last = rowid
