@@ -57,6 +57,14 @@ class ServerConfig:
     max_body_bytes: int
     shutdown_timeout_seconds: float
     tls: TLSListener | None
+    trusted_proxies: tuple[str, ...]
+    cors_origins: tuple[str, ...]
+    static_dir: str | None
+    api_prefix: str
+    query_max_documents: int
+    query_timeout_seconds: float
+    auth_cache_seconds: float
+    password_hash_threads: int
 
 
 @dataclass(frozen=True)
@@ -303,6 +311,15 @@ def _server(s: Mapping[str, Any], data_dir: str, env: Mapping[str, str]) -> Serv
         max_body_bytes=s.get("max_body_bytes", 8 * 1024 * 1024),
         shutdown_timeout_seconds=float(s.get("shutdown_timeout_seconds", 10)),
         tls=tls,
+        trusted_proxies=tuple(s.get("trusted_proxies", ())),
+        cors_origins=tuple(s.get("cors_origins", ())),
+        static_dir=_expand(s.get("static_dir"), env),
+        # with a CC-UI build served at /, the API moves under /cc (where CC-UI looks for it)
+        api_prefix=s.get("api_prefix", "/cc" if "static_dir" in s else ""),
+        query_max_documents=s.get("query_max_documents", 10000),
+        query_timeout_seconds=float(s.get("query_timeout_seconds", 10)),
+        auth_cache_seconds=float(s.get("auth_cache_seconds", 60)),
+        password_hash_threads=s.get("password_hash_threads", 2),
     )
 
 

@@ -1,0 +1,358 @@
+"""The guard at the door of every user endpoint (cc-protocol.md §9).
+
+Order of a check, as in CC-Server 0.10: parse ``Authorization: Basic``; look the user up;
+where allowed, try the secret as a token (bound to user, client address and age); then the
+lockout rule; then the password.  Every failed password check stores a block entry, and a
+user with more than ``num_login_attempts`` of them younger than ``block_for_seconds`` is
+refused even with the right password.
+
+**Why there is a verification cache.**  0.10 clients commonly send the password with every
+request, and PBKDF2 with 100,000 iterations costs tens of milliseconds of CPU by design.
+Paying it per request would cap the whole server at a few dozen requests per second.  So a
+successful verification is remembered for ``server.auth_cache_seconds`` (0 disables it):
+
+* keyed by HMAC-SHA256(process-random key, username, password), so the memory never holds a
+  password or a fast, offline-guessable hash of one, and the key dies with the process;
+* the entry remembers the stored ``(password, salt)`` it was checked against, and a hit
+  counts only while the user's current stored hash is the same, so ``set-password``,
+  ``create-user`` over an existing name or ``delete-user`` (from any process) end it at once;
+* failures are never cached, and the lockout rule is checked before the cache, so a cached
+  password does not bypass a lockout;
+* bounded (LRU) so that many users cannot grow it without limit.
+
+The trade-off: within the cache lifetime, a password that was right stays accepted by this
+process until the stored hash changes, and a memory dump of the process could confirm a
+guessed password for a cached user (it cannot reveal one).  Identical verifications that
+run at the same time share one PBKDF2 run, and hashing happens on its own small thread pool
+(``server.password_hash_threads``), so a burst of logins cannot starve Docker or database
+work, and the reactor thread never hashes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ccserver.auth.passwords import HASH_FUNCTION, KEY_BYTES, SALT_BYTES, verify_password
+from ccserver.config import Config, ConfigError
+from ccserver.storage.base import Store
+from ccserver.threads import ThreadPoolService
+from ccserver.web.errors import Unauthorized
+
+log = Logger(namespace="ccserver.auth")
+
+TOKEN_BYTES = 24
+#: how many verified (username, password) pairs the cache keeps at most
+CACHE_SIZE = 10_000
+#: expired tokens and block entries are deleted at most this often (0.10 did it per request)
+PURGE_INTERVAL_SECONDS = 60.0
+_TOKEN_SHAPE = re.compile(f"[0-9a-fA-F]{{{2 * TOKEN_BYTES}}}")
+_DENIED = "invalid username or password"
+_LOCKED = "too many failed logins for this user; try again later"
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Clock(Protocol):
+    def seconds(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    is_admin: bool
+
+
+def parse_basic(header: bytes | None) -> tuple[str, str]:
+    """``(username, secret)`` from an ``Authorization`` header value; anything malformed is
+    :class:`Unauthorized` (a 401), never an unhandled error."""
+    if not header:
+        raise Unauthorized("credentials required (HTTP basic authentication)")
+    scheme, _, encoded = header.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        raise Unauthorized("unsupported authorization scheme; use HTTP basic authentication")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise Unauthorized("malformed basic credentials (base64 of UTF-8 'user:password')") from None
+    username, colon, secret = decoded.partition(":")
+    if not colon or not username:
+        raise Unauthorized("malformed basic credentials (base64 of UTF-8 'user:password')")
+    return username, secret
+
+
+def parse_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
+    """``server.trusted_proxies`` (addresses or CIDRs) as networks."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"server.trusted_proxies: {entry!r} is not an IP address or CIDR") from None
+    return tuple(networks)
+
+
+def parse_address(text: str) -> Address | None:
+    """An address as forwarding headers write it (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``),
+    IPv4-mapped IPv6 folded to IPv4; ``None`` when it is not an address."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class VerificationCache:
+    """Successful verifications by opaque key, each valid until its expiry and only against
+    the stored hash it was made with; least recently used entries go first."""
+
+    def __init__(self, lifetime: float, size: int = CACHE_SIZE) -> None:
+        self.lifetime = lifetime
+        self.size = size
+        self._entries: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def hit(self, key: bytes, stored: bytes, now: float) -> bool:
+        entry = self._entries.get(key)
+        if entry is None:
+            return False
+        expiry, remembered = entry
+        if now >= expiry or not hmac.compare_digest(remembered, stored):
+            del self._entries[key]
+            return False
+        self._entries.move_to_end(key)
+        return True
+
+    def remember(self, key: bytes, stored: bytes, now: float) -> None:
+        if self.lifetime <= 0:
+            return
+        self._entries[key] = (now + self.lifetime, stored)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
+class Authenticator:
+    """Checks HTTP basic credentials (password, or token where allowed) against the store.
+
+    ``authenticate(request, allow_token=True)`` fires with a :class:`User` or fails with
+    :class:`ccserver.web.errors.Unauthorized`; it sets ``request.ccserver_user`` for the
+    request log.  ``issue_token(request, user)`` fires with ``(token, valid_for_seconds)``.
+    ``client_address(request)`` is the socket peer, or the forwarded address when the peer
+    is a trusted proxy.
+
+    ``clock`` is anything with ``seconds()`` (the reactor, or a ``task.Clock`` in tests);
+    ``hash_pool`` runs the PBKDF2 work.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        clock: Clock,
+        hash_pool: ThreadPoolService,
+        *,
+        cache_size: int = CACHE_SIZE,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.hash_pool = hash_pool
+        self.num_login_attempts = config.defaults.num_login_attempts
+        self.block_for_seconds = config.defaults.block_for_seconds
+        self.tokens_valid_for_seconds = config.defaults.tokens_valid_for_seconds
+        self.trusted_proxies = parse_networks(config.server.trusted_proxies)
+        self.cache = VerificationCache(config.server.auth_cache_seconds, cache_size)
+        self._cache_secret = os.urandom(32)
+        # unknown users are checked against this, so they cost one PBKDF2 like everybody
+        self._dummy = (os.urandom(KEY_BYTES), os.urandom(SALT_BYTES))
+        self._inflight: dict[tuple[bytes, bytes], list[Deferred[bool]]] = {}
+        # username -> {cache key of a password check in flight: how many requests wait on it}
+        self._guesses: dict[str, dict[bytes, int]] = {}
+        self._last_purge = {"tokens": float("-inf"), "block_entries": float("-inf")}
+
+    # --- the public interface ------------------------------------------------------------
+
+    def authenticate(self, request: Any, allow_token: bool = True) -> Deferred[User]:
+        return ensureDeferred(self._authenticate(request, allow_token))
+
+    def issue_token(self, request: Any, user: User) -> Deferred[tuple[str, float]]:
+        return ensureDeferred(self._issue_token(request, user))
+
+    def client_address(self, request: Any) -> str:
+        peer = request.getClientAddress()
+        host = getattr(peer, "host", None)
+        address = parse_address(host) if isinstance(host, str) else None
+        if address is None:
+            # a UNIX socket (or an unusual transport): nothing to bind a token to but "local"
+            return str(host) if host else "local"
+        if not self._trusted(address):
+            return str(address)
+        hops = ",".join(
+            h.decode("latin-1") for h in request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])
+        )
+        if hops.strip():
+            # walk from the right: each trusted proxy vouches for the hop left of it; the first
+            # hop that is not a trusted proxy is the client.  A hop that is not an address
+            # ends the walk at the last proxy that could vouch for anything.
+            for hop in reversed(hops.split(",")):
+                hop_address = parse_address(hop)
+                if hop_address is None:
+                    break
+                address = hop_address
+                if not self._trusted(address):
+                    break
+            return str(address)
+        real_ip = request.getHeader(b"x-real-ip")
+        forwarded = parse_address(real_ip.decode("latin-1")) if real_ip else None
+        return str(forwarded or address)
+
+    # --- the check -------------------------------------------------------------------------
+
+    async def _authenticate(self, request: Any, allow_token: bool) -> User:
+        username, secret = parse_basic(request.getHeader(b"authorization"))
+        user = await self.store.find_one("users", {"username": username})
+        if allow_token and _TOKEN_SHAPE.fullmatch(secret):
+            # also for unknown users, so the answer takes as long either way
+            valid = await self._token_valid(username, secret, self.client_address(request))
+            if valid and user is not None:
+                return self._accept(request, user, "token")
+        guess = self._cache_key(username, secret)
+        recent = await self._recent_failures(username)
+        waiting = self._guesses.get(username, {})
+        if recent + len(waiting.keys() - {guess}) > self.num_login_attempts:
+            log.warn("login refused for {user} from {ip}: locked out", user=username,
+                     ip=self.client_address(request))
+            raise Unauthorized(_LOCKED)
+        stored = _stored_hash(user)
+        if stored is not None and self.cache.hit(guess, stored[0] + stored[1], self.clock.seconds()):
+            return self._accept(request, user, "cached password")
+        waiting = self._guesses.setdefault(username, {})
+        waiting[guess] = waiting.get(guess, 0) + 1
+        try:
+            key, salt = stored or self._dummy
+            if await self._verify(guess, secret, key, salt) and stored is not None:
+                self.cache.remember(guess, key + salt, self.clock.seconds())
+                return self._accept(request, user, "password")
+            await self.store.insert_one("block_entries", {"username": username, "timestamp": self.clock.seconds()})
+        finally:
+            waiting[guess] -= 1
+            if not waiting[guess]:
+                del waiting[guess]
+            if not waiting:
+                self._guesses.pop(username, None)
+        log.info("failed login for {user} from {ip}", user=username, ip=self.client_address(request))
+        raise Unauthorized(_DENIED)
+
+    def _accept(self, request: Any, user: Any, how: str) -> User:
+        request.ccserver_user = user["username"]
+        log.debug("{user} authenticated by {how}", user=user["username"], how=how)
+        return User(username=user["username"], is_admin=bool(user.get("is_admin", False)))
+
+    def _cache_key(self, username: str, secret: str) -> bytes:
+        # length-prefixed, so no (username, password) pair can collide with another
+        name = username.encode("utf-8")
+        message = len(name).to_bytes(4, "big") + name + secret.encode("utf-8")
+        return hmac.new(self._cache_secret, message, hashlib.sha256).digest()
+
+    def _verify(self, guess: bytes, secret: str, key: bytes, salt: bytes) -> Deferred[bool]:
+        """One PBKDF2 on the hash pool per distinct (password, stored hash) in flight; every
+        caller asking for the same verification meanwhile gets the same answer."""
+        ident = (guess, key + salt)
+        waiters = self._inflight.get(ident)
+        if waiters is None:
+            waiters = self._inflight[ident] = []
+
+            def done(result: bool | Failure) -> None:
+                for waiter in self._inflight.pop(ident):
+                    if isinstance(result, Failure):
+                        waiter.errback(result)
+                    else:
+                        waiter.callback(result)
+
+            self.hash_pool.run(verify_password, secret, key, salt).addBoth(done)
+        waiter: Deferred[bool] = Deferred()
+        waiters.append(waiter)
+        return waiter
+
+    async def _token_valid(self, username: str, secret: str, ip: str) -> bool:
+        oldest = self.clock.seconds() - self.tokens_valid_for_seconds
+        await self._purge("tokens", oldest)
+        candidates = await self.store.find("tokens", {"username": username, "ip": ip})
+        # looked up by username and address, compared here in constant time: a lookup by
+        # token value would let response times hint at how much of a token matched
+        given = secret.encode("ascii")
+        valid = False
+        for doc in candidates:
+            token = doc.get("token")
+            timestamp = doc.get("timestamp")
+            if not isinstance(token, str) or not isinstance(timestamp, (int, float)):
+                continue
+            matches = hmac.compare_digest(token.encode("utf-8"), given)
+            valid |= matches and timestamp >= oldest
+        return valid
+
+    async def _recent_failures(self, username: str) -> int:
+        oldest = self.clock.seconds() - self.block_for_seconds
+        await self._purge("block_entries", oldest)
+        return await self.store.count("block_entries", {"username": username, "timestamp": {"$gte": oldest}})
+
+    async def _purge(self, collection: str, oldest: float) -> None:
+        """Delete aged-out tokens or block entries, as 0.10 did on every check, but at most
+        once per :data:`PURGE_INTERVAL_SECONDS`: every query also filters by age, so the
+        purge only keeps the collections small."""
+        now = self.clock.seconds()
+        if now - self._last_purge[collection] < PURGE_INTERVAL_SECONDS:
+            return
+        self._last_purge[collection] = now
+        await self.store.delete_many(collection, {"timestamp": {"$lt": oldest}})
+
+    async def _issue_token(self, request: Any, user: User) -> tuple[str, float]:
+        token = os.urandom(TOKEN_BYTES).hex()
+        await self.store.insert_one(
+            "tokens",
+            {
+                "username": user.username,
+                "ip": self.client_address(request),
+                "token": token,
+                "timestamp": self.clock.seconds(),
+            },
+        )
+        return token, self.tokens_valid_for_seconds
+
+    def _trusted(self, address: Address) -> bool:
+        return any(address in network for network in self.trusted_proxies)
+
+
+def _stored_hash(user: Any) -> tuple[bytes, bytes] | None:
+    """``(key, salt)`` of a user document in the 0.10 layout, or ``None`` when there is no
+    user or its document is not one we can verify against (then every password fails)."""
+    if user is None:
+        return None
+    key, salt = user.get("password"), user.get("salt")
+    if user.get("hash_function", HASH_FUNCTION) != HASH_FUNCTION:
+        return None
+    if not isinstance(key, bytes) or not isinstance(salt, bytes) or len(key) != KEY_BYTES:
+        return None
+    return bytes(key), bytes(salt)
