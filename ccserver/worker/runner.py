@@ -1,0 +1,80 @@
+"""Dispatch on settings.container_type, and the inspection container."""
+
+import json
+import signal
+import urllib.request
+
+try:
+    from . import application, data
+    from .callbacks import CallbackError, Callbacks
+    from .common import NET_TIMEOUT, Redactor, WorkerError, exception_text, log, ssl_context
+except ImportError:  # run as the directory /opt/container_worker
+    import application
+    import data
+    from callbacks import CallbackError, Callbacks
+    from common import NET_TIMEOUT, Redactor, WorkerError, exception_text, log, ssl_context
+
+
+def inspect(settings):
+    """One GET on inspection_url: 0 when it answers with a status below 400, 1 otherwise."""
+    url = settings.get("inspection_url")
+    if not url:
+        log("inspection: no inspection_url in the settings")
+        return 1
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ssl_context(True)))
+    try:
+        with opener.open(urllib.request.Request(url), timeout=NET_TIMEOUT) as answer:
+            answer.read(65536)
+            log(f"inspection: HTTP {answer.status}")
+    except Exception as e:
+        log(f"inspection failed: {e}")
+        return 1
+    return 0
+
+
+def _terminate(signum, frame):
+    # docker stop / kill: leave at once (as PID 1 a container ignores SIGTERM without a handler);
+    # SystemExit is no Exception, so no failed callback is sent for a container being removed.
+    raise SystemExit(128 + signum)
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[0] in ("--debug", "-d"):  # accepted like 0.10, no effect
+        argv = argv[1:]
+    if len(argv) != 1:
+        log("usage: python3 /opt/container_worker '<settings JSON>'")
+        return 64
+    try:
+        settings = json.loads(argv[0])
+        container_type = settings["container_type"]
+    except (ValueError, TypeError, KeyError) as e:
+        log(f"the settings argument is not JSON with container_type: {e}")
+        return 64
+    signal.signal(signal.SIGTERM, _terminate)
+    if container_type == "inspection":
+        return inspect(settings)
+    runs = {"application": application.run, "data": data.run}
+    if container_type not in runs:
+        log(f"unknown container_type {container_type!r}")
+        return 42
+    redact = Redactor()
+    redact.add(settings.get("callback_key"))
+    try:
+        callbacks = Callbacks(settings, redact)
+    except KeyError as e:
+        log(f"the settings lack {e}")
+        return 64
+    try:
+        return runs[container_type](settings, callbacks, redact)
+    except CallbackError as e:
+        log(e.description)
+        return e.exit_code
+    except Exception as e:
+        description = e.description if isinstance(e, WorkerError) else f"worker error: {type(e).__name__}"
+        log(redact(description))
+        if not callbacks.failed_sent:
+            try:
+                callbacks.failed(description, exception=exception_text(redact))
+            except CallbackError as ce:
+                log(ce.description)
+        return e.exit_code if isinstance(e, WorkerError) else 1
