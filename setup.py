@@ -19,6 +19,7 @@ setup(
         "pymongo>=4.6,<4.19",
         "treq>=24.9",
         "jsonschema>=4.20",
+        "fastjsonschema>=2.19",
         "docker>=7.1",
         "pyOpenSSL>=24.0",
         "service-identity>=24.1",

@@ -1,37 +1,238 @@
-"""The REST API as a Klein application: routes only; the work happens in domain modules."""
+"""The REST API of cc-protocol.md §4 as a Klein application.
+
+Every route reads the same way: authenticate → parse and validate the body → one domain call
+→ JSON with ids as hex strings and secrets masked.  Errors are exceptions; ``_errors`` hands
+every one of them to :func:`ccserver.web.errors.render_failure`, the one place they become
+answers.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+from twisted.web.resource import IResource
+from werkzeug.routing import RequestRedirect
 
-from ccserver import __version__
+from ccserver import __version__, queries, tasks
+from ccserver.auth.guard import Authenticator, User
+from ccserver.config import Config
+from ccserver.documents import to_client
 from ccserver.storage.base import Store
-from ccserver.web.errors import render_failure, write_json
+from ccserver.web import bodies, openapi
+from ccserver.web.cors import CORSPolicy, CORSResource
+from ccserver.web.errors import (
+    BadRequest,
+    Forbidden,
+    NotFoundError,
+    ServiceUnavailable,
+    render_failure,
+    write_json,
+)
+from ccserver.web.root import build_root
+
+
+class Cluster(Protocol):
+    def nodes_status(self) -> Deferred[dict[str, Any]]: ...
+
+    def node_names(self) -> list[str]: ...
+
+    def recheck(self, names: list[str]) -> Deferred[Any]: ...
+
+
+class Scheduler(Protocol):
+    def wake(self) -> None: ...
+
+
+class Clock(Protocol):
+    def seconds(self) -> float: ...
+
+
+class CallbackHandler(Protocol):
+    """``ccserver.callbacks.Callbacks``: checks the callback key, records, answers."""
+
+    def handle(self, collection: str, body: dict[str, Any]) -> Awaitable[dict[str, Any]]: ...
 
 
 class API:
     """Routes of cc-protocol.md §4; one instance per daemon."""
 
     app = Klein()
+    # no redirects: "/tasks/" and "//tasks" are the same route as "/tasks" (a client that
+    # POSTs a body must not be sent elsewhere)
+    app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        auth: Authenticator,
+        cluster: Cluster,
+        scheduler: Scheduler,
+        clock: Clock,
+        callbacks: CallbackHandler | None = None,
+    ) -> None:
+        self.config = config
         self.store = store
+        self.auth = auth
+        self.cluster = cluster
+        self.scheduler = scheduler
+        self.clock = clock
+        #: may be set after construction (the handler needs the scheduler, built alongside)
+        self.callbacks = callbacks
+        self.submitter = tasks.Submitter(store, clock)
+        self.cors = CORSPolicy(config.server.cors_origins)
+        self._openapi = json.dumps(openapi.document(config.server.api_prefix)).encode()
 
-    def resource(self) -> Any:
-        return self.app.resource()
+    def resource(self) -> IResource:
+        """The site root: CORS around the Klein app, mounted under the prefix, static files
+        around that (see :mod:`ccserver.web.root`)."""
+        api = CORSResource(self.app.resource(), self.cors)
+        segments = {rule.rule.strip("/").split("/")[0] for rule in self.app.url_map.iter_rules()}
+        server = self.config.server
+        return build_root(api, server.api_prefix, server.static_dir, segments - {""})
 
     @app.handle_errors(Exception)
     def _errors(self, request: Any, failure: Failure) -> bytes:
+        if failure.check(RequestRedirect):
+            failure = Failure(NotFoundError("no such endpoint"))
         return render_failure(request, failure)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _answer(self, request: Any, body: Any, mask: bool = True) -> bytes:
+        data = write_json(request, 200, to_client(body, mask))
+        # a known length spares the client the chunked encoding
+        request.setHeader(b"content-length", b"%d" % len(data))
+        return data
+
+    def _body(self, request: Any, schema: str) -> dict[str, Any]:
+        body = bodies.read(request)
+        bodies.validate(schema, body)
+        return body
+
+    # --- server ---------------------------------------------------------------------------
 
     @app.route("/", methods=["GET"])
     def root(self, request: Any) -> bytes:
         return write_json(request, 200, {"version": __version__})
 
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi_document(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        return self._openapi
 
-def dumps(body: Any) -> bytes:
-    return json.dumps(body).encode()
+    @app.route("/token", methods=["GET"])
+    async def token(self, request: Any) -> bytes:
+        user = await self.auth.authenticate(request, allow_token=False)
+        token, valid_for = await self.auth.issue_token(request, user)
+        seconds = int(valid_for) if float(valid_for).is_integer() else valid_for
+        return self._answer(request, {"token": token, "valid_for_seconds": seconds})
+
+    # --- nodes ----------------------------------------------------------------------------
+
+    @app.route("/nodes", methods=["GET"])
+    async def nodes(self, request: Any) -> bytes:
+        await self.auth.authenticate(request)
+        return self._answer(request, await self.cluster.nodes_status())
+
+    @app.route("/nodes", methods=["POST"])
+    async def recheck_nodes(self, request: Any) -> bytes:
+        user = await self.auth.authenticate(request)
+        if not user.is_admin:
+            raise Forbidden("only admins may re-check nodes")
+        body = self._body(request, "Nodes")
+        names = list(dict.fromkeys(node["name"] for node in body["nodes"]))
+        known = set(self.cluster.node_names())
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise BadRequest(f"unknown node: {unknown[0]}")
+        await self.cluster.recheck(names)
+        return self._answer(request, {})
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    @app.route("/tasks", methods=["POST"])
+    async def submit_tasks(self, request: Any) -> bytes:
+        user = await self.auth.authenticate(request)
+        body = bodies.read(request)
+        bodies.validate("Tasks" if "tasks" in body else "Task", body)
+        answer = await self.submitter.submit(user, body)
+        self.scheduler.wake()
+        return self._answer(request, answer)
+
+    @app.route("/tasks/cancel", methods=["POST"])
+    async def cancel_tasks(self, request: Any) -> bytes:
+        user = await self.auth.authenticate(request)
+        body = bodies.read(request)
+        batch = "tasks" in body
+        bodies.validate("CancelMany" if batch else "CancelOne", body)
+        body = bodies.convert_ids(body)
+        ids = [t["_id"] for t in body["tasks"]] if batch else [body["_id"]]
+        result = await tasks.cancel(self.store, user, ids, self.clock)
+        self.scheduler.wake()
+        return self._answer(request, {"tasks": result} if batch else result[0])
+
+    # --- queries --------------------------------------------------------------------------
+
+    async def _query(self, request: Any, collection: str) -> bytes:
+        user = await self.auth.authenticate(request)
+        body = self._body(request, "Query")
+        pipeline = queries.vet(body["aggregate"], _scope(user))
+        limit = self.config.server.query_max_documents
+        docs = await self.store.aggregate(
+            collection,
+            pipeline,
+            max_documents=limit + 1,
+            timeout=self.config.server.query_timeout_seconds,
+        )
+        if len(docs) > limit:
+            raise BadRequest(f"query returns more than {limit} documents; add $limit")
+        return self._answer(request, {collection: docs})
+
+    @app.route("/tasks/query", methods=["POST"])
+    def query_tasks(self, request: Any) -> Any:
+        return self._query(request, "tasks")
+
+    @app.route("/task-groups/query", methods=["POST"])
+    def query_task_groups(self, request: Any) -> Any:
+        return self._query(request, "task_groups")
+
+    @app.route("/application-containers/query", methods=["POST"])
+    def query_application_containers(self, request: Any) -> Any:
+        return self._query(request, "application_containers")
+
+    @app.route("/data-containers/query", methods=["POST"])
+    def query_data_containers(self, request: Any) -> Any:
+        return self._query(request, "data_containers")
+
+    # --- container callbacks (cc-protocol.md §7) -------------------------------------------
+
+    async def _callback(self, request: Any, collection: str) -> bytes:
+        # no user authentication: the callback key in the body is checked by the handler
+        body = self._body(request, "Callback")
+        bodies.check_storable(body, "")
+        body = bodies.convert_ids(body)
+        if self.callbacks is None:
+            raise ServiceUnavailable("container callbacks are not being accepted yet")
+        answer = await self.callbacks.handle(collection, body)
+        # unmasked: the worker needs the real input file keys and connector credentials
+        return self._answer(request, answer, mask=False)
+
+    @app.route("/application-containers/callback", methods=["POST"])
+    def application_container_callback(self, request: Any) -> Any:
+        return self._callback(request, "application_containers")
+
+    @app.route("/data-containers/callback", methods=["POST"])
+    def data_container_callback(self, request: Any) -> Any:
+        return self._callback(request, "data_containers")
+
+
+def _scope(user: User) -> str | None:
+    """The user name a query is restricted to; ``None`` for admins (they see everything)."""
+    return None if user.is_admin else user.username

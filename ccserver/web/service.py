@@ -55,20 +55,27 @@ class WebService(Service):
         ports, self.ports = self.ports, []
         yield DeferredList([Deferred.fromCoroutine(_stop(p)) for _, p in ports])
         deadline = self.reactor.seconds() + self.shutdown_timeout
-        for channel in list(self.site.channels):
-            if not getattr(channel, "requests", None):
-                channel.transport.loseConnection()
         while self.site.channels and self.reactor.seconds() < deadline:
             for channel in list(self.site.channels):
-                if not getattr(channel, "requests", None):
-                    channel.transport.loseConnection()
+                http, transport = _unwrap(channel)
+                if transport is not None and not getattr(http, "requests", None):
+                    transport.loseConnection()  # idle keep-alive connection
             yield deferLater(self.reactor, 0.05, lambda: None)
         for channel in list(self.site.channels):
             log.warn("closing a connection with a request still running at shutdown")
-            channel.transport.abortConnection()
+            _, transport = _unwrap(channel)
+            if transport is not None:
+                transport.abortConnection()
 
 
 async def _stop(port: Any) -> None:
     result = port.stopListening()
     if isinstance(result, Deferred):
         await result
+
+
+def _unwrap(channel: Any) -> tuple[Any, Any]:
+    """The HTTP/1.1 channel and its transport behind Twisted's protocol-negotiating wrapper
+    (``_GenericHTTPChannelProtocol`` keeps the real channel in ``_channel``)."""
+    http = getattr(channel, "_channel", channel)
+    return http, getattr(http, "transport", None)

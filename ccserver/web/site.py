@@ -83,7 +83,9 @@ class CCSite(Site):
         max_body_bytes: int,
         client_address: Callable[[Request], str] | None = None,
     ) -> None:
-        super().__init__(resource)
+        # the API speaks JSON only: no form or multipart parsing of POST bodies (it also
+        # spares a costly content-type parse per request)
+        super().__init__(resource, parsePOSTFormSubmission=False)
         self.max_body_bytes = max_body_bytes
         self.client_address = client_address or (lambda r: _peer(r))
         # buildProtocol sets channel.site; keep a handle on open channels for shutdown

@@ -1,0 +1,112 @@
+"""Vetting the aggregation pipelines of the four query endpoints (cc-protocol.md §4).
+
+0.10 checked stage names only, so ``{"$match": {"$where": "..."}}`` ran JavaScript on the
+database server and ``$lookup`` inside ``$facet``-like nesting could read other collections.
+Here every key of every object at every depth (inside lists, inside ``$match``, inside
+``$expr``) is compared with a deny-list of operators that run code or reach another
+collection, and only whitelisted stages are accepted at the top.  A standard user's pipeline
+gets a leading ``$match`` on its own user name, so no later stage can see other users'
+documents (``$replaceRoot``/``$group`` run on already filtered input).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ccserver.web.bodies import MAX_DEPTH, convert_ids, path_text
+from ccserver.web.errors import BadRequest
+
+ALLOWED_STAGES = frozenset(
+    {
+        "$match",
+        "$project",
+        "$limit",
+        "$skip",
+        "$count",
+        "$sort",
+        "$unwind",
+        "$group",
+        "$sample",
+        "$replaceRoot",
+        "$addFields",
+    }
+)
+
+#: operators that run code on the server, read or write other collections, or reveal server
+#: state; refused wherever they appear
+DENIED_OPERATORS = frozenset(
+    {
+        # server-side code
+        "$where",
+        "$function",
+        "$accumulator",
+        "$eval",
+        # other collections / writes
+        "$lookup",
+        "$graphLookup",
+        "$unionWith",
+        "$out",
+        "$merge",
+        "$documents",
+        "$facet",
+        # server and cluster state
+        "$changeStream",
+        "$changeStreamSplitLargeEvent",
+        "$collStats",
+        "$currentOp",
+        "$listSessions",
+        "$listLocalSessions",
+        "$listSearchIndexes",
+        "$listSampledQueries",
+        "$indexStats",
+        "$planCacheStats",
+        "$queryStats",
+        "$shardedDataDistribution",
+        "$search",
+        "$searchMeta",
+        "$vectorSearch",
+    }
+)
+
+
+def vet(pipeline: Any, username: str | None) -> list[dict[str, Any]]:
+    """The pipeline to run: checked, with ids in ``$match`` stages converted, and, when
+    ``username`` is given (a standard user), restricted to that user's documents.
+
+    Raises :class:`BadRequest` naming the offending stage and key."""
+    if not isinstance(pipeline, list):
+        raise BadRequest("aggregate: expected a list of stages")
+    stages: list[dict[str, Any]] = []
+    for i, stage in enumerate(pipeline):
+        where = f"aggregate[{i}]"
+        if not isinstance(stage, dict) or len(stage) != 1:
+            raise BadRequest(f"{where}: each stage must be an object with exactly one key")
+        (name, spec), = stage.items()
+        if name not in ALLOWED_STAGES:
+            allowed = " ".join(sorted(ALLOWED_STAGES))
+            raise BadRequest(f"{where}: stage {name!r} is not allowed (allowed: {allowed})")
+        check_operators(spec, path_text([name], where), 1)
+        if name == "$match":
+            if not isinstance(spec, dict):
+                raise BadRequest(f"{where}.$match: expected an object")
+            spec = convert_ids(spec, f"{where}.$match")
+        stages.append({name: spec})
+    if username is not None:
+        stages.insert(0, {"$match": {"username": username}})
+    return stages
+
+
+def check_operators(value: Any, path: str, depth: int) -> None:
+    """Refuse denied operators as keys at any depth of ``value``, and too deep nesting."""
+    if depth > MAX_DEPTH:
+        raise BadRequest(f"{path}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in DENIED_OPERATORS:
+                raise BadRequest(f"{path_text([key], path)}: operator {key} is not allowed in queries")
+            if isinstance(item, (dict, list)):
+                check_operators(item, path_text([key], path), depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, (dict, list)):
+                check_operators(item, f"{path}[{i}]", depth + 1)

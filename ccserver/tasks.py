@@ -1,0 +1,238 @@
+"""Submitting and cancelling tasks: the domain behind ``POST /tasks`` and ``POST /tasks/cancel``.
+
+Both work in bulk: a batch of 10,000 tasks is two ``insert_many`` calls (and concurrent
+submissions share them, see :class:`Submitter`), a cancel of many tasks
+is one ``find`` and two ``update_many`` calls, whatever the size, so the API's speed does not
+depend on how clients group their work.  State changes use the state as a compare-and-set
+filter, so a task the scheduler finished a moment ago is never pulled out of its end state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bson import ObjectId
+from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ccserver import states
+from ccserver.storage.base import Document, Store
+from ccserver.web.bodies import check_storable
+from ccserver.web.errors import BadRequest
+
+log = Logger(namespace="ccserver.tasks")
+
+
+class Clock(Protocol):
+    def seconds(self) -> float: ...
+
+
+class Principal(Protocol):
+    """Who asks: ``ccserver.auth.guard.User`` satisfies this."""
+
+    username: str
+    is_admin: bool
+
+
+def _created_then_waiting(what: str, now: float) -> list[dict[str, Any]]:
+    return [
+        states.transition(states.CREATED, f"{what} created.", now),
+        states.transition(states.WAITING, f"{what} waiting.", now),
+    ]
+
+
+@dataclass
+class Submission:
+    """The documents of one ``POST /tasks`` and the answer it gets once they are stored."""
+
+    group: Document
+    tasks: list[Document]
+    batch: bool
+
+    @property
+    def answer(self) -> dict[str, Any]:
+        if self.batch:
+            return {"task_group_id": self.group["_id"], "tasks": [{"_id": t["_id"]} for t in self.tasks]}
+        return {"_id": self.tasks[0]["_id"]}
+
+
+def prepare(user: Principal, body: dict[str, Any], now: float) -> Submission:
+    """The task group and task documents (both created → waiting) for an already validated
+    body: one task, or ``{"tasks": [...]}``.  The body's dicts become the documents (no copy:
+    the parsed body belongs to this request)."""
+    batch = "tasks" in body
+    submitted: list[dict[str, Any]] = body["tasks"] if batch else [body]
+    for i, task in enumerate(submitted):
+        check_storable(task, f"tasks[{i}]" if batch else "")
+    group_id = ObjectId()
+    task_ids = [ObjectId() for _ in submitted]
+    group: Document = {
+        "_id": group_id,
+        "state": states.WAITING,
+        "created_at": now,
+        "transitions": _created_then_waiting("Task group", now),
+        "username": user.username,
+        "task_ids": task_ids,
+        "tasks_count": len(submitted),
+    }
+    for task_id, task in zip(task_ids, submitted, strict=True):
+        task["_id"] = task_id
+        task["username"] = user.username
+        task["state"] = states.WAITING
+        task["created_at"] = now
+        task["transitions"] = _created_then_waiting("Task", now)
+        task["trials"] = 0
+        task["task_group_id"] = [group_id]
+    return Submission(group, submitted, batch)
+
+
+async def store_submissions(store: Store, submissions: Sequence[Submission]) -> None:
+    """Insert the groups, then the tasks, of ``submissions``: one ``insert_many`` each.
+
+    Groups go in first: a scheduler never sees a task whose group is missing.  If the tasks
+    cannot be stored, the groups (and any tasks a non-transactional backend kept) are
+    removed again before the error is raised."""
+    groups = [s.group for s in submissions]
+    tasks = [t for s in submissions for t in s.tasks]
+    await store.insert_many("task_groups", groups)
+    try:
+        await store.insert_many("tasks", tasks)
+    except Exception:
+        await _remove(store, submissions)
+        raise
+
+
+async def _remove(store: Store, submissions: Sequence[Submission]) -> None:
+    try:
+        await store.delete_many("tasks", {"task_group_id": {"$in": [s.group["_id"] for s in submissions]}})
+        await store.delete_many("task_groups", {"_id": {"$in": [s.group["_id"] for s in submissions]}})
+    except Exception:
+        log.failure("removing the task groups of a failed submission")
+
+
+async def submit(store: Store, user: Principal, body: dict[str, Any], clock: Clock) -> dict[str, Any]:
+    """Store one task group and its tasks; fire with the answer of ``POST /tasks``."""
+    submission = prepare(user, body, clock.seconds())
+    await store_submissions(store, [submission])
+    return submission.answer
+
+
+class Submitter:
+    """``submit`` with group commit: submissions that arrive while a write is under way are
+    stored together by the next write, with one ``insert_many`` per collection.
+
+    Under load this turns 32 concurrent single-task requests into two store calls instead
+    of 64, which is what lets the embedded store keep up; a lone request is written at once,
+    so nothing waits for a timer.  If a combined write fails, each submission of it is
+    retried on its own, so one bad request cannot fail its neighbours."""
+
+    #: a combined write holds at most about this many tasks (one submission may exceed it)
+    MAX_TASKS_PER_WRITE = 20_000
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self._queue: list[tuple[Submission, Deferred[dict[str, Any]]]] = []
+        self._writing = False
+
+    def submit(self, user: Principal, body: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        try:
+            submission = prepare(user, body, self.clock.seconds())
+        except Exception:
+            return fail()
+        d: Deferred[dict[str, Any]] = Deferred()
+        self._queue.append((submission, d))
+        if not self._writing:
+            Deferred.fromCoroutine(self._write_all())
+        return d
+
+    def _take(self) -> list[tuple[Submission, Deferred[dict[str, Any]]]]:
+        count, taken = 0, 0
+        for submission, _ in self._queue:
+            if taken and count + len(submission.tasks) > self.MAX_TASKS_PER_WRITE:
+                break
+            count += len(submission.tasks)
+            taken += 1
+        batch, self._queue = self._queue[:taken], self._queue[taken:]
+        return batch
+
+    async def _write_all(self) -> None:
+        self._writing = True
+        try:
+            while self._queue:
+                await self._write(self._take())
+        finally:
+            self._writing = False
+
+    async def _write(self, batch: list[tuple[Submission, Deferred[dict[str, Any]]]]) -> None:
+        try:
+            await store_submissions(self.store, [s for s, _ in batch])
+        except Exception:
+            if len(batch) == 1:
+                _fire(batch[0][1], Failure())
+                return
+            for submission, d in batch:
+                try:
+                    await store_submissions(self.store, [submission])
+                except Exception:
+                    _fire(d, Failure())
+                else:
+                    _fire(d, submission.answer)
+            return
+        for submission, d in batch:
+            _fire(d, submission.answer)
+
+
+def _fire(d: Deferred[Any], result: Any) -> None:
+    """Deliver ``result`` unless the request has gone (Klein cancels the route's Deferred
+    when the client disconnects; the documents are stored anyway)."""
+    if d.called:
+        return
+    if isinstance(result, Failure):
+        d.errback(result)
+    else:
+        d.callback(result)
+
+
+async def cancel(store: Store, user: Principal, ids: list[ObjectId], clock: Clock) -> list[dict[str, Any]]:
+    """Cancel the tasks ``ids`` (all or none) and their live application containers; fire
+    with ``{"_id", "state"}`` per requested id, in request order.
+
+    A standard user may name only its own tasks: a foreign id is answered exactly like an
+    unknown one, so the answer does not reveal which ids exist."""
+    wanted = list(dict.fromkeys(ids))
+    scope: dict[str, Any] = {"_id": {"$in": wanted}}
+    if not user.is_admin:
+        scope["username"] = user.username
+    found = await store.find("tasks", scope, projection={"_id": 1, "state": 1})
+    known = {doc["_id"]: doc["state"] for doc in found}
+    for task_id in wanted:
+        if task_id not in known:
+            raise BadRequest(f"task not found: {task_id}")
+    live = [i for i in wanted if known[i] in states.LIVE_STATES]
+    if live:
+        now = clock.seconds()
+        by = f"Task cancelled by {user.username}."
+        await store.update_many(
+            "tasks",
+            {"_id": {"$in": live}, "state": states.not_ended()},
+            {
+                "$set": {"state": states.CANCELLED},
+                "$push": {"transitions": states.transition(states.CANCELLED, by, now)},
+            },
+        )
+        await store.update_many(
+            "application_containers",
+            {"task_id": {"$in": live}, "state": states.not_ended()},
+            {
+                "$set": {"state": states.CANCELLED},
+                "$push": {"transitions": states.transition(states.CANCELLED, by, now)},
+            },
+        )
+        # the states now: cancelled, or an end state the scheduler reached first
+        now_states = await store.find("tasks", {"_id": {"$in": live}}, projection={"_id": 1, "state": 1})
+        known.update({doc["_id"]: doc["state"] for doc in now_states})
+    return [{"_id": task_id, "state": known[task_id]} for task_id in ids]

@@ -1,0 +1,320 @@
+"""The OpenAPI 3.0 document of the whole API, built from the same schemas that validate the
+request bodies (:mod:`ccserver.web.schemas`), served at ``GET /openapi.json`` and rendered
+into ``docs/api.rst``.
+
+OpenAPI 3.0 schema objects are a dialect of JSON Schema: ``type`` lists become ``nullable``,
+``const`` becomes a one-value ``enum``, and ``exclusiveMinimum`` is a flag beside
+``minimum``; :func:`to_openapi` does that translation so the validators keep using plain
+draft 2020-12.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ccserver import __version__
+from ccserver.web.schemas import REQUESTS
+
+Schema = dict[str, Any]
+
+ID: Schema = {"type": "string", "pattern": "^[0-9a-f]{24}$", "example": "5a3f0c7e9d1b2c0012345678"}
+STATE: Schema = {
+    "type": "integer",
+    "enum": [0, 1, 2, 3, 4, 5],
+    "description": "0 created, 1 waiting, 2 processing, 3 success, 4 failed, 5 cancelled",
+}
+NODE: Schema = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "total_ram": {"type": "number", "description": "MB"},
+        "reserved_ram": {"type": "number", "description": "MB"},
+        "total_cpus": {"type": "integer", "nullable": True},
+        "reserved_cpus": {"type": "integer", "nullable": True},
+        "active_application_containers": {"type": "array", "items": {"type": "number"}},
+        "active_data_containers": {"type": "array", "items": {"type": "number"}},
+    },
+}
+DOCUMENTS: Schema = {
+    "type": "array",
+    "items": {"type": "object", "additionalProperties": True},
+    "description": "stored documents as the pipeline shaped them; ids as hex strings, secrets masked",
+}
+
+RESPONSES: dict[str, Schema] = {
+    "Version": {"type": "object", "properties": {"version": {"type": "string"}}, "required": ["version"]},
+    "Token": {
+        "type": "object",
+        "properties": {
+            "token": {"type": "string", "pattern": "^[0-9a-f]{48}$"},
+            "valid_for_seconds": {"type": "number"},
+        },
+        "required": ["token", "valid_for_seconds"],
+    },
+    "NodesStatus": {
+        "type": "object",
+        "properties": {
+            "healthy_nodes": {"type": "array", "items": NODE},
+            "dead_nodes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "description": {"type": "string"}},
+                },
+            },
+        },
+        "required": ["healthy_nodes", "dead_nodes"],
+    },
+    "Empty": {"type": "object", "additionalProperties": False},
+    "TaskCreated": {"type": "object", "properties": {"_id": ID}, "required": ["_id"]},
+    "TasksCreated": {
+        "type": "object",
+        "properties": {
+            "task_group_id": ID,
+            "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/TaskCreated"}},
+        },
+        "required": ["task_group_id", "tasks"],
+    },
+    "TaskState": {"type": "object", "properties": {"_id": ID, "state": STATE}, "required": ["_id", "state"]},
+    "TaskStates": {
+        "type": "object",
+        "properties": {"tasks": {"type": "array", "items": {"$ref": "#/components/schemas/TaskState"}}},
+        "required": ["tasks"],
+    },
+    "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+    "ApplicationContainerStarted": {
+        "type": "object",
+        "description": "the answer to callback_type 0 of an application container",
+        "properties": {
+            "task_id": ID,
+            "input_files": {"type": "array", "items": {"type": "object"}},
+            "result_files": {"type": "array", "items": {"type": "object", "nullable": True}},
+            "parameters": {"description": "object or array, as submitted"},
+            "sandbox": {"type": "object", "nullable": True},
+            "tracing": {"type": "object", "nullable": True},
+        },
+    },
+    "DataContainerStarted": {
+        "type": "object",
+        "description": "the answer to callback_type 0 of a data container",
+        "properties": {
+            "input_files": {"type": "array", "items": {"type": "object"}},
+            "input_file_keys": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+}
+
+QUERY_COLLECTIONS = {
+    "/tasks/query": ("tasks", "Query tasks"),
+    "/task-groups/query": ("task_groups", "Query task groups"),
+    "/application-containers/query": ("application_containers", "Query application containers"),
+    "/data-containers/query": ("data_containers", "Query data containers"),
+}
+
+QUERY_NOTES = (
+    "The body holds a MongoDB aggregation pipeline. Allowed stages (each an object with exactly one "
+    "key): $match $project $limit $skip $count $sort $unwind $group $sample $replaceRoot $addFields. "
+    "Operators that run code or reach other collections ($where, $function, $accumulator, $lookup, "
+    "$graphLookup, $unionWith, $out, $merge, $facet, $documents, ...) are refused at any depth "
+    "with 400. Standard users see only their own documents (a leading $match on username is "
+    "added); admins see all. A query that would return more than server.query_max_documents "
+    "documents is refused with 400 (add $limit); one that runs longer than "
+    "server.query_timeout_seconds is refused with 400."
+)
+
+
+def to_openapi(schema: Any) -> Any:
+    """A copy of a draft 2020-12 schema in the OpenAPI 3.0 dialect."""
+    if isinstance(schema, list):
+        return [to_openapi(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: to_openapi(v) for k, v in schema.items() if k not in ("type", "exclusiveMinimum")}
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kinds = [k for k in kind if k != "null"]
+        if "null" in kind:
+            out["nullable"] = True
+        if len(kinds) == 1:
+            out["type"] = kinds[0]
+        else:
+            out["anyOf"] = [{"type": k} for k in kinds]
+    elif kind is not None:
+        out["type"] = kind
+    if "exclusiveMinimum" in schema:
+        out["minimum"] = schema["exclusiveMinimum"]
+        out["exclusiveMinimum"] = True
+    if "anyOf" in schema and {"type": "null"} in schema["anyOf"]:
+        rest = [s for s in schema["anyOf"] if s != {"type": "null"}]
+        if len(rest) == 1:
+            del out["anyOf"]
+            out.update(to_openapi(rest[0]))
+            out["nullable"] = True
+    return out
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Schema, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _operation(
+    summary: str,
+    ok: tuple[Schema, str],
+    *,
+    body: Schema | None = None,
+    auth: str | None = "user",
+    errors: dict[str, str] | None = None,
+    description: str | None = None,
+    tag: str,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": {"200": _json(*ok)}}
+    if description:
+        op["description"] = description
+    responses = op["responses"]
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        responses["400"] = _error("the body is not JSON, or does not match the schema, or names unknown ids")
+        responses["413"] = _error("the body is larger than server.max_body_bytes")
+    if auth == "user":
+        op["security"] = [{"basicAuth": []}]
+        responses["401"] = _error("missing or wrong credentials, or locked out after failed logins")
+    elif auth == "password":
+        op["security"] = [{"basicAuth": []}]
+        responses["401"] = _error("missing or wrong credentials (a token is not accepted here)")
+    elif auth == "callback":
+        op["security"] = []
+        responses["401"] = _error("unknown container or wrong callback_key")
+    else:
+        op["security"] = []
+    for status, text in (errors or {}).items():
+        responses[status] = _error(text)
+    responses["503"] = _error("the database cannot be reached")
+    return op
+
+
+def _paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/": {"get": _operation("Server version", (_ref("Version"), "the version"), auth=None, tag="server")},
+        "/openapi.json": {
+            "get": _operation(
+                "This OpenAPI document", ({"type": "object"}, "the OpenAPI 3.0 document"), auth=None, tag="server"
+            )
+        },
+        "/token": {
+            "get": _operation(
+                "Issue a token",
+                (_ref("Token"), "a token, valid from this client address only"),
+                auth="password",
+                tag="server",
+                description="The token may replace the password in basic authentication on every other "
+                "user endpoint, from the same client address, for valid_for_seconds.",
+            )
+        },
+        "/nodes": {
+            "get": _operation("Cluster nodes", (_ref("NodesStatus"), "healthy and dead nodes"), tag="nodes"),
+            "post": _operation(
+                "Re-check nodes now",
+                (_ref("Empty"), "the nodes were checked"),
+                body=_ref("Nodes"),
+                tag="nodes",
+                errors={"403": "only admins may re-check nodes"},
+                description="Used after a dead node was repaired. An unknown node name is a 400.",
+            ),
+        },
+        "/tasks": {
+            "post": _operation(
+                "Submit one task or a batch",
+                (
+                    {"oneOf": [_ref("TaskCreated"), _ref("TasksCreated")]},
+                    "one task: {_id}; a batch: {task_group_id, tasks: [{_id}...]}",
+                ),
+                body={"oneOf": [_ref("Task"), _ref("Tasks")]},
+                tag="tasks",
+                description="Either way one task group is created for the request.",
+            )
+        },
+        "/tasks/cancel": {
+            "post": _operation(
+                "Cancel one task or a batch",
+                ({"oneOf": [_ref("TaskState"), _ref("TaskStates")]}, "the tasks' states after the request"),
+                body={"oneOf": [_ref("CancelOne"), _ref("CancelMany")]},
+                tag="tasks",
+                description="A standard user may cancel only its own tasks. An unknown or foreign id is "
+                "a 400 naming the id, and then nothing is cancelled. Tasks already in an end state "
+                "keep it.",
+            )
+        },
+    }
+    for path, (collection, summary) in QUERY_COLLECTIONS.items():
+        answer = {"type": "object", "properties": {collection: DOCUMENTS}, "required": [collection]}
+        paths[path] = {
+            "post": _operation(
+                summary,
+                (answer, "the documents"),
+                body=_ref("Query"),
+                tag="queries",
+                description=QUERY_NOTES,
+            )
+        }
+    for kind, started in (("application", "ApplicationContainerStarted"), ("data", "DataContainerStarted")):
+        paths[f"/{kind}-containers/callback"] = {
+            "post": _operation(
+                f"Callback of a {kind} container",
+                ({"oneOf": [_ref(started), _ref("Empty")]}, "callback_type 0: the container's work; else {}"),
+                body=_ref("Callback"),
+                auth="callback",
+                tag="containers",
+                errors={"400": "the body is invalid, or the container has already failed"},
+                description="Called by CC-Container-Worker inside the container, authenticated by the "
+                "container's callback_key. Callbacks must arrive in order of callback_type with "
+                "content.state 3; anything else fails the container.",
+            )
+        }
+    return paths
+
+
+def document(prefix: str = "") -> dict[str, Any]:
+    """The OpenAPI document; ``prefix`` is ``server.api_prefix`` (the server URL's path)."""
+    schemas = {name: to_openapi(copy.deepcopy(schema)) for name, schema in REQUESTS.items()}
+    schemas.update(copy.deepcopy(RESPONSES))
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "ccserver (Curious Containers) REST API",
+            "version": __version__,
+            "description": "The CC-Server 0.10 REST API. Every body is a JSON object. Ids are 24 hex "
+            "digits. In answers, values under keys containing 'key' or 'password' are masked.",
+        },
+        "servers": [{"url": prefix or "/"}],
+        "paths": _paths(),
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "basicAuth": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "user name and password, or user name and a token from GET /token",
+                }
+            },
+        },
+    }
+
+
+def main() -> None:
+    """Print the document as stored in ``docs/openapi.json`` (``python -m ccserver.web.openapi``)."""
+    import json
+
+    print(json.dumps(document(), indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
