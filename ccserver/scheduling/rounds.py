@@ -1,0 +1,96 @@
+"""The inputs of one placement round, read from the store and the cluster, and its decisions
+turned back into the documents' terms.  The decision itself is :func:`placement.place`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bson import ObjectId
+
+from ccserver import states
+from ccserver.cluster.service import Cluster
+from ccserver.config import Config
+from ccserver.scheduling import placement
+from ccserver.storage.base import Store
+
+#: at most this many waiting tasks are considered in one round (oldest first)
+ROUND_TASKS = 10000
+
+
+@dataclass(frozen=True)
+class NewData:
+    id: ObjectId
+    node: str
+    input_files: list[Any]
+
+
+@dataclass
+class Placed:
+    task: dict[str, Any]
+    node: str
+    data_container_ids: list[ObjectId] = field(default_factory=list)
+    new_data_containers: list[NewData] = field(default_factory=list)
+
+
+@dataclass
+class Decisions:
+    too_large: list[tuple[ObjectId, str]] = field(default_factory=list)
+    placed: list[Placed] = field(default_factory=list)
+
+
+async def decide(config: Config, store: Store, cluster: Cluster) -> Decisions:
+    healthy = cluster.capacities()
+    if not healthy:
+        return Decisions()
+    tasks = await store.find("tasks", {"state": states.WAITING}, sort=[("created_at", 1)], limit=ROUND_TASKS)
+    if not tasks:
+        return Decisions()
+    live = {"state": {"$in": list(states.LIVE_STATES)}}
+    reserved: dict[str, int] = {}
+    for collection in ("application_containers", "data_containers"):
+        for c in await store.find(collection, live, projection={"cluster_node": 1, "container_ram": 1}):
+            reserved[c.get("cluster_node", "")] = reserved.get(c.get("cluster_node", ""), 0) + c.get("container_ram", 0)
+    dcs = await store.find("data_containers", live, projection={"cluster_node": 1, "input_files": 1})
+
+    by_id = {str(t["_id"]): t for t in tasks}
+    plan = placement.place(
+        [
+            placement.WaitingTask(
+                task_id=str(t["_id"]),
+                container_ram=int(t["application_container_description"]["container_ram"]),
+                input_files=tuple(t.get("input_files") or ()),
+                no_cache=bool(t.get("no_cache")),
+            )
+            for t in tasks
+        ],
+        [placement.NodeCapacity(name, total, reserved.get(name, 0)) for name, total in healthy],
+        [
+            placement.LiveDataContainer(str(d["_id"]), d["cluster_node"], tuple(d.get("input_files") or ()))
+            for d in dcs
+        ],
+        data_container_ram=config.defaults.data_container.container_ram,
+        strategy=config.defaults.container_allocation,
+        colocate=config.docker.net is None,
+    )
+    largest = max(total for _, total in healthy)
+    decisions = Decisions()
+    for task_id in plan.too_large:
+        decisions.too_large.append(
+            (ObjectId(task_id), f"Task too large for the cluster: no node has enough RAM even when empty "
+                                f"(largest node: {largest} MB).")
+        )
+    new_ids = [ObjectId() for _ in plan.new_data_containers]
+    owned: dict[str, list[NewData]] = {}
+    for index, new in enumerate(plan.new_data_containers):
+        owned.setdefault(new.task_id, []).append(NewData(new_ids[index], new.node, list(new.input_files)))
+    for p in plan.placements:
+        placed = Placed(task=by_id[p.task_id], node=p.node)
+        for source in p.data_sources:
+            if source.new_index is not None:
+                placed.data_container_ids.append(new_ids[source.new_index])
+            else:
+                placed.data_container_ids.append(ObjectId(source.container_id))
+        placed.new_data_containers = owned.get(p.task_id, [])
+        decisions.placed.append(placed)
+    return decisions

@@ -1,0 +1,389 @@
+"""The scheduler: a loop of rounds that turns waiting tasks into running containers.
+
+A round (cc-protocol §8): place waiting tasks (the pure :mod:`ccserver.scheduling.placement`
+decides, this service writes the documents), launch what was placed (pull, create, start, in
+the order data containers first, application containers once their data containers are
+processing), and clean up (remove containers of ended documents, end data containers nobody
+needs).  Rounds run every ``scheduling_interval_seconds`` and at once on ``wake()``; they never
+overlap, and any number of wake-ups during a round cause exactly one more round.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from bson import ObjectId
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ccserver import states
+from ccserver.cluster import docker_ops
+from ccserver.cluster.service import PULL_TIMEOUT, Cluster
+from ccserver.config import Config
+from ccserver.lifecycle import Lifecycle
+from ccserver.scheduling import rounds
+from ccserver.storage.base import Store
+
+log = Logger(namespace="ccserver.scheduler")
+
+APP = "application_containers"
+DATA = "data_containers"
+LIVE = {"$in": list(states.LIVE_STATES)}
+
+
+class Scheduler(Service):
+    name = "scheduler"
+
+    def __init__(self, config: Config, store: Store, cluster: Cluster, lifecycle: Lifecycle, clock: Any) -> None:
+        self.config = config
+        self.store = store
+        self.cluster = cluster
+        self.lifecycle = lifecycle
+        self.clock = clock
+        #: the base URL for callbacks, set by the daemon once it listens
+        self.callback_base: str | None = None
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = clock
+        self._running: Deferred[None] | None = None
+        self._again = False
+        self._pending_call: Any = None
+        self._full_round_due = True
+        self._images: set[tuple[str, str]] = set()
+        self._addresses: dict[ObjectId, str] = {}
+
+    # --- service and wake-ups ------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._full_round_due = True
+        self._loop.start(self.config.server.scheduling_interval_seconds, now=False)
+        self.wake()
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        if self._pending_call is not None and self._pending_call.active():
+            self._pending_call.cancel()
+        self._pending_call = None
+        running = self._running
+        if running is None:
+            return None
+        waiting: Deferred[None] = Deferred()
+        running.addBoth(lambda _: waiting.callback(None) if not waiting.called else None)
+        waiting.addTimeout(self.config.server.shutdown_timeout_seconds, self.clock, onTimeoutCancel=lambda *a: None)
+        return waiting
+
+    def wake(self) -> None:
+        """Ask for a round soon; calls during a round coalesce into one more round."""
+        if not self.running:
+            return
+        if self._running is not None:
+            self._again = True
+            return
+        if self._pending_call is None or not self._pending_call.active():
+            self._pending_call = self.clock.callLater(0, self._start_round)
+
+    def _tick(self) -> None:
+        self._full_round_due = True
+        self.wake()
+
+    def _start_round(self) -> None:
+        self._pending_call = None
+        if self._running is not None or not self.running:
+            return
+        full, self._full_round_due = self._full_round_due, False
+        self._again = False
+        d = Deferred.fromCoroutine(self.round(full))
+        d.addErrback(lambda f: log.failure("scheduling round failed", f))
+        self._running = d
+
+        def finished(_: Any) -> None:
+            self._running = None
+            if self._again:
+                self.wake()
+
+        d.addBoth(finished)
+
+    # --- a round -----------------------------------------------------------------------
+
+    async def round(self, full: bool = True) -> None:
+        if self.callback_base is None:
+            return
+        await self.place()
+        await self.launch()
+        if full:
+            await self.reconcile()
+        await self.cleanup()
+
+    async def place(self) -> None:
+        decisions = await rounds.decide(self.config, self.store, self.cluster)
+        for task_id, why in decisions.too_large:
+            await self.lifecycle.task_failed_at_once(task_id, why)
+        for placed in decisions.placed:
+            await self._write_placement(placed)
+
+    async def _write_placement(self, placed: rounds.Placed) -> None:
+        now = self.clock.seconds()
+        dc_defaults = self.config.defaults.data_container
+        new_data = []
+        for new in placed.new_data_containers:
+            new_data.append(
+                {
+                    "_id": new.id,
+                    "state": states.CREATED,
+                    "created_at": now,
+                    "transitions": [states.transition(states.CREATED, "Data container created.", now)],
+                    "username": placed.task["username"],
+                    "input_files": new.input_files,
+                    "input_file_keys": [secrets.token_hex(24) for _ in new.input_files],
+                    "callbacks": [],
+                    "callback_key": secrets.token_hex(24),
+                    "cluster_node": new.node,
+                    "container_ram": dc_defaults.container_ram,
+                }
+            )
+        if new_data:
+            await self.store.insert_many(DATA, new_data)
+        app_id = ObjectId()
+        task = placed.task
+        await self.store.insert_one(
+            APP,
+            {
+                "_id": app_id,
+                "state": states.CREATED,
+                "created_at": now,
+                "transitions": [states.transition(states.CREATED, "Application container created.", now)],
+                "username": task["username"],
+                "task_id": [task["_id"]],
+                "data_container_ids": placed.data_container_ids,
+                "callbacks": [],
+                "callback_key": secrets.token_hex(24),
+                "cluster_node": placed.node,
+                "container_ram": task["application_container_description"]["container_ram"],
+            },
+        )
+        await self.lifecycle.task_processing(
+            task["_id"], task["task_group_id"][0], {"application_container_id": app_id}
+        )
+
+    async def launch(self) -> None:
+        """Create and start what was placed: data containers at once, application containers
+        once every data container they use is processing."""
+        work = []
+        for dc in await self.store.find(DATA, {"state": states.CREATED}):
+            work.append(self._launch(DATA, dc, start=True))
+        for app in await self.store.find(APP, {"state": states.CREATED}):
+            work.append(self._launch(APP, app, start=False))
+        await _all(work)
+        work = []
+        waiting = await self.store.find(APP, {"state": states.WAITING})
+        needed = {i for app in waiting for i in app.get("data_container_ids", [])}
+        ready: set[Any] = set()
+        if needed:
+            found = await self.store.find(DATA, {"_id": {"$in": list(needed)}}, projection={"state": 1})
+            ready = {d["_id"] for d in found if d["state"] == states.PROCESSING}
+        for app in waiting:
+            if all(i in ready for i in app.get("data_container_ids", [])):
+                work.append(self._start_application(app))
+        await _all(work)
+
+    async def _launch(self, collection: str, doc: dict[str, Any], start: bool) -> None:
+        node, name = doc["cluster_node"], str(doc["_id"])
+        if node not in self.cluster.nodes or not self.cluster.nodes[node].healthy:
+            await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is not available")
+            return
+        if collection == DATA:
+            dc = self.config.defaults.data_container
+            image, entry_point = dc.image, dc.entry_point
+            auth = {"username": dc.registry_auth.username, "password": dc.registry_auth.password} \
+                if dc.registry_auth else None
+            kind, path = "data", "/data-containers/callback"
+        else:
+            task = await self.store.find_one("tasks", {"_id": doc["task_id"][0]})
+            if task is None:
+                await self.lifecycle.container_failed(collection, doc["_id"], "its task is gone")
+                return
+            description = task["application_container_description"]
+            image = description["image"]
+            entry_point = description.get("entry_point") or self.config.defaults.application_entry_point
+            auth = description.get("registry_auth")
+            kind, path = "application", "/application-containers/callback"
+        settings = {
+            "container_type": kind,
+            "container_id": name,
+            "callback_key": doc["callback_key"],
+            "callback_url": f"{self.callback_base}{path}",
+        }
+        try:
+            await self._ensure_image(node, image, auth)
+        except Exception as e:
+            await self.lifecycle.container_failed(collection, doc["_id"], f"image {image}: {_message(e)}")
+            return
+        try:
+            await self.cluster.call(
+                node, docker_ops.create_container, name, image, docker_ops.command_line(entry_point, settings),
+                doc["container_ram"], kind, self.config.docker.net,
+            )
+        except Exception as e:
+            if "Conflict" not in str(e):  # created before a restart: go on with it
+                await self._docker_failed(collection, doc, "could not create the container", e)
+                return
+        if not await self.lifecycle.transition(
+            collection, doc["_id"], states.WAITING, "Container created.", from_states=(states.CREATED,)
+        ):
+            return
+        if start:
+            try:
+                await self.cluster.call(node, docker_ops.start_container, name)
+            except Exception as e:
+                await self._docker_failed(collection, doc, "could not start the container", e)
+
+    async def _start_application(self, app: dict[str, Any]) -> None:
+        name = str(app["_id"])
+        try:
+            await self.cluster.call(app["cluster_node"], docker_ops.start_container, name)
+        except Exception as e:
+            await self._docker_failed(APP, app, "could not start the container", e)
+            return
+        await self.lifecycle.transition(
+            APP, app["_id"], states.PROCESSING, "Container started.", from_states=(states.WAITING,)
+        )
+
+    async def _ensure_image(self, node: str, image: str, auth: dict[str, str] | None) -> None:
+        policy = self.config.docker.pull_policy
+        if policy != "always" and (node, image) in self._images:
+            return
+        await self.cluster.call(node, docker_ops.ensure_image, image, policy, auth, node, timeout=PULL_TIMEOUT)
+        self._images.add((node, image))
+
+    async def _docker_failed(self, collection: str, doc: dict[str, Any], what: str, error: Exception) -> None:
+        await self.lifecycle.container_failed(collection, doc["_id"], f"{what}: {_message(error)}")
+        self.cluster.report_error(doc["cluster_node"], error)
+
+    # --- containers that ended, vanished or are left over ------------------------------------
+
+    async def container_died(self, node: str, name: str, code: int) -> None:
+        """A container of ours ended on ``node`` (from the engine's event stream)."""
+        try:
+            _id = ObjectId(name)
+        except Exception:
+            return  # an inspection container, removed by its runner
+        for collection in (APP, DATA):
+            doc = await self.store.find_one(collection, {"_id": _id}, {"state": 1, "cluster_node": 1})
+            if doc is not None:
+                break
+        else:
+            await self._remove(node, name)
+            return
+        if states.is_end(doc["state"]):
+            await self._remove(node, name)
+            return
+        logs = ""
+        try:
+            logs = await self.cluster.call(node, docker_ops.logs_tail, name)
+        except Exception:
+            pass
+        if code:
+            why = f"container exited with code {code}" + (f"; last output:\n{logs.strip()}" if logs.strip() else "")
+        else:
+            why = "container exited before it sent all its callbacks" + (
+                f"; last output:\n{logs.strip()}" if logs.strip() else "")
+        await self.lifecycle.container_failed(collection, _id, why)
+        await self._remove(node, name)
+
+    async def _remove(self, node: str, name: str) -> None:
+        try:
+            await self.cluster.call(node, docker_ops.remove_container, name)
+        except Exception as e:
+            log.warn("could not remove container {name} on {node}: {error}", name=name, node=node, error=_message(e))
+        try:
+            self._addresses.pop(ObjectId(name), None)
+        except Exception:
+            pass
+
+    async def reconcile(self) -> None:
+        """Compare every healthy engine with the store: fail live documents whose container
+        vanished or ended unnoticed, remove containers of ended or unknown documents."""
+        for node in self.cluster.healthy_names():
+            try:
+                present = await self.cluster.call(node, docker_ops.our_containers)
+            except Exception as e:
+                self.cluster.report_error(node, e)
+                continue
+            for collection in (APP, DATA):
+                docs = await self.store.find(
+                    collection, {"cluster_node": node, "state": {"$in": [states.WAITING, states.PROCESSING]}},
+                    projection={"_id": 1},
+                )
+                for doc in docs:
+                    name = str(doc["_id"])
+                    if name not in present:
+                        await self.lifecycle.container_failed(collection, doc["_id"], "container vanished from Docker")
+                    elif present[name][1] in ("exited", "dead"):
+                        _, code = await self.cluster.call(node, docker_ops.container_state, name)
+                        await self.container_died(node, name, code)
+            for name, (kind, _status) in present.items():
+                if kind == "inspection":
+                    continue
+                try:
+                    _id = ObjectId(name)
+                except Exception:
+                    continue
+                collection = APP if kind == "application" else DATA
+                doc = await self.store.find_one(collection, {"_id": _id}, {"state": 1})
+                if doc is None or states.is_end(doc["state"]):
+                    await self._remove(node, name)
+
+    async def cleanup(self) -> None:
+        """Data containers that no live application container needs succeed and go;
+        containers of ended (e.g. cancelled) documents are removed."""
+        live_dcs = await self.store.find(DATA, {"state": LIVE}, projection={"_id": 1, "cluster_node": 1,
+                                                                             "state": 1})
+        if live_dcs:
+            apps = await self.store.find(APP, {"state": LIVE}, projection={"data_container_ids": 1})
+            used = {i for a in apps for i in a.get("data_container_ids", [])}
+            for dc in live_dcs:
+                if dc["_id"] not in used:
+                    if await self.lifecycle.transition(DATA, dc["_id"], states.SUCCESS,
+                                                       "No application container needs this data container."):
+                        await self._remove(dc["cluster_node"], str(dc["_id"]))
+        # cancelled application containers are killed and removed
+        cancelled = await self.store.find(
+            APP, {"state": states.CANCELLED, "removed": {"$ne": True}}, projection={"cluster_node": 1}
+        )
+        for app in cancelled:
+            await self._remove(app["cluster_node"], str(app["_id"]))
+            await self.store.update_one(APP, {"_id": app["_id"]}, {"$set": {"removed": True}})
+
+    async def data_container_address(self, dc: dict[str, Any]) -> str:
+        """Where application containers reach a data container (cached per container)."""
+        if dc["_id"] not in self._addresses:
+            self._addresses[dc["_id"]] = await self.cluster.call(
+                dc["cluster_node"], docker_ops.container_address, str(dc["_id"]), self.config.docker.net
+            )
+        return self._addresses[dc["_id"]]
+
+    async def node_dead(self, node: str) -> None:
+        """Fail the live containers of a dead node (their tasks are retried elsewhere)."""
+        for collection in (DATA, APP):
+            docs = await self.store.find(collection, {"cluster_node": node, "state": LIVE}, projection={"_id": 1})
+            for doc in docs:
+                await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is dead")
+
+
+async def _all(work: list[Any]) -> None:
+    """Run coroutines side by side (the Docker pool bounds them); log any that broke."""
+    if work:
+        results = await DeferredList([Deferred.fromCoroutine(w) for w in work], consumeErrors=True)
+        for ok, result in results:
+            if not ok:
+                log.failure("scheduler step failed", result)
+
+
+def _message(error: BaseException) -> str:
+    text = str(error) or error.__class__.__name__
+    return text.strip().splitlines()[0][:1000] if text.strip() else error.__class__.__name__
