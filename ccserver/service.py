@@ -1,21 +1,29 @@
-"""The daemon's service tree, read top-down: configuration → store → Docker pool → web.
+"""The daemon's service tree, read top-down:
+configuration → store → thread pools → cluster → scheduler → web.
 
-The scheduler and cluster services of later work hang off the same tree, between the store
-and the web server.
+Children start in that order and stop in reverse; the web server opens its listeners last,
+once the callback address containers use is known.
 """
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
 from ccserver import __version__, listeners, logs
+from ccserver.auth.guard import Authenticator
+from ccserver.callbacks import Callbacks
 from ccserver.cluster.engine import bridge_gateway
+from ccserver.cluster.service import Cluster
 from ccserver.config import Config
+from ccserver.lifecycle import Lifecycle
+from ccserver.notifications import Notifier
+from ccserver.scheduling.service import Scheduler
 from ccserver.storage import open_store
 from ccserver.threads import ThreadPoolService
 from ccserver.web.api import API
@@ -41,12 +49,53 @@ class CCServer(MultiService):
         self.store.setServiceParent(self)
         self.docker_pool = ThreadPoolService(reactor, "docker", config.docker.thread_limit)
         self.docker_pool.setServiceParent(self)
+        self.hash_pool = ThreadPoolService(reactor, "passwords", config.server.password_hash_threads)
+        self.hash_pool.setServiceParent(self)
 
-        self.api = API(self.store)
-        site = CCSite(self.api.resource(), max_body_bytes=config.server.max_body_bytes)
+        self.cluster = Cluster(config, self.store, self.docker_pool, reactor)
+        self.cluster.setServiceParent(self)
+        self.notifier = Notifier(reactor)
+        self.lifecycle = Lifecycle(
+            self.store, reactor, config.defaults.max_task_trials, notify_task=self.notifier.notify_task
+        )
+        self.scheduler = Scheduler(config, self.store, self.cluster, self.lifecycle, reactor)
+        self.scheduler.setServiceParent(self)
+        self.lifecycle.wake = self.scheduler.wake
+        self.callbacks = Callbacks(
+            self.store, self.lifecycle, self.scheduler.data_container_address, self.scheduler.wake
+        )
+        self._connect_cluster()
+
+        self.authenticator = Authenticator(self.store, config, reactor, self.hash_pool)
+        self.api = API(
+            config, self.store, self.authenticator, self.cluster, self.scheduler, reactor, callbacks=self.callbacks
+        )
+        site = CCSite(
+            self.api.resource(),
+            max_body_bytes=config.server.max_body_bytes,
+            client_address=self.authenticator.client_address,
+        )
         self.web = WebService(reactor, site, config.server.shutdown_timeout_seconds)
         self.web.setServiceParent(self)
         self.ready = None
+
+    def _connect_cluster(self) -> None:
+        """Events of the engines reach the scheduler; dead nodes are announced."""
+        cluster, scheduler = self.cluster, self.scheduler
+
+        def died(node: str, name: str, code: int) -> None:
+            d = Deferred.fromCoroutine(scheduler.container_died(node, name, code))
+            d.addErrback(lambda f: log.failure("handling the end of container {name}", f, name=name))
+
+        def dead(node: str) -> None:
+            d = Deferred.fromCoroutine(scheduler.node_dead(node))
+            d.addErrback(lambda f: log.failure("failing the containers of dead node {node}", f, node=node))
+            self.notifier.notify_dead_node(self.config.defaults.dead_node_notification, node)
+
+        cluster.on_container_died = died
+        cluster.on_node_dead = dead
+        cluster.on_node_healthy = lambda node: scheduler.wake()
+        cluster.inspection_url = lambda: self.host if self.ready is not None and self.ready.called else None
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd asks the application for an ILogObserver before it starts logging
@@ -75,7 +124,15 @@ class CCServer(MultiService):
         endpoints = listeners.complete(self.plan, gateway, self.config.source)
         yield self.web.listen(endpoints)
         self.host = listeners.callback_host(self.plan, gateway, self.web.bound())
+        if self.plan.host is None:
+            self.host += self.config.server.api_prefix
         log.info("containers will call back at {host}", host=self.host)
+        self.scheduler.callback_base = self.host
+        self.scheduler.wake()
+        # what start-up allocated lives as long as the daemon: keep it out of the
+        # collector's full passes, which otherwise stall the reactor for tens of ms
+        gc.collect()
+        gc.freeze()
 
     @inlineCallbacks
     def _gateway(self) -> Any:
@@ -97,6 +154,19 @@ class CCServer(MultiService):
             return None
         log.info("Docker bridge gateway of node {node}: {gateway}", node=node.name, gateway=gateway)
         return gateway
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        """Stop children one after the other, in reverse order: the web server first (no new
+        work), the store last (in-flight writes finish)."""
+        from twisted.application.service import Service
+
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            try:
+                yield child.stopService()
+            except Exception as e:
+                log.error("stopping {name} failed: {error}", name=getattr(child, "name", child), error=str(e))
 
     def _failed(self, failure: Any) -> None:
         log.critical("ccserver cannot start: {error}", error=failure.getErrorMessage())

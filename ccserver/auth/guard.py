@@ -267,7 +267,6 @@ class Authenticator:
 
     def _accept(self, request: Any, user: Any, how: str) -> User:
         request.ccserver_user = user["username"]
-        log.debug("{user} authenticated by {how}", user=user["username"], how=how)
         return User(username=user["username"], is_admin=bool(user.get("is_admin", False)))
 
     def _cache_key(self, username: str, secret: str) -> bytes:

@@ -1,0 +1,139 @@
+"""The container callback protocol (cc-protocol.md §7): what a worker tells us, what we answer.
+
+A callback is accepted only with the container's own key (compared in constant time) and only
+in order: the n-th callback has ``callback_type`` n and reports success.  Anything else fails
+the container, and through it the task (which may then be retried).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bson import ObjectId
+from twisted.logger import Logger
+
+from ccserver import states
+from ccserver.lifecycle import Lifecycle
+from ccserver.storage.base import Store
+from ccserver.web.errors import BadRequest, Unauthorized
+
+log = Logger(namespace="ccserver.callbacks")
+
+APPLICATION = "application_containers"
+DATA = "data_containers"
+
+
+class Callbacks:
+    def __init__(
+        self,
+        store: Store,
+        lifecycle: Lifecycle,
+        data_container_address: Callable[[dict[str, Any]], Awaitable[str]],
+        wake: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.lifecycle = lifecycle
+        self.data_container_address = data_container_address
+        self.wake = wake
+
+    async def handle(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Check, record and act on one callback; the answer body, or an APIError."""
+        container = await self._authenticated(collection, body)
+        _id = container["_id"]
+        received = container.get("callbacks", [])
+        expected = len(received)
+        record = {k: v for k, v in body.items() if k != "callback_key"}
+        if received and body["callback_type"] == expected - 1 and _same(received[-1], record):
+            # the worker retries when an answer was lost: the same callback again is answered
+            # again, not taken for one out of order
+            return await self._answer(collection, container, body["callback_type"], repeated=True)
+        if states.is_end(container["state"]):
+            raise BadRequest(f"container {_id} is {states.name(container['state'])}; no more callbacks accepted")
+        await self.store.update_one(collection, {"_id": _id}, {"$push": {"callbacks": record}})
+
+        content = body["content"]
+        problem = None
+        if body["callback_type"] != expected:
+            problem = f"callback out of order: expected callback_type {expected}, got {body['callback_type']}"
+        elif content["state"] == states.FAILED:
+            problem = f"the container reported a failure: {content.get('description', '')}".rstrip(": ")
+        elif content["state"] != states.SUCCESS:
+            problem = f"callback with invalid state {content['state']}"
+        if problem:
+            await self.lifecycle.container_failed(collection, _id, problem, content.get("exception"))
+            raise BadRequest(f"container {_id} failed: {problem}")
+
+        return await self._answer(collection, container, body["callback_type"])
+
+    async def _answer(
+        self, collection: str, container: dict[str, Any], callback_type: int, repeated: bool = False
+    ) -> dict[str, Any]:
+        if repeated and callback_type != 0:
+            return {}
+        if collection == APPLICATION:
+            return await self._application(container, callback_type)
+        return await self._data(container, callback_type)
+
+    async def _authenticated(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+        container = await self.store.find_one(collection, {"_id": body["container_id"]})
+        key = container.get("callback_key") if container else None
+        given = body.get("callback_key")
+        if not isinstance(key, str) or not isinstance(given, str) or not hmac.compare_digest(
+            key.encode(), given.encode()
+        ):
+            raise Unauthorized("unknown container or wrong callback key")
+        return container  # type: ignore[return-value]
+
+    async def _application(self, container: dict[str, Any], callback_type: int) -> dict[str, Any]:
+        if callback_type == 0:
+            task = await self.store.find_one("tasks", {"_id": container["task_id"][0]})
+            if task is None:
+                raise BadRequest("the task of this container is gone")
+            return {
+                "task_id": str(task["_id"]),
+                "input_files": await self._input_files(task, container),
+                "result_files": task.get("result_files", []),
+                "parameters": task.get("application_container_description", {}).get("parameters"),
+                "sandbox": task.get("sandbox"),
+                "tracing": task.get("tracing"),
+            }
+        if callback_type == 3:
+            await self.lifecycle.application_succeeded(container["_id"], "Results sent (callback 3).")
+        return {}
+
+    async def _input_files(self, task: dict[str, Any], container: dict[str, Any]) -> list[Any]:
+        inputs = task.get("input_files", [])
+        if task.get("no_cache") or not container.get("data_container_ids"):
+            return inputs
+        rewritten = []
+        cache: dict[ObjectId, tuple[dict[str, Any], str]] = {}
+        for spec, dc_id in zip(inputs, container["data_container_ids"], strict=False):
+            if dc_id not in cache:
+                dc = await self.store.find_one(DATA, {"_id": dc_id})
+                if dc is None:
+                    raise BadRequest(f"data container {dc_id} is gone")
+                cache[dc_id] = (dc, await self.data_container_address(dc))
+            dc, address = cache[dc_id]
+            key = next((k for f, k in zip(dc["input_files"], dc["input_file_keys"], strict=True) if f == spec), None)
+            if key is None:
+                raise BadRequest(f"data container {dc_id} does not hold an input of this task")
+            rewritten.append({"connector_type": "http", "connector_access": {"url": f"http://{address}/{key}"}})
+        return rewritten
+
+    async def _data(self, container: dict[str, Any], callback_type: int) -> dict[str, Any]:
+        if callback_type == 0:
+            return {"input_files": container["input_files"], "input_file_keys": container["input_file_keys"]}
+        if callback_type == 1:
+            if await self.lifecycle.transition(
+                DATA, container["_id"], states.PROCESSING, "Input files available in data container.",
+                from_states=(states.CREATED, states.WAITING),
+            ):
+                self.wake()
+        return {}
+
+
+def _same(stored: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Is ``record`` the callback already stored (ids compared as text)?"""
+    return {k: str(v) for k, v in stored.items()} == {k: str(v) for k, v in record.items()}

@@ -1,0 +1,185 @@
+"""Blocking Docker operations on one engine, each a plain function of a docker SDK client.
+
+They run on the Docker thread pool (see :class:`ccserver.cluster.service.Cluster`), never on
+the reactor thread.  Containers ccserver starts carry the label :data:`KIND_LABEL` so that
+reconciliation and clean-up can find them, and their Docker name is their document id.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+import docker
+from docker.errors import APIError, ImageNotFound, NotFound
+from twisted.logger import Logger
+
+log = Logger(namespace="ccserver.docker")
+
+KIND_LABEL = "io.curious-containers.kind"
+LOG_TAIL_BYTES = 4000
+
+
+class ContainerGone(Exception):
+    """The container does not exist on the engine (any more)."""
+
+
+def node_info(client: docker.DockerClient) -> dict[str, Any]:
+    info = client.info()
+    return {"total_ram": int(info["MemTotal"]) // (1024 * 1024), "total_cpus": int(info["NCPU"])}
+
+
+def ensure_image(
+    client: docker.DockerClient,
+    image: str,
+    policy: str,
+    auth: dict[str, str] | None,
+    node: str,
+) -> None:
+    """Make ``image`` present on the engine according to the pull policy; a failure raises
+    with the engine's message."""
+    if policy != "always":
+        try:
+            client.images.get(image)
+            return
+        except ImageNotFound:
+            if policy == "never":
+                raise RuntimeError(f"image {image} is not present on node {node} and pull_policy is 'never'") from None
+    repository, tag = _split_tag(image)
+    log.info("pulling image {image} on node {node}", image=image, node=node)
+    last = ""
+    for event in client.api.pull(repository, tag=tag, stream=True, decode=True, auth_config=auth):
+        if "error" in event:
+            raise RuntimeError(f"pull of {image} on node {node} failed: {event['error']}")
+        status = event.get("status", "")
+        if status and status != last and "progress" not in event:
+            log.debug("pull {image} on {node}: {status}", image=image, node=node, status=status)
+            last = status
+    log.info("pulled image {image} on node {node}", image=image, node=node)
+
+
+def _split_tag(image: str) -> tuple[str, str | None]:
+    if "@" in image:
+        return image, None
+    name, _, tag = image.rpartition(":")
+    if name and "/" not in tag:
+        return name, tag
+    return image, "latest"
+
+
+def command_line(entry_point: str, settings: dict[str, Any]) -> str:
+    """``<entry_point> '<settings as JSON>'`` as cc-protocol §6 says."""
+    return f"{entry_point} {shlex.quote(json.dumps(settings))}"
+
+
+def create_container(
+    client: docker.DockerClient,
+    name: str,
+    image: str,
+    command: str,
+    ram_mb: int,
+    kind: str,
+    net: str | None,
+) -> str:
+    limit = f"{int(ram_mb)}m"
+    container = client.containers.create(
+        image,
+        command=shlex.split(command),
+        name=name,
+        mem_limit=limit,
+        memswap_limit=limit,
+        labels={KIND_LABEL: kind},
+        network=net,
+        detach=True,
+    )
+    return str(container.id)
+
+
+def start_container(client: docker.DockerClient, name: str) -> None:
+    try:
+        client.api.start(name)
+    except NotFound:
+        raise ContainerGone(name) from None
+
+
+def remove_container(client: docker.DockerClient, name: str) -> bool:
+    """Remove (killing it if needed); False when it was already gone."""
+    try:
+        client.api.remove_container(name, force=True)
+        return True
+    except NotFound:
+        return False
+    except APIError as e:
+        if e.status_code == 409:  # removal already in progress
+            return True
+        raise
+
+
+def container_state(client: docker.DockerClient, name: str) -> tuple[str, int]:
+    """(status, exit code) of a container; :class:`ContainerGone` when it does not exist."""
+    try:
+        attrs = client.api.inspect_container(name)
+    except NotFound:
+        raise ContainerGone(name) from None
+    state = attrs.get("State", {})
+    return str(state.get("Status", "unknown")), int(state.get("ExitCode") or 0)
+
+
+def container_address(client: docker.DockerClient, name: str, net: str | None) -> str:
+    """Where other containers reach ``name``: its name on a user network, else its IP on the
+    default bridge."""
+    if net:
+        return name
+    attrs = client.api.inspect_container(name)
+    networks = attrs.get("NetworkSettings", {}).get("Networks", {})
+    for network in networks.values():
+        if network.get("IPAddress"):
+            return str(network["IPAddress"])
+    return str(attrs.get("NetworkSettings", {}).get("IPAddress", ""))
+
+
+def logs_tail(client: docker.DockerClient, name: str, limit: int = LOG_TAIL_BYTES) -> str:
+    try:
+        raw = client.api.logs(name, stdout=True, stderr=True, tail=50)
+    except NotFound:
+        return ""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return text[-limit:]
+
+
+def our_containers(client: docker.DockerClient) -> dict[str, tuple[str, str]]:
+    """name → (kind, status) of every container ccserver started on this engine."""
+    found = {}
+    for c in client.api.containers(all=True, filters={"label": KIND_LABEL}):
+        names = [n.lstrip("/") for n in c.get("Names", [])]
+        if names:
+            found[names[0]] = (c.get("Labels", {}).get(KIND_LABEL, ""), c.get("State", ""))
+    return found
+
+
+def run_inspection(
+    client: docker.DockerClient,
+    name: str,
+    image: str,
+    command: str,
+    timeout: float,
+) -> tuple[int, str]:
+    """Run an inspection container to its end; (exit code, log tail).  Removed afterwards."""
+    container = client.containers.create(
+        image,
+        command=shlex.split(command),
+        name=name,
+        labels={KIND_LABEL: "inspection"},
+        mem_limit="128m",
+        detach=True,
+    )
+    try:
+        container.start()
+        result = container.wait(timeout=timeout)
+        return int(result.get("StatusCode", 1)), logs_tail(client, name)
+    finally:
+        try:
+            container.remove(force=True)
+        except NotFound:
+            pass

@@ -1,0 +1,202 @@
+"""State changes of task groups, tasks and containers, with their consequences (cc-protocol §8).
+
+Every change is a compare-and-set on the stored document (its state must still be live), so
+a document never leaves an end state and two paths that race (a callback and a container's
+death, say) cannot both win.  Consequences cascade from here: a failed application container
+fails its task, which waits again until ``max_task_trials`` is spent; a failed data container
+fails the application containers that depend on it; an ended task notifies and may end its
+group.  Effects outside the database (removing containers, starting waiting ones) are the
+scheduler's: it is woken through ``wake``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bson import ObjectId
+from twisted.logger import Logger
+
+from ccserver import states
+from ccserver.documents import mask_secrets
+from ccserver.storage.base import Store
+
+log = Logger(namespace="ccserver.lifecycle")
+
+CONTAINER_COLLECTIONS = ("application_containers", "data_containers")
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        store: Store,
+        clock: Any,
+        max_task_trials: int,
+        notify_task: Callable[[dict[str, Any]], Any] = lambda task: None,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.max_task_trials = max_task_trials
+        self.notify_task = notify_task
+        self.wake = wake
+
+    # --- the one primitive -------------------------------------------------------------
+
+    async def transition(
+        self,
+        collection: str,
+        _id: ObjectId,
+        state: int,
+        description: str,
+        exception: str | None = None,
+        caused_by: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+        from_states: tuple[int, ...] = states.LIVE_STATES,
+    ) -> bool:
+        """Move a live document to ``state``; False if it was not in ``from_states``."""
+        record = states.transition(state, description, self.clock.seconds(), exception, caused_by)
+        update: dict[str, Any] = {"$set": {"state": state, **(extra or {})}, "$push": {"transitions": record}}
+        if state == states.CREATED:
+            update["$set"]["created_at"] = record["timestamp"]
+        matched = await self.store.update_one(
+            collection, {"_id": _id, "state": {"$in": list(from_states)}}, update
+        )
+        # an ended task is masked by _task_ended, after its notifications took the secrets
+        # they need (their own auth passwords)
+        if matched and states.is_end(state) and collection != "tasks":
+            await self._mask(collection, _id)
+        return bool(matched)
+
+    async def _mask(self, collection: str, _id: ObjectId) -> None:
+        """Once a document ends, its secrets (keys containing key/password) are masked in
+        the database too (cc-protocol §3)."""
+        doc = await self.store.find_one(collection, {"_id": _id})
+        if not doc:
+            return
+        masked = mask_secrets(doc)
+        changes = {k: v for k, v in masked.items() if k != "_id" and doc.get(k) != v}
+        if changes:
+            await self.store.update_one(collection, {"_id": _id}, {"$set": changes})
+
+    # --- containers --------------------------------------------------------------------
+
+    async def container_failed(
+        self, collection: str, _id: ObjectId, description: str, exception: str | None = None
+    ) -> bool:
+        if not await self.transition(collection, _id, states.FAILED, description, exception):
+            return False
+        log.info("{kind} {id} failed: {why}", kind=collection[:-1].replace("_", " "), id=str(_id), why=description)
+        if collection == "application_containers":
+            container = await self.store.find_one(collection, {"_id": _id}, {"task_id": 1})
+            if container:
+                await self.task_failed(
+                    container["task_id"][0], description, {"application_container_id": _id}
+                )
+        else:
+            dependants = await self.store.find(
+                "application_containers",
+                {"data_container_ids": _id, "state": {"$in": list(states.LIVE_STATES)}},
+                projection={"_id": 1},
+            )
+            for app in dependants:
+                await self.container_failed(
+                    "application_containers", app["_id"], f"data container failed: {description}"
+                )
+        self.wake()
+        return True
+
+    async def application_succeeded(self, _id: ObjectId, description: str) -> bool:
+        if not await self.transition("application_containers", _id, states.SUCCESS, description):
+            return False
+        container = await self.store.find_one("application_containers", {"_id": _id}, {"task_id": 1})
+        if container:
+            task_id = container["task_id"][0]
+            if await self.transition(
+                "tasks", task_id, states.SUCCESS, "Task succeeded.", caused_by={"application_container_id": _id}
+            ):
+                await self._task_ended(task_id)
+        self.wake()
+        return True
+
+    # --- tasks -------------------------------------------------------------------------
+
+    async def task_failed(self, task_id: ObjectId, description: str, caused_by: dict[str, Any] | None) -> None:
+        task = await self.store.find_one("tasks", {"_id": task_id}, {"trials": 1, "state": 1})
+        if not task or states.is_end(task["state"]):
+            return
+        trials = int(task.get("trials", 0)) + 1
+        if trials < self.max_task_trials:
+            why = f"Task waiting again (trial {trials} of {self.max_task_trials}): {description}"
+            await self.transition(
+                "tasks", task_id, states.WAITING, why, caused_by=caused_by, extra={"trials": trials},
+                from_states=(states.PROCESSING, states.WAITING, states.CREATED),
+            )
+            self.wake()
+            return
+        why = f"Task failed (trial {trials} of {self.max_task_trials}): {description}"
+        if await self.transition("tasks", task_id, states.FAILED, why, caused_by=caused_by, extra={"trials": trials}):
+            await self._task_ended(task_id)
+
+    async def task_failed_at_once(self, task_id: ObjectId, description: str) -> None:
+        """A failure no retry can mend (e.g. too large for the cluster)."""
+        if await self.transition("tasks", task_id, states.FAILED, description):
+            await self._task_ended(task_id)
+
+    async def task_cancelled(self, task_id: ObjectId, description: str = "Task cancelled.") -> bool:
+        if not await self.transition("tasks", task_id, states.CANCELLED, description):
+            return False
+        apps = await self.store.find(
+            "application_containers",
+            {"task_id": task_id, "state": {"$in": list(states.LIVE_STATES)}},
+            projection={"_id": 1},
+        )
+        for app in apps:
+            await self.transition(
+                "application_containers", app["_id"], states.CANCELLED,
+                f"Application container cancelled: {description}", caused_by={"task_id": task_id},
+            )
+        await self._task_ended(task_id)
+        self.wake()
+        return True
+
+    async def _task_ended(self, task_id: ObjectId) -> None:
+        task = await self.store.find_one("tasks", {"_id": task_id})
+        if not task:
+            return
+        if task.get("notifications"):
+            try:
+                self.notify_task(task)
+            except Exception as e:  # notifications never break the life cycle
+                log.error("notification of task {id} could not be sent: {error}", id=str(task_id), error=str(e))
+        await self._mask("tasks", task_id)
+        for group_id in task.get("task_group_id", []):
+            await self.update_group(group_id)
+
+    async def task_processing(self, task_id: ObjectId, group_id: ObjectId, caused_by: dict[str, Any]) -> None:
+        await self.transition(
+            "tasks", task_id, states.PROCESSING, "Task processing.", caused_by=caused_by,
+            from_states=(states.WAITING,),
+        )
+        await self.transition(
+            "task_groups", group_id, states.PROCESSING, "Task group processing.", caused_by={"task_id": task_id},
+            from_states=(states.WAITING, states.CREATED),
+        )
+
+    async def update_group(self, group_id: ObjectId) -> None:
+        """A group ends when all its tasks ended: success if one succeeded, else failed."""
+        group = await self.store.find_one("task_groups", {"_id": group_id}, {"state": 1})
+        if not group or states.is_end(group["state"]):
+            return
+        live = await self.store.find_one(
+            "tasks", {"task_group_id": group_id, "state": {"$in": list(states.LIVE_STATES)}}, {"_id": 1}
+        )
+        if live:
+            return
+        succeeded = await self.store.find_one("tasks", {"task_group_id": group_id, "state": states.SUCCESS}, {"_id": 1})
+        if succeeded:
+            await self.transition("task_groups", group_id, states.SUCCESS, "All tasks of the group ended.")
+        else:
+            await self.transition(
+                "task_groups", group_id, states.FAILED, "All tasks of the group failed or were cancelled."
+            )
