@@ -12,7 +12,8 @@ in-flight writes in ``stopService``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
