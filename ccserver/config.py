@@ -102,6 +102,7 @@ class DockerConfig:
     net: str | None
     pull_policy: str
     nodes: tuple[NodeConfig, ...]
+    heartbeat_seconds: float
 
 
 @dataclass(frozen=True)
@@ -390,6 +391,7 @@ def _docker(d: Mapping[str, Any], label: str, env: Mapping[str, str]) -> DockerC
         net=d.get("net"),
         pull_policy=d.get("pull_policy", "if-not-present"),
         nodes=tuple(nodes),
+        heartbeat_seconds=float(d.get("heartbeat_seconds", 15)),
     )
 
 

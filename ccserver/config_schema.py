@@ -137,6 +137,7 @@ SCHEMA: dict[str, Any] = {
                 "net": _STR,
                 "machines_dir": _STR,
                 "pull_policy": {"enum": ["always", "if-not-present", "never"]},
+                "heartbeat_seconds": _POS_NUM,
                 "nodes": {
                     "type": "object",
                     "additionalProperties": _NODE,

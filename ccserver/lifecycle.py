@@ -62,7 +62,7 @@ class Lifecycle:
         matched = await self.store.update_one(
             collection, {"_id": _id, "state": {"$in": list(from_states)}}, update
         )
-        # an ended task is masked by _task_ended, after its notifications took the secrets
+        # an ended task is masked by task_ended, after its notifications took the secrets
         # they need (their own auth passwords)
         if matched and states.is_end(state) and collection != "tasks":
             await self._mask(collection, _id)
@@ -115,7 +115,7 @@ class Lifecycle:
             if await self.transition(
                 "tasks", task_id, states.SUCCESS, "Task succeeded.", caused_by={"application_container_id": _id}
             ):
-                await self._task_ended(task_id)
+                await self.task_ended(task_id)
         self.wake()
         return True
 
@@ -136,12 +136,12 @@ class Lifecycle:
             return
         why = f"Task failed (trial {trials} of {self.max_task_trials}): {description}"
         if await self.transition("tasks", task_id, states.FAILED, why, caused_by=caused_by, extra={"trials": trials}):
-            await self._task_ended(task_id)
+            await self.task_ended(task_id)
 
     async def task_failed_at_once(self, task_id: ObjectId, description: str) -> None:
         """A failure no retry can mend (e.g. too large for the cluster)."""
         if await self.transition("tasks", task_id, states.FAILED, description):
-            await self._task_ended(task_id)
+            await self.task_ended(task_id)
 
     async def task_cancelled(self, task_id: ObjectId, description: str = "Task cancelled.") -> bool:
         if not await self.transition("tasks", task_id, states.CANCELLED, description):
@@ -156,11 +156,11 @@ class Lifecycle:
                 "application_containers", app["_id"], states.CANCELLED,
                 f"Application container cancelled: {description}", caused_by={"task_id": task_id},
             )
-        await self._task_ended(task_id)
+        await self.task_ended(task_id)
         self.wake()
         return True
 
-    async def _task_ended(self, task_id: ObjectId) -> None:
+    async def task_ended(self, task_id: ObjectId) -> None:
         task = await self.store.find_one("tasks", {"_id": task_id})
         if not task:
             return

@@ -9,7 +9,7 @@ filter, so a task the scheduler finished a moment ago is never pulled out of its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -197,7 +197,13 @@ def _fire(d: Deferred[Any], result: Any) -> None:
         d.callback(result)
 
 
-async def cancel(store: Store, user: Principal, ids: list[ObjectId], clock: Clock) -> list[dict[str, Any]]:
+async def cancel(
+    store: Store,
+    user: Principal,
+    ids: list[ObjectId],
+    clock: Clock,
+    on_cancelled: Callable[[list[ObjectId]], Any] = lambda ids: None,
+) -> list[dict[str, Any]]:
     """Cancel the tasks ``ids`` (all or none) and their live application containers; fire
     with ``{"_id", "state"}`` per requested id, in request order.
 
@@ -235,4 +241,6 @@ async def cancel(store: Store, user: Principal, ids: list[ObjectId], clock: Cloc
         # the states now: cancelled, or an end state the scheduler reached first
         now_states = await store.find("tasks", {"_id": {"$in": live}}, projection={"_id": 1, "state": 1})
         known.update({doc["_id"]: doc["state"] for doc in now_states})
+        # what follows an end (notifications, masking, the group's end) is the life cycle's
+        on_cancelled([i for i in live if known[i] == states.CANCELLED])
     return [{"_id": task_id, "state": known[task_id]} for task_id in ids]

@@ -29,8 +29,6 @@ from ccserver.threads import ThreadPoolService
 
 log = Logger(namespace="ccserver.cluster")
 
-#: seconds between two health checks of every node (dead nodes come back through it too)
-HEARTBEAT_SECONDS = 15.0
 #: extra seconds over api_timeout before a Docker call's Deferred times out
 CALL_SLACK = 5.0
 PULL_TIMEOUT = 1800.0
@@ -78,7 +76,7 @@ class Cluster(Service):
     def startService(self) -> None:
         super().startService()
         self._stopping = False
-        self._heartbeat.start(HEARTBEAT_SECONDS, now=True)
+        self._heartbeat.start(self.config.docker.heartbeat_seconds, now=True)
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()

@@ -359,6 +359,17 @@ class Scheduler(Service):
             await self._remove(app["cluster_node"], str(app["_id"]))
             await self.store.update_one(APP, {"_id": app["_id"]}, {"$set": {"removed": True}})
 
+    def tasks_cancelled(self, ids: list[ObjectId]) -> None:
+        """Tasks were cancelled through the API: notify, mask, end their groups (in the
+        background; the answer to the client does not wait for it)."""
+
+        async def after() -> None:
+            for task_id in ids:
+                await self.lifecycle.task_ended(task_id)
+
+        d = Deferred.fromCoroutine(after())
+        d.addErrback(lambda f: log.failure("finishing cancelled tasks", f))
+
     async def data_container_address(self, dc: dict[str, Any]) -> str:
         """Where application containers reach a data container (cached per container)."""
         if dc["_id"] not in self._addresses:

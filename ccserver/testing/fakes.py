@@ -57,3 +57,6 @@ class FakeScheduler:
 
     def wake(self) -> None:
         self.wakes += 1
+
+    def tasks_cancelled(self, ids: list[Any]) -> None:
+        self.cancelled = getattr(self, "cancelled", []) + list(ids)

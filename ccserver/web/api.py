@@ -47,6 +47,8 @@ class Cluster(Protocol):
 class Scheduler(Protocol):
     def wake(self) -> None: ...
 
+    def tasks_cancelled(self, ids: list[Any]) -> None: ...
+
 
 class Clock(Protocol):
     def seconds(self) -> float: ...
@@ -174,7 +176,7 @@ class API:
         bodies.validate("CancelMany" if batch else "CancelOne", body)
         body = bodies.convert_ids(body)
         ids = [t["_id"] for t in body["tasks"]] if batch else [body["_id"]]
-        result = await tasks.cancel(self.store, user, ids, self.clock)
+        result = await tasks.cancel(self.store, user, ids, self.clock, self.scheduler.tasks_cancelled)
         self.scheduler.wake()
         return self._answer(request, {"tasks": result} if batch else result[0])
 

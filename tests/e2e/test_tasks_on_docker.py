@@ -124,6 +124,12 @@ async def test_cancelling_a_running_task_removes_its_container(ccserver: Harness
     assert code == 200 and answer["state"] == states.CANCELLED
     await wait_for(lambda: name in ccserver.our_containers(), lambda present: not present, 60,
                    "the cancelled container to be removed")
+    task = await ccserver.task(body["_id"])
+    group = await wait_for(lambda: ccserver.root.store.find_one("task_groups", {"_id": task["task_group_id"][0]}),
+                           lambda g: g["state"] in states.END_STATES, 30, "the group to end")
+    assert group["state"] == states.FAILED  # all its tasks ended, none succeeded
+    container = await ccserver.root.store.find_one("application_containers", {"_id": app["_id"]})
+    assert container["state"] == states.CANCELLED
 
 
 @pytest_twisted.ensureDeferred
