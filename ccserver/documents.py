@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import math
 import uuid
 from typing import Any
@@ -23,8 +24,17 @@ _SECRET_WORDS = ("key", "password")
 def is_secret(key: Any) -> bool:
     if not isinstance(key, str):
         return False
+    return _secret_name(key)
+
+
+@functools.lru_cache(maxsize=8192)
+def _secret_name(key: str) -> bool:
+    # documents repeat the same few hundred key names: decide each once
     lowered = key.lower()
     return any(word in lowered for word in _SECRET_WORDS)
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def to_client(value: Any, mask: bool = True) -> Any:
@@ -34,11 +44,28 @@ def to_client(value: Any, mask: bool = True) -> Any:
 
     ``mask=False`` is for the answers to container callbacks only: the worker needs the real
     ``input_file_keys`` and connector passwords."""
+    kind = type(value)
+    # exact types first: this runs for every value of every answer (a query answer of 100
+    # tasks walks thousands of them)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {
+            (k if type(k) is str else str(k)): (
+                MASK if mask and type(k) is str and _secret_name(k)
+                else (v if type(v) in _PLAIN else to_client(v, mask))
+            )
+            for k, v in value.items()
+        }
+    if kind is list:
+        return [v if type(v) in _PLAIN else to_client(v, mask) for v in value]
+    if kind is ObjectId:
+        return str(value)
     if isinstance(value, dict):
         return {str(k): (MASK if mask and is_secret(k) else to_client(v, mask)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_client(v, mask) for v in value]
-    if value is None or isinstance(value, (str, bool, int)):
+    if isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
