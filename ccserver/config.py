@@ -63,6 +63,7 @@ class ServerConfig:
     api_prefix: str
     query_max_documents: int
     query_timeout_seconds: float
+    query_cache_seconds: float
     auth_cache_seconds: float
     password_hash_threads: int
 
@@ -319,6 +320,7 @@ def _server(s: Mapping[str, Any], data_dir: str, env: Mapping[str, str]) -> Serv
         api_prefix=s.get("api_prefix", "/cc" if "static_dir" in s else ""),
         query_max_documents=s.get("query_max_documents", 10000),
         query_timeout_seconds=float(s.get("query_timeout_seconds", 10)),
+        query_cache_seconds=float(s.get("query_cache_seconds", 1)),
         auth_cache_seconds=float(s.get("auth_cache_seconds", 60)),
         password_hash_threads=s.get("password_hash_threads", 2),
     )

@@ -84,6 +84,7 @@ SCHEMA: dict[str, Any] = {
                 "api_prefix": {"type": "string", "pattern": "^(/[A-Za-z0-9._~-]+)*$"},
                 "query_max_documents": _POS_INT,
                 "query_timeout_seconds": _POS_NUM,
+                "query_cache_seconds": {"type": "number", "minimum": 0},
                 "auth_cache_seconds": {"type": "number", "minimum": 0},
                 "password_hash_threads": _POS_INT,
                 "tls": {

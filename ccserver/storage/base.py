@@ -12,8 +12,9 @@ in-flight writes in ``stopService``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -39,6 +40,28 @@ COLLECTIONS: dict[str, tuple[str, ...]] = {
 UPDATE_OPERATORS = frozenset({"$set", "$unset", "$inc", "$push"})
 
 
+W = TypeVar("W", bound=Callable[..., Deferred[Any]])
+
+
+def tracks_writes(method: W) -> W:
+    """Mark a write method: the collection's generation moves when the write is issued and
+    again when it completes, so an answer computed while it ran is never taken as current
+    (see :meth:`Store.generation`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, collection: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        self._changed(collection)
+        d = method(self, collection, *args, **kwargs)
+
+        def done(result: Any) -> Any:
+            self._changed(collection)
+            return result
+
+        return d.addBoth(done)
+
+    return wrapper  # type: ignore[return-value]
+
+
 class StorageError(Exception):
     """The store could not do what was asked (database down, disk full, ...)."""
 
@@ -61,6 +84,17 @@ class Store(Service):
     name = "storage"
     #: a short word for logs and docs: "embedded" or "mongodb"
     kind = "abstract"
+    _generations: dict[str, int] | None = None
+
+    def generation(self, collection: str) -> int:
+        """A number that changes whenever this daemon writes to ``collection``: a cached
+        answer computed at generation g is current as long as the generation is still g."""
+        return (self._generations or {}).get(collection, 0)
+
+    def _changed(self, collection: str) -> None:
+        if self._generations is None:
+            self._generations = {}
+        self._generations[collection] = self._generations.get(collection, 0) + 1
 
     def insert_many(self, collection: str, docs: Sequence[Document]) -> Deferred[list[Any]]:
         """Insert ``docs`` in one atomic step (all or none); missing ``_id`` s are generated

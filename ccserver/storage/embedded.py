@@ -47,6 +47,7 @@ from ccserver.storage.base import (
     StorageUnavailable,
     Store,
     Update,
+    tracks_writes,
 )
 from ccserver.storage.updates import apply_update, validate_update
 
@@ -176,6 +177,7 @@ class EmbeddedStore(Store):
 
     # --- the Store interface ------------------------------------------------------------
 
+    @tracks_writes
     def insert_many(self, collection: str, docs: Sequence[Document]) -> Deferred[list[Any]]:
         # Ids are set and documents encoded here, in the caller's thread: the stored data is a
         # snapshot of the call, and the caller's dicts are never touched from another thread.
@@ -210,12 +212,15 @@ class EmbeddedStore(Store):
     def count(self, collection: str, filter: Filter) -> Deferred[int]:
         return self._call(self._count, collection, filter)
 
+    @tracks_writes
     def update_one(self, collection: str, filter: Filter, update: Update) -> Deferred[int]:
         return self._call(self._update, collection, filter, update, 1)
 
+    @tracks_writes
     def update_many(self, collection: str, filter: Filter, update: Update) -> Deferred[int]:
         return self._call(self._update, collection, filter, update, None)
 
+    @tracks_writes
     def delete_many(self, collection: str, filter: Filter) -> Deferred[int]:
         return self._call(self._delete, collection, filter)
 

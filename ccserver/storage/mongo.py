@@ -58,6 +58,7 @@ from ccserver.storage.base import (
     StorageUnavailable,
     Store,
     Update,
+    tracks_writes,
 )
 from ccserver.storage.updates import validate_update
 
@@ -189,6 +190,7 @@ class MongoStore(Store):
 
     # --- the Store interface ------------------------------------------------------------
 
+    @tracks_writes
     def insert_many(self, collection: str, docs: Sequence[Document]) -> Deferred[list[Any]]:
         for doc in docs:
             if "_id" not in doc:
@@ -227,9 +229,11 @@ class MongoStore(Store):
     def count(self, collection: str, filter: Filter) -> Deferred[int]:
         return self._guard(lambda: self._collection(collection).count_documents(dict(filter)))
 
+    @tracks_writes
     def update_one(self, collection: str, filter: Filter, update: Update) -> Deferred[int]:
         return self._update("update_one", collection, filter, update)
 
+    @tracks_writes
     def update_many(self, collection: str, filter: Filter, update: Update) -> Deferred[int]:
         return self._update("update_many", collection, filter, update)
 
@@ -242,6 +246,7 @@ class MongoStore(Store):
         d.addCallback(lambda result: result.matched_count)
         return d
 
+    @tracks_writes
     def delete_many(self, collection: str, filter: Filter) -> Deferred[int]:
         d = self._guard(lambda: self._collection(collection).delete_many(dict(filter)))
         d.addCallback(lambda result: result.deleted_count)

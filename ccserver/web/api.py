@@ -33,6 +33,7 @@ from ccserver.web.errors import (
     render_failure,
     write_json,
 )
+from ccserver.web.query_cache import QueryCache
 from ccserver.web.root import build_root
 
 
@@ -85,6 +86,7 @@ class API:
         self.cluster = cluster
         self.scheduler = scheduler
         self.clock = clock
+        self.query_cache = QueryCache(clock, config.server.query_cache_seconds)
         #: may be set after construction (the handler needs the scheduler, built alongside)
         self.callbacks = callbacks
         self.submitter = tasks.Submitter(store, clock)
@@ -186,6 +188,11 @@ class API:
         user = await self.auth.authenticate(request)
         body = self._body(request, "Query")
         pipeline = queries.vet(body["aggregate"], _scope(user))
+        key = self.query_cache.key(collection, _scope(user), pipeline)
+        generation = self.store.generation(collection)
+        cached = self.query_cache.get(key, generation)
+        if cached is not None:
+            return write_json(request, 200, None, cached)
         limit = self.config.server.query_max_documents
         docs = await self.store.aggregate(
             collection,
@@ -195,7 +202,9 @@ class API:
         )
         if len(docs) > limit:
             raise BadRequest(f"query returns more than {limit} documents; add $limit")
-        return self._answer(request, {collection: docs})
+        answer = self._answer(request, {collection: docs})
+        self.query_cache.put(key, generation, answer)
+        return answer
 
     @app.route("/tasks/query", methods=["POST"])
     def query_tasks(self, request: Any) -> Any:

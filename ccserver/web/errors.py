@@ -46,10 +46,14 @@ class ServiceUnavailable(APIError):
     status = 503
 
 
-def write_json(request: Any, status: int, body: Any) -> bytes:
+def write_json(request: Any, status: int, body: Any, rendered: bytes | None = None) -> bytes:
+    """Set status and type; the JSON of ``body``, or ``rendered`` when already encoded."""
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
-    return json.dumps(body).encode()
+    data = rendered if rendered is not None else json.dumps(body).encode()
+    if rendered is not None:
+        request.setHeader(b"content-length", b"%d" % len(data))
+    return data
 
 
 def render_failure(request: Any, failure: Failure) -> bytes:
