@@ -1,10 +1,9 @@
 """Dispatch on settings.container_type, and the inspection container."""
 
+import importlib
 import json
 import signal
 import urllib.request
-
-import importlib
 
 try:
     from .callbacks import CallbackError, Callbacks
