@@ -1,0 +1,713 @@
+"""Benchmark of task throughput: N trivial tasks through ccserver against the same containers
+run directly with the docker SDK, on the local Docker engine.
+
+Run from the repository root:  .venv/bin/python bench/tasks.py [--n 40 --n 200] [--profile FILE]
+
+For each N the script
+
+1. starts the real daemon (``twistd -n ccserver``, via ``ccserver.testing.daemon``) in a
+   temporary directory: embedded store, ``thread_limit = 8``, ``pull_policy = 'never'``, the
+   local engine ``unix:///var/run/docker.sock`` as the only node, data container image
+   ``ccserver-test/app:1``, listening on the Docker bridge gateway (asked of the engine) so
+   that containers can call back; creates a user with ``ccserver-admin`` and gets a token;
+2. submits N tasks as one batch (``POST /tasks``; image ``ccserver-test/app-noinput:1``, no
+   input files, no result files: the worker makes its four callbacks and runs the app, which
+   writes a file and exits 0) and waits until every task ended and every container of the
+   daemon is gone; the wall time runs from just before the submission to the last task end
+   (the ``timestamp`` of its end transition) and to the last removal (the engine's
+   ``destroy`` event);
+3. runs the same containers directly: same image, same RAM limit, the application's own
+   command (``python3 /opt/app/algorithm.py``; the worker cannot run without ccserver's
+   callbacks) through create, start, wait and remove with the docker SDK on a pool of 8
+   threads; the wall time runs to the last exit and to the last removal;
+4. prints both, their ratio (target: ccserver / direct <= 1.2, to the last removal), a
+   breakdown of where the time of a container went (from the engine's event stream), the CPU
+   seconds of the daemon, dockerd and containerd, and the load average.
+
+Every wait is bounded; every container the run created is removed, also on failure.
+
+Several ccserver daemons must not share one engine: each one's reconciliation removes the
+containers labelled ``io.curious-containers.kind`` it does not know, and the end-of-test
+checks of the e2e tests wait for them all to go.  The script therefore waits (``--quiet-wait``
+seconds) until no container of another ccserver exists before each ccserver run, and exits
+with status 2 if the engine does not become quiet (``--share-engine`` runs anyway and marks
+the figures).  Exit status: 0 when every target is met, 1 when one is missed, 2 when the run
+is broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import docker  # noqa: E402
+
+from ccserver.cluster.docker_ops import KIND_LABEL  # noqa: E402
+from ccserver.cluster.engine import bridge_gateway  # noqa: E402
+from ccserver.config import NodeConfig  # noqa: E402
+from ccserver.testing.daemon import Daemon, twistd_path  # noqa: E402
+
+SOCKET = "unix:///var/run/docker.sock"
+APP_IMAGE = "ccserver-test/app-noinput:1"
+DATA_IMAGE = "ccserver-test/app:1"
+#: the application command of the image (its /opt/config.json), run directly in step 3
+DIRECT_COMMAND = ["python3", "/opt/app/algorithm.py"]
+RAM_MB = 64
+PARALLELISM = 8
+TARGET = 1.2
+USERNAME = "bench"
+PASSWORD = "bench-password-0123"
+BENCH_LABEL = "ccserver-bench-tasks"
+END_STATES = (3, 4, 5)
+STATE_NAMES = ("created", "waiting", "processing", "success", "failed", "cancelled")
+
+
+# --- small helpers -------------------------------------------------------------------------
+
+
+def load_line(label: str) -> str:
+    one, five, fifteen = os.getloadavg()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    return f"{label}: load average {one:.2f} {five:.2f} {fifteen:.2f}; CPUs {os.cpu_count()} ({usable} usable)"
+
+
+def _ticks(path: str) -> float:
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pid: int | None, thread: bool = False) -> float:
+    """User + system CPU seconds of a process (or of its main thread)."""
+    if pid is None:
+        return float("nan")
+    try:
+        return _ticks(f"/proc/{pid}/task/{pid}/stat" if thread else f"/proc/{pid}/stat")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def pid_of(command: str, marker: str) -> int | None:
+    """The process named ``command`` whose command line holds ``marker``: the dockerd and
+    containerd of this engine (tests may run more engines on the machine)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() != command:
+                        continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        return int(entry)
+            except OSError:
+                continue
+    return None
+
+
+CONTAINERS_CPUACCT = "/sys/fs/cgroup/cpuacct/docker/cpuacct.usage"  # cgroup v1, cgroupfs driver
+
+
+def containers_cpu() -> float:
+    """CPU seconds of all containers so far (the engine's parent cgroup counts removed ones
+    too, and so do other engines on the machine with the same cgroup parent); NaN where there
+    is no such file (cgroup v2, systemd driver)."""
+    try:
+        with open(CONTAINERS_CPUACCT) as f:
+            return int(f.read()) / 1e9
+    except (OSError, ValueError):
+        return float("nan")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return float(sum(values) - idle), float(sum(values))
+
+
+class Meter:
+    """CPU seconds of the daemon (and its reactor thread), dockerd, containerd, and the busy
+    share of the machine over one phase."""
+
+    def __init__(self, daemon_pid: int | None) -> None:
+        self.pids = {"daemon": daemon_pid, "dockerd": pid_of("dockerd", SOCKET[len("unix://"):]),
+                     "containerd": pid_of("containerd", "/var/run/docker/containerd/")}
+        self.daemon_pid = daemon_pid
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        values = {name: cpu_of(pid) for name, pid in self.pids.items()}
+        values["reactor"] = cpu_of(self.daemon_pid, thread=True)
+        values["busy"], values["total"] = machine_busy()
+        values["containers"] = containers_cpu()
+        return values
+
+    def line(self, n: int) -> str:
+        end = self._read()
+        d = {k: end[k] - self.start[k] for k in end}
+        busy = d["busy"] / d["total"] if d["total"] else float("nan")
+        hz = os.sysconf("SC_CLK_TCK")
+        parts = []
+        if self.daemon_pid is not None:
+            parts.append(f"daemon {d['daemon']:.1f} s (reactor thread {d['reactor']:.1f})")
+        whole = d["busy"] / hz
+        known = sum(d[k] for k in ("daemon", "dockerd", "containerd", "containers") if d[k] == d[k])
+        parts += [f"dockerd {d['dockerd']:.1f} s", f"containerd {d['containerd']:.1f} s",
+                  f"inside containers {d['containers']:.1f} s ({d['containers'] / n * 1000:.0f} ms each)",
+                  f"whole machine {whole:.1f} s ({whole / n * 1000:.0f} ms per container, busy {busy * 100:.0f}%), "
+                  f"of which the rest (kernel, runc, shims, this script, other work on the machine) "
+                  f"{whole - known:.1f} s"]
+        return "CPU: " + ", ".join(parts)
+
+
+def spread(values: Iterable[float]) -> str:
+    v = sorted(values)
+    if not v:
+        return "-"
+    return f"p50 {statistics.median(v):.2f} p90 {v[min(len(v) - 1, int(0.9 * len(v)))]:.2f} max {v[-1]:.2f}"
+
+
+class Events:
+    """The engine's container events (create/start/die/destroy) with their times, in a thread.
+
+    ``times[name][action]`` is the engine's time of the first such event; ``kinds[name]`` the
+    container's ccserver kind label (empty for others)."""
+
+    ACTIONS = ("create", "start", "die", "destroy")
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.times: dict[str, dict[str, float]] = {}
+        self.kinds: dict[str, str] = {}
+        self.labels: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+        self._stream = client.events(decode=True, filters={"type": "container"})
+        self._thread = threading.Thread(target=self._read, daemon=True, name="bench-events")
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for event in self._stream:
+                action = event.get("Action") or event.get("status") or ""
+                if action not in self.ACTIONS:
+                    continue
+                attributes = event.get("Actor", {}).get("Attributes", {})
+                name = attributes.get("name", "")
+                when = int(event.get("timeNano") or 0) / 1e9 or float(event.get("time") or 0)
+                with self._lock:
+                    self.times.setdefault(name, {}).setdefault(action, when)
+                    self.kinds.setdefault(name, attributes.get(KIND_LABEL, ""))
+                    self.labels.setdefault(name, attributes)
+        except Exception:
+            pass  # closed
+
+    def get(self, name: str) -> dict[str, float]:
+        with self._lock:
+            return dict(self.times.get(name, {}))
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self.times)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        except Exception:
+            pass
+
+
+def foreign_ccserver_containers(client: docker.DockerClient, mine: set[str] | None = None) -> list[str]:
+    found = client.api.containers(all=True, filters={"label": KIND_LABEL})
+    names = [c["Names"][0].lstrip("/") for c in found if c.get("Names")]
+    return [n for n in names if not mine or n not in mine]
+
+
+def wait_quiet(client: docker.DockerClient, seconds: float, calm: float = 20.0) -> list[str]:
+    """Wait until no container of any ccserver has existed on the engine for ``calm`` seconds
+    (test suites leave short gaps between their tests); bounded by ``seconds``.  What is left."""
+    deadline = time.monotonic() + seconds
+    announced = False
+    quiet_since = time.monotonic()
+    while True:
+        left = foreign_ccserver_containers(client)
+        now = time.monotonic()
+        if left:
+            quiet_since = now
+        elif now - quiet_since >= calm:
+            return []
+        if now > deadline:
+            return left or [f"(none for less than {calm:.0f} s)"]
+        if left and not announced:
+            print(f"    waiting up to {seconds:.0f} s for {len(left)} container(s) of another ccserver to go "
+                  f"(several daemons on one engine remove each other's containers)", flush=True)
+            announced = True
+        time.sleep(1.0)
+
+
+# --- the daemon ----------------------------------------------------------------------------
+
+
+class FileDaemon(Daemon):
+    """:class:`Daemon` logging to a file (a pipe could make the daemon wait for this process),
+    which a thread follows until the listeners are known; optionally under cProfile."""
+
+    def __init__(self, *args: Any, log: Path, profile: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.log = log
+        self.profile = profile
+        self.done_following = threading.Event()
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def start(self) -> Daemon:
+        options = ["-n", "--pidfile="]
+        if self.profile:
+            options += [f"--profile={self.profile}", "--profiler=cprofile", "--savestats"]
+        with open(self.log, "w") as out:
+            self.process = subprocess.Popen(
+                [twistd_path(), *options, "ccserver", *self.args],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, text=True, env=self.env,
+                cwd=self.cwd,
+            )
+        threading.Thread(target=self._follow, daemon=True).start()
+        return self
+
+    def _follow(self) -> None:
+        assert self.process
+        with open(self.log) as f:
+            partial = ""
+            while not self.done_following.is_set():
+                chunk = f.readline()
+                if chunk:
+                    partial += chunk
+                    if partial.endswith("\n"):
+                        with self._changed:
+                            self.lines.append(partial.rstrip("\n"))
+                            self._changed.notify_all()
+                        partial = ""
+                    continue
+                if self.process.poll() is not None:
+                    with self._changed:
+                        self.lines.extend((partial + f.read()).splitlines())
+                        self._changed.notify_all()
+                    return
+                time.sleep(0.05)
+
+
+def env_for(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "CCSERVER_CONFIG"))}
+    env["HOME"] = str(home)
+    # the checkout's twisted/plugins drop-in (an editable install does not put it into site-packages)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def write_config(tmp: Path, gateway: str, interval: float, api_timeout: float | None) -> Path:
+    config = tmp / "config.toml"
+    timeout = f"api_timeout = {api_timeout}\n" if api_timeout else ""
+    config.write_text(
+        "[server]\n"
+        f"data_dir = '{tmp / 'data'}'\n"
+        f"listen = ['tcp:0:interface={gateway}']\n"
+        f"scheduling_interval_seconds = {interval}\n"
+        "\n[docker]\n"
+        "thread_limit = 8\n"
+        f"{timeout}"
+        "pull_policy = 'never'\n"
+        "\n[docker.nodes.local]\n"
+        f"base_url = '{SOCKET}'\n"
+        "\n[defaults.data_container_description]\n"
+        f"image = '{DATA_IMAGE}'\n"
+        "container_ram = 128\n"
+        "\n[defaults.error_handling]\n"
+        "# a failure must show as one, not as a slower retried task\n"
+        "max_task_trials = 1\n"
+    )
+    return config
+
+
+def create_user(config: Path, env: dict[str, str]) -> None:
+    admin = str(Path(sys.executable).with_name("ccserver-admin"))
+    done = subprocess.run(
+        [admin, "--config", str(config), "create-user", USERNAME, "--password-stdin"],
+        input=PASSWORD + "\n", text=True, env=env, timeout=60, capture_output=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"ccserver-admin create-user failed ({done.returncode}): {done.stdout}{done.stderr}")
+
+
+class API:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.auth = ""
+
+    def login(self) -> None:
+        self.auth = "Basic " + base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
+        token = self.call("GET", "/token")["token"]
+        self.auth = "Basic " + base64.b64encode(f"{USERNAME}:{token}".encode()).decode()
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Authorization", self.auth)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"{method} {path}: {e.code} {e.read()[:500]!r}") from None
+
+    def query(self, collection: str, pipeline: list[Any]) -> list[dict[str, Any]]:
+        answer = self.call("POST", f"/{collection}/query", {"aggregate": pipeline})
+        return list(answer[collection.replace("-", "_")])
+
+
+def task_body() -> dict[str, Any]:
+    return {
+        "application_container_description": {"image": APP_IMAGE, "container_ram": RAM_MB},
+        "input_files": [],
+        "result_files": [],
+    }
+
+
+# --- one ccserver run ------------------------------------------------------------------------
+
+
+class Broken(Exception):
+    """The run cannot give a figure (a failed task, a timeout, a daemon error)."""
+
+
+def run_ccserver(n: int, gateway: str, client: docker.DockerClient, events: Events, args: argparse.Namespace,
+                 out: dict[str, Any]) -> None:
+    limit = args.timeout_base + n * args.timeout_per_task
+    with tempfile.TemporaryDirectory(prefix="ccserver-bench-tasks-") as name:
+        tmp = Path(name)
+        (tmp / "home").mkdir()
+        env = env_for(tmp / "home")
+        config = write_config(tmp, gateway, args.interval, args.api_timeout)
+        create_user(config, env)
+        profile = None
+        if args.profile:
+            profile = str(Path(f"{args.profile}.{n}" if len(args.n) > 1 else args.profile).resolve())
+        daemon = FileDaemon(["--config", str(config)], env=env, cwd=str(tmp), log=tmp / "daemon.log",
+                            profile=profile)
+        callback_port = None
+        began = time.time()
+        try:
+            daemon.start()
+            try:
+                assert daemon.process
+                kind, host, port = daemon.listening(timeout=60)[0]
+                callback_port = port
+                daemon.wait_for("containers will call back at", timeout=60)
+                daemon.done_following.set()
+                api = API(f"http://{host}:{port}")
+                api.login()
+                deadline = time.monotonic() + 60
+                while not api.call("GET", "/nodes")["healthy_nodes"]:
+                    if time.monotonic() > deadline:
+                        raise Broken("the local node did not become healthy within 60 s")
+                    time.sleep(0.2)
+                time.sleep(0.5)  # let the start-up round settle
+                meter = Meter(daemon.process.pid)
+                out["load_before"] = os.getloadavg()[0]
+                t0 = time.time()
+                answer = api.call("POST", "/tasks", {"tasks": [task_body() for _ in range(n)]}, timeout=60)
+                submitted = time.time()
+                until = time.monotonic() + limit
+                ids = [t["_id"] for t in answer["tasks"]]
+                if len(ids) != n:
+                    raise Broken(f"the batch answer holds {len(ids)} tasks, not {n}")
+                # every ObjectId the daemon makes holds its process's 5 random bytes: a
+                # container named with other ones belongs to another ccserver on the engine
+                tag = ids[0][8:18]
+
+                def check_alone() -> None:
+                    others = [c for c in events.names()
+                              if events.kinds.get(c) and events.get(c).get("create", 0) >= began
+                              and not c.startswith("ccserver-inspection") and c[8:18] != tag]
+                    out["foreign"] = len(others)
+                    if others and not args.share_engine:
+                        raise Broken(f"another ccserver created {len(others)} container(s) on the engine during the "
+                                     f"run (e.g. {others[0]}): the daemons remove each other's containers, and the "
+                                     f"figures would be wrong")
+                # wait for every task to end
+                pipeline = [{"$match": {"state": {"$in": list(END_STATES)}}}, {"$count": "ended"}]
+                ended = 0
+                while True:
+                    result = api.query("tasks", pipeline)
+                    ended = result[0]["ended"] if result else 0
+                    if ended >= n:
+                        break
+                    if time.monotonic() > until:
+                        raise Broken(f"only {ended} of {n} tasks ended within {limit:.0f} s")
+                    if daemon.process.poll() is not None:
+                        raise Broken(f"the daemon exited ({daemon.process.returncode})")
+                    check_alone()
+                    time.sleep(0.25)
+                seen_all_ended = time.time()
+                apps = api.query("application-containers", [{"$project": {"_id": 1, "state": 1, "transitions": 1,
+                                                                          "created_at": 1}}])
+                names = {str(a["_id"]) for a in apps}
+                # wait for every container of this daemon to be removed
+                while True:
+                    left = [c for c in names if "destroy" not in events.get(c)]
+                    if not left:
+                        break
+                    check_alone()
+                    if time.monotonic() > until:
+                        raise Broken(f"{len(left)} containers not removed within {limit:.0f} s")
+                    time.sleep(0.1)
+                out["cpu"] = meter.line(n)
+                out["load_after"] = os.getloadavg()[0]
+                check_alone()
+                tasks = api.query("tasks", [{"$project": {"_id": 1, "state": 1, "transitions": 1}}])
+                failed = [t for t in tasks if t["state"] != 3]
+                if failed:
+                    last = failed[0]["transitions"][-1]["description"]
+                    raise Broken(f"{len(failed)} of {n} tasks did not succeed; e.g. "
+                                 f"{STATE_NAMES[failed[0]['state']]}: {last[:400]}")
+                check_alone()
+                task_end = max(tr["timestamp"] for t in tasks for tr in t["transitions"] if tr["state"] in END_STATES)
+                removed = max(events.get(c)["destroy"] for c in names)
+                out.update(t0=t0, submit=submitted - t0, end=task_end - t0, removed=removed - t0,
+                           seen_ended=seen_all_ended - t0, names=names, apps=apps)
+                code = daemon.stop(timeout=30)
+                if code != 0:
+                    raise Broken(f"the daemon exited with {code}")
+                text = daemon.output
+                if "Traceback" in text:
+                    raise Broken("a traceback in the daemon's log:\n" + text[text.index("Traceback"):][:3000])
+                out["log_lines"] = text.count("\n")
+            finally:
+                if daemon.process and daemon.process.poll() is None:
+                    try:  # SIGTERM first: a profiled daemon writes its statistics on a clean stop
+                        daemon.stop(timeout=30)
+                    except Exception:  # noqa: BLE001 - stop() killed it after the time limit
+                        pass
+        finally:
+            if callback_port is not None:
+                remove_ours(client, f":{callback_port}/")
+            if args.keep_log:
+                try:
+                    Path(args.keep_log).write_text((tmp / "daemon.log").read_text(errors="replace"))
+                except OSError:
+                    pass
+
+
+def remove_ours(client: docker.DockerClient, marker: str) -> None:
+    """Remove the containers of this daemon left behind (their command holds its callback URL)."""
+    for c in client.api.containers(all=True, filters={"label": KIND_LABEL}):
+        if marker in (c.get("Command") or ""):
+            try:
+                client.api.remove_container(c["Id"], force=True)
+            except docker.errors.NotFound:
+                pass
+
+
+# --- the same containers, directly ----------------------------------------------------------
+
+
+def run_direct(n: int, client: docker.DockerClient, events: Events, args: argparse.Namespace,
+               out: dict[str, Any]) -> None:
+    run = uuid.uuid4().hex[:12]
+    label = {BENCH_LABEL: run}
+    limit = args.timeout_base + n * args.timeout_per_task
+    names = [f"ccserver-bench-{run}-{i}" for i in range(n)]
+    limit_text = f"{RAM_MB}m"
+
+    def one(name: str) -> tuple[float, float, int]:
+        container = client.containers.create(APP_IMAGE, command=DIRECT_COMMAND, name=name, mem_limit=limit_text,
+                                             memswap_limit=limit_text, labels=label, detach=True)
+        try:
+            container.start()
+            code = int(container.wait(timeout=limit).get("StatusCode", -1))
+            exited = time.time()
+        finally:
+            container.remove(force=True)
+        return exited, time.time(), code
+
+    meter = Meter(None)
+    out["load_before"] = os.getloadavg()[0]
+    t0 = time.time()
+    try:
+        with ThreadPoolExecutor(PARALLELISM) as pool:
+            futures = [pool.submit(one, name) for name in names]
+            results = [f.result(timeout=max(1.0, t0 + limit - time.time())) for f in futures]
+        out["cpu"] = meter.line(n)
+        out["load_after"] = os.getloadavg()[0]
+        bad = [code for _, _, code in results if code != 0]
+        if bad:
+            raise Broken(f"{len(bad)} of {n} direct containers exited non-zero (e.g. {bad[0]})")
+        out.update(t0=t0, end=max(r[0] for r in results) - t0, removed=max(r[1] for r in results) - t0,
+                   names=set(names))
+    finally:
+        for c in client.api.containers(all=True, filters={"label": f"{BENCH_LABEL}={run}"}):
+            try:
+                client.api.remove_container(c["Id"], force=True)
+            except docker.errors.NotFound:
+                pass
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def breakdown(label: str, names: set[str], events: Events, t0: float, created: dict[str, float] | None = None) -> None:
+    rows = {name: events.get(name) for name in names}
+    rows = {k: v for k, v in rows.items() if all(a in v for a in Events.ACTIONS)}
+    if not rows:
+        print(f"    {label}: no complete event records", flush=True)
+        return
+    first = {a: min(v[a] for v in rows.values()) - t0 for a in Events.ACTIONS}
+    last = {a: max(v[a] for v in rows.values()) - t0 for a in Events.ACTIONS}
+    print(f"    {label}: engine events, seconds after submission, first..last: "
+          + ", ".join(f"{a} {first[a]:.1f}..{last[a]:.1f}" for a in Events.ACTIONS), flush=True)
+    if created:
+        placed = spread(created[k] - t0 for k in rows if k in created)
+        print(f"      submission -> document created (placement) {placed}", flush=True)
+        print(f"      document created -> create event           "
+              f"{spread(v['create'] - created[k] for k, v in rows.items() if k in created)}", flush=True)
+    print(f"      create -> start   {spread(v['start'] - v['create'] for v in rows.values())}", flush=True)
+    print(f"      start -> die      {spread(v['die'] - v['start'] for v in rows.values())}  (the container runs)",
+          flush=True)
+    print(f"      die -> destroy    {spread(v['destroy'] - v['die'] for v in rows.values())}", flush=True)
+    # how many containers existed / ran at once, at most
+    points = sorted([(v["create"], 1) for v in rows.values()] + [(v["destroy"], -1) for v in rows.values()])
+    running = sorted([(v["start"], 1) for v in rows.values()] + [(v["die"], -1) for v in rows.values()])
+    print(f"      at most {_peak(points)} containers existed and {_peak(running)} ran at once", flush=True)
+
+
+def _peak(points: list[tuple[float, int]]) -> int:
+    level = peak = 0
+    for _, delta in points:
+        level += delta
+        peak = max(peak, level)
+    return peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, action="append", help="tasks per run (repeatable; default 40 and 200)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run the daemon under twistd's cProfile (reactor thread); statistics to FILE[.N]")
+    parser.add_argument("--interval", type=float, default=600.0,
+                        help="scheduling_interval_seconds of the daemon (default 600: no reconciliation "
+                             "during a run, which would remove other daemons' containers)")
+    parser.add_argument("--quiet-wait", type=float, default=300.0,
+                        help="seconds to wait for other ccserver daemons' containers to go (default 300)")
+    parser.add_argument("--share-engine", action="store_true",
+                        help="run even if another ccserver has containers on the engine (figures marked)")
+    parser.add_argument("--api-timeout", type=float,
+                        help="docker.api_timeout of the daemon (default: the daemon's own default)")
+    parser.add_argument("--direct-only", action="store_true", help="skip the ccserver runs")
+    parser.add_argument("--timeout-base", type=float, default=120.0, help=argparse.SUPPRESS)
+    parser.add_argument("--timeout-per-task", type=float, default=3.0, help=argparse.SUPPRESS)
+    parser.add_argument("--keep-log", metavar="FILE", help="copy the daemon's log to FILE")
+    args = parser.parse_args()
+    args.n = args.n or [40, 200]
+
+    print(load_line("start"), flush=True)
+    client = docker.DockerClient(base_url=SOCKET, timeout=120)
+    try:
+        for image in (APP_IMAGE, DATA_IMAGE):
+            client.images.get(image)
+    except docker.errors.ImageNotFound as e:
+        print(f"missing test image ({e}); build it with scripts/build-test-images", file=sys.stderr)
+        return 2
+    gateway = bridge_gateway(NodeConfig(name="local", base_url=SOCKET, tls=None), 30)
+    print(f"engine {SOCKET}; bridge gateway {gateway}; {PARALLELISM} Docker threads; {RAM_MB} MB per container",
+          flush=True)
+    events_client = docker.DockerClient(base_url=SOCKET, timeout=None)
+    events = Events(events_client)
+    checks: list[str] = []
+    broken = False
+    ok = True
+    try:
+        for n in args.n:
+            print(f"\nN = {n}", flush=True)
+            cc: dict[str, Any] = {}
+            direct: dict[str, Any] = {}
+            shared = False
+            if not args.direct_only:
+                left = wait_quiet(client, args.quiet_wait)
+                if left:
+                    if not args.share_engine:
+                        print(f"BROKEN  N={n}: {len(left)} container(s) of another ccserver still on the engine "
+                              f"after {args.quiet_wait:.0f} s (e.g. {left[0]}); --share-engine runs anyway",
+                              flush=True)
+                        broken = True
+                        continue
+                    shared = True
+                try:
+                    run_ccserver(n, gateway, client, events, args, cc)
+                except (Broken, RuntimeError, OSError) as e:
+                    print(f"BROKEN  ccserver, N={n}: {e}", flush=True)
+                    broken = True
+                    continue
+                mark = " (ENGINE SHARED with another ccserver)" if shared or cc.get("foreign") else ""
+                print(f"  ccserver: {n} tasks; submission answered in {cc['submit']:.2f} s; last task end "
+                      f"{cc['end']:.2f} s ({n / cc['end']:.2f} tasks/s); last container removed {cc['removed']:.2f} s; "
+                      f"load {cc['load_before']:.2f} -> {cc['load_after']:.2f}{mark}", flush=True)
+                print(f"    {cc['cpu']}; daemon log {cc['log_lines']} lines", flush=True)
+                created = {str(a["_id"]): a["transitions"][0]["timestamp"] for a in cc["apps"]}
+                breakdown("ccserver containers", cc["names"], events, cc["t0"], created)
+            try:
+                run_direct(n, client, events, args, direct)
+            except Exception as e:  # noqa: BLE001 - any failure of the SDK run breaks the figure
+                print(f"BROKEN  direct, N={n}: {e!r}", flush=True)
+                broken = True
+                continue
+            print(f"  direct:   {n} containers, {PARALLELISM} threads; last exit {direct['end']:.2f} s "
+                  f"({n / direct['end']:.2f}/s); last removal {direct['removed']:.2f} s; "
+                  f"load {direct['load_before']:.2f} -> {direct['load_after']:.2f}", flush=True)
+            print(f"    {direct['cpu']}", flush=True)
+            breakdown("direct containers", direct["names"], events, direct["t0"])
+            if args.direct_only:
+                continue
+            ratio_end = cc["end"] / direct["end"]
+            ratio = cc["removed"] / direct["removed"]
+            passed = ratio <= TARGET
+            ok = ok and passed
+            checks.append(f"{'PASS' if passed else 'FAIL'}  N={n}: ccserver/direct = {ratio:.2f} to the last "
+                          f"removal ({cc['removed']:.1f} s / {direct['removed']:.1f} s), {ratio_end:.2f} to the "
+                          f"last end ({cc['end']:.1f} s / {direct['end']:.1f} s); target <= {TARGET}")
+            print(f"  ratio ccserver/direct: {ratio_end:.2f} to the last end, {ratio:.2f} to the last removal",
+                  flush=True)
+    finally:
+        events.close()
+        events_client.close()
+        client.close()
+    print(f"\n{load_line('end')}", flush=True)
+    for line in checks:
+        print(line, flush=True)
+    if broken:
+        return 2
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
