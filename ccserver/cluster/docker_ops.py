@@ -83,17 +83,20 @@ def create_container(
     net: str | None,
 ) -> str:
     limit = f"{int(ram_mb)}m"
-    container = client.containers.create(
+    # the low-level call: the high-level one inspects the new container afterwards, one more
+    # engine round trip per container for nothing
+    host_config = client.api.create_host_config(mem_limit=limit, memswap_limit=limit, network_mode=net)
+    networking = client.api.create_networking_config({net: client.api.create_endpoint_config()}) if net else None
+    created = client.api.create_container(
         image,
         command=shlex.split(command),
         name=name,
-        mem_limit=limit,
-        memswap_limit=limit,
         labels={KIND_LABEL: kind},
-        network=net,
+        host_config=host_config,
+        networking_config=networking,
         detach=True,
     )
-    return str(container.id)
+    return str(created["Id"])
 
 
 def start_container(client: docker.DockerClient, name: str) -> None:

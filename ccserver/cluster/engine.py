@@ -7,9 +7,12 @@ Everything here blocks; callers run it on the Docker thread pool
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import docker
+from docker.errors import TLSParameterError
 from docker.tls import TLSConfig
 from requests.adapters import HTTPAdapter
 
@@ -38,6 +41,26 @@ class NodeTLSConfig(TLSConfig):
         super().configure_client(client)
         if self.assert_hostname is not None and self.assert_hostname is not True:
             client.mount("https://", _HostnameAdapter(self.assert_hostname))
+        _keep_session_verify(client)
+
+
+def _keep_session_verify(session: Any) -> None:
+    """Make the node's CA win over ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``.
+
+    requests replaces a request's ``verify=None`` (docker-py never sets it per request) by
+    those environment variables *before* it falls back to the session's ``verify``, so on a
+    machine that sets them (many do, for the system bundle) the configured ``tls.verify`` CA
+    would be ignored and every TLS node refused.  Passing the session's value explicitly keeps
+    it; with ``verify = true`` (the system trust store) the environment still applies.
+    """
+    merge = session.merge_environment_settings
+
+    def merge_environment_settings(url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+        if verify is None and session.verify is not True:
+            verify = session.verify
+        return merge(url, proxies, stream, verify, cert)
+
+    session.merge_environment_settings = merge_environment_settings
 
 
 def make_client(node: NodeConfig, timeout: float) -> docker.DockerClient:
@@ -81,3 +104,61 @@ def bridge_gateway(node: NodeConfig, timeout: float) -> str:
         raise LookupError("the bridge network has no IPv4 gateway or subnet")
     finally:
         client.close()
+
+
+_SSL_DETAIL = re.compile(
+    r"\[SSL: [A-Z0-9_]+\][^\"()]*|certificate verify failed[^\"()]*|hostname '[^']*' doesn't match[^\"()]*"
+)
+
+
+def describe_error(node: NodeConfig, error: BaseException, timeout: float | None = None) -> str:
+    """What went wrong talking to ``node``, in words an admin can act on: TLS problems name
+    the setting to look at (``tls.verify``, ``tls.assert_hostname``, ``tls.client_cert``)."""
+    text = _chain_text(error)
+    detail_match = _SSL_DETAIL.search(text)
+    detail = detail_match.group(0).strip().rstrip(".") if detail_match else ""
+    where = f"Docker engine at {node.base_url}"
+    tls = node.tls
+    if "mismatch" in text or "doesn't match" in text or "not valid for" in text:
+        expected = tls.assert_hostname if tls is not None and isinstance(tls.assert_hostname, str) else None
+        host = urlsplit(node.base_url).hostname or node.base_url
+        name = f"the name {expected!r} (tls.assert_hostname)" if expected else f"{host} (the host of base_url)"
+        return (f"TLS error: the certificate of the {where} is not valid for {name} ({detail}); set "
+                "tls.assert_hostname to a name the certificate carries, or to false to check the CA only")
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        ca = tls.verify if tls is not None and isinstance(tls.verify, str) else tls.ca_cert if tls else None
+        trusted = f"the CA in tls.verify ({ca})" if ca else "the system's trusted CAs"
+        return f"TLS error: the certificate of the {where} is not signed by {trusted} ({detail})"
+    if any(s in text for s in ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "UNKNOWN_CA", "bad certificate")):
+        return f"TLS error: the {where} refused our client certificate (tls.client_cert): {detail or 'refused'}"
+    if "WRONG_VERSION_NUMBER" in text or "RECORD_LAYER_FAILURE" in text or "record layer failure" in text:
+        return f"TLS error: the {where} does not speak TLS ({detail}); remove its tls section or fix base_url"
+    if "HTTP request to an HTTPS server" in text:
+        return f"the {where} expects TLS: configure docker.nodes.{node.name}.tls"
+    if "SSL" in text and detail:
+        return f"TLS error with the {where}: {detail}"
+    if isinstance(error, TLSParameterError) or "certificate and key files" in text:
+        return f"TLS settings of node {node.name}: {_first_line(str(error))}"
+    if isinstance(error, TimeoutError) or "timed out" in text.lower() or "TimeoutError" in text:
+        limit = f" within {timeout:g} s (api_timeout)" if timeout else ""
+        return f"the {where} did not answer{limit}"
+    if "Connection refused" in text or "ConnectionRefused" in text or "FileNotFoundError" in text \
+            or "No such file or directory" in text:
+        return f"the {where} is not running (nothing listens there): {_first_line(str(error) or text)}"
+    return f"the {where} does not answer: {_first_line(str(error) or text)}"
+
+
+def _chain_text(error: BaseException) -> str:
+    parts = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{current.__class__.__name__}: {current}")
+        current = current.__cause__ or current.__context__
+    return " <- ".join(parts)
+
+
+def _first_line(text: str) -> str:
+    text = text.strip()
+    return (text.splitlines()[0] if text else "")[:500]

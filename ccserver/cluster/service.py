@@ -1,10 +1,20 @@
 """The cluster: every configured Docker engine (node), its health, and calls to it.
 
-Each Docker call goes through the one bounded Docker thread pool (``thread_limit``), with the
-engine's ``api_timeout`` in the SDK client and an outer timeout on the Deferred.  Container
-ends are learnt from each engine's event stream (one reader thread per node, outside the
-pool, since it blocks for as long as the node lives) and, as a safety net, from the
-scheduler's periodic reconciliation.
+Each Docker call of the scheduler goes through the one bounded Docker thread pool
+(``thread_limit``), with the engine's ``api_timeout`` in the SDK client and an outer timeout on
+the Deferred.  Container ends are learnt from each engine's event stream (one reader thread per
+node, outside the pool, since it blocks for as long as the node lives) and, as a safety net,
+from the scheduler's periodic reconciliation.
+
+Health: every ``heartbeat_seconds`` each node is asked for ``info`` on a small pool of its own
+(one thread per node), so that a busy Docker pool (long pulls, many starts) neither delays a
+check nor makes it time out, and a hanging node does not delay the checks of the others.  A
+node that does not answer within ``api_timeout + HEALTH_SLACK`` seconds, or whose event
+stream breaks and which then fails its check, is dead; so a node is found dead at most
+``heartbeat_seconds + api_timeout + HEALTH_SLACK`` seconds after it stopped answering
+(at once when its engine closes the connections, as a killed ``dockerd`` does).  A dead node
+that answers again runs an inspection container before it is used again (with
+``dead_node_invalidation``), so a node that answers but cannot run containers does not flap.
 """
 
 from __future__ import annotations
@@ -16,13 +26,13 @@ from typing import Any
 
 import docker
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ccserver import states
 from ccserver.cluster import docker_ops
-from ccserver.cluster.engine import make_client
+from ccserver.cluster.engine import describe_error, make_client
 from ccserver.config import Config, NodeConfig
 from ccserver.storage.base import Store
 from ccserver.threads import ThreadPoolService
@@ -31,7 +41,11 @@ log = Logger(namespace="ccserver.cluster")
 
 #: extra seconds over api_timeout before a Docker call's Deferred times out
 CALL_SLACK = 5.0
+#: extra seconds over api_timeout before a health check gives up on a node
+HEALTH_SLACK = 1.0
 PULL_TIMEOUT = 1800.0
+#: an event stream that ended sooner than this after it opened is re-opened only after it
+EVENTS_RETRY_SECONDS = 2.0
 
 
 @dataclass
@@ -43,7 +57,9 @@ class Node:
     total_ram: int = 0
     total_cpus: int | None = None
     images: set[str] = field(default_factory=set)
-    events: Any = None
+    events: EventReader | None = None
+    #: event streams in a row that ended soon after they opened
+    quick_event_ends: int = 0
 
     @property
     def name(self) -> str:
@@ -70,12 +86,16 @@ class Cluster(Service):
         self._heartbeat.clock = reactor
         self._checking: dict[str, Deferred[bool]] = {}
         self._stopping = False
+        self._client_lock = threading.Lock()
+        #: health checks and inspections: one thread per node, apart from the Docker pool
+        self.health_pool = ThreadPoolService(reactor, "docker-health", len(self.nodes) + 1)
 
     # --- service ---------------------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()
         self._stopping = False
+        self.health_pool.startService()
         self._heartbeat.start(self.config.docker.heartbeat_seconds, now=True)
 
     def stopService(self) -> Deferred[None] | None:
@@ -84,31 +104,52 @@ class Cluster(Service):
         if self._heartbeat.running:
             self._heartbeat.stop()
         for node in self.nodes.values():
-            if node.events is not None:
-                try:
-                    node.events.close()
-                except Exception:  # the stream may already be gone
-                    pass
-                node.events = None
-        return None
+            self._stop_events(node)
+        return self.health_pool.stopService()
 
     # --- calls -----------------------------------------------------------------------
 
     def _client(self, node: Node) -> docker.DockerClient:
         # runs on a pool thread
-        if node.client is None:
-            node.client = make_client(node.config, self.config.docker.api_timeout)
-        return node.client
+        with self._client_lock:
+            client = node.client
+        if client is None:
+            client = make_client(node.config, self.config.docker.api_timeout)
+            with self._client_lock:
+                if node.client is None:
+                    node.client = client
+                else:  # another thread was quicker
+                    client.close()
+                    client = node.client
+        return client
 
-    def call(self, name: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Deferred[Any]:
-        """Run ``fn(client, *args)`` for node ``name`` on the Docker pool."""
+    def _drop_client(self, node: Node) -> None:
+        """Forget the node's client (its pooled connections may point at a dead engine); the
+        next call makes a new one."""
+        with self._client_lock:
+            client, node.client = node.client, None
+        if client is not None:
+            self.health_pool.run(client.close).addErrback(lambda _: None)
+
+    def call(self, name: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
+             health: bool = False) -> Deferred[Any]:
+        """Run ``fn(client, *args)`` for node ``name`` on the Docker pool (``health``: on the
+        health pool)."""
         node = self.nodes[name]
+        limit = timeout or (self.config.docker.api_timeout + CALL_SLACK)
+        d: Deferred[Any]
+
+        def arm() -> None:
+            d.addTimeout(limit, self.reactor)
 
         def work() -> Any:
+            # the time limit runs from the moment a thread takes the call, not from when it was
+            # queued: with many containers launched at once, calls wait their turn in the
+            # bounded pool, and waiting is not the engine's fault
+            self.reactor.callFromThread(arm)
             return fn(self._client(node), *args)
 
-        d = self.pool.run(work)
-        d.addTimeout(timeout or (self.config.docker.api_timeout + CALL_SLACK), self.reactor)
+        d = (self.health_pool if health else self.pool).run(work)
         return d
 
     def healthy_names(self) -> list[str]:
@@ -123,16 +164,17 @@ class Cluster(Service):
 
     # --- health ----------------------------------------------------------------------
 
-    @inlineCallbacks
-    def heartbeat(self) -> Any:
-        """Check every node: healthy ones for reachability, dead ones for their return."""
+    def heartbeat(self) -> None:
+        """Check every node, side by side: healthy ones for reachability, dead ones for their
+        return.  A node whose previous check still runs is not checked twice."""
         for node in list(self.nodes.values()):
             if self._stopping:
                 return
-            try:
-                yield self.check(node.name, inspect=False)
-            except Exception as e:  # never let the loop die
-                log.error("health check of node {node} failed: {error}", node=node.name, error=str(e))
+            if node.name in self._checking:
+                continue
+            d = self.check(node.name, inspect=False)
+            d.addErrback(lambda f, name=node.name: log.error(  # type: ignore[misc]
+                "health check of node {node} failed: {error}", node=name, error=f.getErrorMessage()))
 
     def check(self, name: str, inspect: bool = True) -> Deferred[bool]:
         """Check a node now; concurrent checks of one node share one run."""
@@ -151,13 +193,15 @@ class Cluster(Service):
 
     async def _check(self, name: str, inspect: bool) -> bool:
         node = self.nodes[name]
+        timeout = self.config.docker.api_timeout
         try:
-            info = await self.call(name, docker_ops.node_info)
+            info = await self.call(name, docker_ops.node_info, timeout=timeout + HEALTH_SLACK, health=True)
         except Exception as e:
-            problem = f"Docker engine at {node.config.base_url} does not answer: {_message(e)}"
-            await self._mark_dead(node, problem)
+            await self._mark_dead(node, describe_error(node.config, e, timeout))
             return False
         node.total_ram, node.total_cpus = info["total_ram"], info["total_cpus"]
+        # a dead node that answers again must pass an inspection before it is used again
+        inspect = inspect or node.healthy is False
         if inspect and self.config.defaults.dead_node_invalidation:
             ok, problem = await self._inspect(node)
             if not ok:
@@ -177,7 +221,7 @@ class Cluster(Service):
             auth = dc.registry_auth.__dict__ if dc.registry_auth else None
             await self.call(
                 node.name, docker_ops.ensure_image, dc.image, self.config.docker.pull_policy, auth, node.name,
-                timeout=PULL_TIMEOUT,
+                timeout=PULL_TIMEOUT, health=True,
             )
             code, logs = await self.call(
                 node.name,
@@ -187,6 +231,7 @@ class Cluster(Service):
                 docker_ops.command_line(dc.entry_point, settings),
                 self.config.docker.api_timeout,
                 timeout=2 * self.config.docker.api_timeout + CALL_SLACK,
+                health=True,
             )
         except Exception as e:
             return False, f"inspection container could not run: {_message(e)}"
@@ -196,13 +241,16 @@ class Cluster(Service):
 
     async def _mark_dead(self, node: Node, description: str) -> None:
         if not self.config.defaults.dead_node_invalidation:
-            # without invalidation a failing node stays in use, as in 0.10
+            # without invalidation a failing node stays in use, as in 0.10 (one that never
+            # answered cannot be: its RAM is unknown)
             log.warn("node {node}: {problem}", node=node.name, problem=description)
             node.healthy = True if node.total_ram else False
+            node.description = "" if node.healthy else description
             return
         was = node.healthy
         node.healthy, node.description = False, description
         self._stop_events(node)
+        self._drop_client(node)
         if was is not False:
             log.error("node {node} is dead: {problem}", node=node.name, problem=description)
             await self.store.delete_many("dead_nodes", {"name": node.name})
@@ -228,29 +276,24 @@ class Cluster(Service):
             self.check(name, inspect=True)
 
     def recheck(self, names: list[str]) -> Deferred[list[bool]]:
-        async def all_of() -> list[bool]:
-            return [await self.check(n, inspect=True) for n in names]
-
-        return Deferred.fromCoroutine(all_of())
+        """Check these nodes now, side by side, with an inspection (``POST /nodes``)."""
+        return gatherResults([self.check(n, inspect=True) for n in names], consumeErrors=True)
 
     # --- container end events ------------------------------------------------------------
 
     def _start_events(self, node: Node) -> None:
         if node.events is not None or self._stopping:
             return
-        node.events = "starting"
-        threading.Thread(target=self._read_events, args=(node,), name=f"ccserver-events-{node.name}",
+        reader = node.events = EventReader(node.name, self.reactor.seconds())
+        threading.Thread(target=self._read_events, args=(node, reader), name=f"ccserver-events-{node.name}",
                          daemon=True).start()
 
     def _stop_events(self, node: Node) -> None:
-        stream, node.events = node.events, None
-        if stream is not None and stream != "starting":
-            try:
-                stream.close()
-            except Exception:
-                pass
+        reader, node.events = node.events, None
+        if reader is not None:
+            reader.close()
 
-    def _read_events(self, node: Node) -> None:
+    def _read_events(self, node: Node, reader: EventReader) -> None:
         # a thread of its own per node: the stream blocks for as long as the engine lives
         try:
             client = make_client(node.config, self.config.docker.api_timeout)
@@ -258,12 +301,10 @@ class Cluster(Service):
                 decode=True, filters={"type": "container", "event": "die", "label": docker_ops.KIND_LABEL}
             )
         except Exception as e:
-            self.reactor.callFromThread(self._events_ended, node, e)
+            self.reactor.callFromThread(self._events_ended, node, reader, e)
             return
-        if node.events != "starting":
-            stream.close()
+        if not reader.attach(stream, client):
             return
-        node.events = stream
         try:
             for event in stream:
                 attributes = event.get("Actor", {}).get("Attributes", {})
@@ -271,16 +312,36 @@ class Cluster(Service):
                 code = int(attributes.get("exitCode") or 0)
                 self.reactor.callFromThread(self.on_container_died, node.name, name, code)
         except Exception as e:
-            self.reactor.callFromThread(self._events_ended, node, e)
+            if not reader.closed:
+                self.reactor.callFromThread(self._events_ended, node, reader, e)
             return
-        self.reactor.callFromThread(self._events_ended, node, None)
+        finally:
+            reader.close()
+        self.reactor.callFromThread(self._events_ended, node, reader, None)
 
-    def _events_ended(self, node: Node, error: BaseException | None) -> None:
-        if isinstance(node.events, str) or node.events is not None:
-            node.events = None
-        if not self._stopping and node.healthy:
-            # the engine closed the stream: check the node, which restarts the reader
-            self.check(node.name, inspect=False)
+    def _events_ended(self, node: Node, reader: EventReader, error: BaseException | None) -> None:
+        if node.events is not reader:
+            return  # an old reader (the node died, or was revived with a new one meanwhile)
+        node.events = None
+        if self._stopping or not node.healthy:
+            return
+        log.info("event stream of node {node} ended ({error}); checking the node", node=node.name,
+                 error=_message(error) if error else "closed by the engine")
+        # the engine closed the stream: check the node at once, which restarts the reader (but
+        # not in a tight loop when the engine answers and keeps closing the stream)
+        if self.reactor.seconds() - reader.started < EVENTS_RETRY_SECONDS:
+            node.quick_event_ends += 1
+        else:
+            node.quick_event_ends = 0
+        delay = EVENTS_RETRY_SECONDS if node.quick_event_ends > 1 else 0
+        self.reactor.callLater(delay, self._recheck_quietly, node.name)
+
+    def _recheck_quietly(self, name: str) -> None:
+        if self._stopping:
+            return
+        d = self.check(name, inspect=False)
+        d.addErrback(lambda f: log.error("check of node {node} failed: {error}", node=name,
+                                         error=f.getErrorMessage()))
 
     # --- status for GET /nodes ---------------------------------------------------------
 
@@ -312,6 +373,43 @@ class Cluster(Service):
 
     def nodes_status(self) -> Deferred[dict[str, Any]]:
         return Deferred.fromCoroutine(self._status())
+
+
+class EventReader:
+    """One event stream of a node, read by one thread; closing it (from any thread) ends the
+    read, and a reader that was replaced has no say over the node any more."""
+
+    def __init__(self, node: str, started: float) -> None:
+        self.node = node
+        self.started = started
+        self.closed = False
+        self._lock = threading.Lock()
+        self._stream: Any = None
+        self._client: Any = None
+
+    def attach(self, stream: Any, client: Any) -> bool:
+        """Keep the opened stream; False (and it is closed) when the reader was closed meanwhile."""
+        with self._lock:
+            if not self.closed:
+                self._stream, self._client = stream, client
+                return True
+        _close_quietly(stream, client)
+        return False
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            stream, client, self._stream, self._client = self._stream, self._client, None, None
+        _close_quietly(stream, client)
+
+
+def _close_quietly(*things: Any) -> None:
+    for thing in things:
+        if thing is not None:
+            try:
+                thing.close()
+            except Exception:  # the stream may already be gone
+                pass
 
 
 def _message(error: BaseException) -> str:
