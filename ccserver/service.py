@@ -137,6 +137,13 @@ class CCServer(MultiService):
     @inlineCallbacks
     def _gateway(self) -> Any:
         node = self.config.docker.nodes[0]
+        if len(self.config.docker.nodes) > 1:
+            log.warn(
+                "server.host is not set: containers on every node will call back at the bridge "
+                "gateway of node {node}; with several engines, set server.host to an address all "
+                "their containers reach",
+                node=node.name,
+            )
         timeout = min(self.config.docker.api_timeout, GATEWAY_TIMEOUT)
         try:
             d = self.docker_pool.run(bridge_gateway, node, timeout)
