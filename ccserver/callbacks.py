@@ -39,30 +39,31 @@ class Callbacks:
         self.wake = wake
 
     async def handle(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Check, record and act on one callback; the answer body, or an APIError."""
+        """Check, record and act on one callback; the answer body, or an APIError.
+
+        The callback is stored before it is acted on.  When the answer was lost (the daemon
+        was killed, the database went away half-way: the worker saw an error and sends the
+        same callback again), the repeated callback is acted on again: every action is a
+        compare-and-set change, so what was already done is not done twice."""
         container = await self._authenticated(collection, body)
         _id = container["_id"]
         received = container.get("callbacks", [])
         expected = len(received)
         record = {k: v for k, v in body.items() if k != "callback_key"}
         if received and body["callback_type"] == expected - 1 and _same(received[-1], record):
-            # the worker retries when an answer was lost: the same callback again is answered
-            # again, not taken for one out of order
+            if not states.is_end(container["state"]):
+                problem = _problem(body, expected - 1)
+                if problem:
+                    await self.lifecycle.container_failed(collection, _id, problem, body["content"].get("exception"))
+                    raise BadRequest(f"container {_id} failed: {problem}")
             return await self._answer(collection, container, body["callback_type"], repeated=True)
         if states.is_end(container["state"]):
             raise BadRequest(f"container {_id} is {states.name(container['state'])}; no more callbacks accepted")
         await self.store.update_one(collection, {"_id": _id}, {"$push": {"callbacks": record}})
 
-        content = body["content"]
-        problem = None
-        if body["callback_type"] != expected:
-            problem = f"callback out of order: expected callback_type {expected}, got {body['callback_type']}"
-        elif content["state"] == states.FAILED:
-            problem = f"the container reported a failure: {content.get('description', '')}".rstrip(": ")
-        elif content["state"] != states.SUCCESS:
-            problem = f"callback with invalid state {content['state']}"
+        problem = _problem(body, expected)
         if problem:
-            await self.lifecycle.container_failed(collection, _id, problem, content.get("exception"))
+            await self.lifecycle.container_failed(collection, _id, problem, body["content"].get("exception"))
             raise BadRequest(f"container {_id} failed: {problem}")
 
         return await self._answer(collection, container, body["callback_type"])
@@ -70,7 +71,7 @@ class Callbacks:
     async def _answer(
         self, collection: str, container: dict[str, Any], callback_type: int, repeated: bool = False
     ) -> dict[str, Any]:
-        if repeated and callback_type != 0:
+        if repeated and states.is_end(container["state"]) and callback_type != 0:
             return {}
         if collection == APPLICATION:
             return await self._application(container, callback_type)
@@ -132,6 +133,30 @@ class Callbacks:
             ):
                 self.wake()
         return {}
+
+
+def _problem(body: dict[str, Any], expected: int) -> str | None:
+    """Why the callback ``body``, the ``expected``-th of its container, fails the container."""
+    content = body["content"]
+    if body["callback_type"] != expected:
+        return f"callback out of order: expected callback_type {expected}, got {body['callback_type']}"
+    if content["state"] == states.FAILED:
+        return f"the container reported a failure: {content.get('description', '')}".rstrip(": ")
+    if content["state"] != states.SUCCESS:
+        return f"callback with invalid state {content['state']}"
+    return None
+
+
+def results_sent(container: dict[str, Any]) -> bool:
+    """Did this application container report all four callbacks with success?  Then its
+    results were sent, whatever became of the answer to the last one or of the process."""
+    received = container.get("callbacks") or []
+    if len(received) < 4:
+        return False
+    return all(
+        c.get("callback_type") == i and (c.get("content") or {}).get("state") == states.SUCCESS
+        for i, c in enumerate(received[:4])
+    )
 
 
 def _same(stored: dict[str, Any], record: dict[str, Any]) -> bool:

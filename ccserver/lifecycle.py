@@ -18,7 +18,7 @@ from bson import ObjectId
 from twisted.logger import Logger
 
 from ccserver import states
-from ccserver.documents import mask_secrets
+from ccserver.documents import mask_secrets, masking_update
 from ccserver.storage.base import Store
 
 log = Logger(namespace="ccserver.lifecycle")
@@ -54,24 +54,32 @@ class Lifecycle:
         extra: dict[str, Any] | None = None,
         from_states: tuple[int, ...] = states.LIVE_STATES,
     ) -> bool:
-        """Move a live document to ``state``; False if it was not in ``from_states``."""
+        """Move a live document to ``state``; False if it was not in ``from_states``.
+
+        A container that ends has its secrets masked in the same write, so no crash can leave
+        an ended container unmasked.  An ended task is masked by :meth:`task_ended`, after its
+        notifications took the secrets they need (their own auth passwords)."""
         record = states.transition(state, description, self.clock.seconds(), exception, caused_by)
-        update: dict[str, Any] = {"$set": {"state": state, **(extra or {})}, "$push": {"transitions": record}}
+        changes: dict[str, Any] = {"state": state, **(extra or {})}
         if state == states.CREATED:
-            update["$set"]["created_at"] = record["timestamp"]
+            changes["created_at"] = record["timestamp"]
+        if states.is_end(state) and collection in CONTAINER_COLLECTIONS:
+            doc = await self.store.find_one(collection, {"_id": _id})
+            if doc is None or doc.get("state") not in from_states:
+                return False
+            changes = {**masking_update(doc).get("$set", {}), **changes}
         matched = await self.store.update_one(
-            collection, {"_id": _id, "state": {"$in": list(from_states)}}, update
+            collection,
+            {"_id": _id, "state": {"$in": list(from_states)}},
+            {"$set": changes, "$push": {"transitions": record}},
         )
-        # an ended task is masked by task_ended, after its notifications took the secrets
-        # they need (their own auth passwords)
-        if matched and states.is_end(state) and collection != "tasks":
-            await self._mask(collection, _id)
         return bool(matched)
 
-    async def _mask(self, collection: str, _id: ObjectId) -> None:
+    async def _mask(self, collection: str, _id: ObjectId, doc: dict[str, Any] | None = None) -> None:
         """Once a document ends, its secrets (keys containing key/password) are masked in
         the database too (cc-protocol §3)."""
-        doc = await self.store.find_one(collection, {"_id": _id})
+        if doc is None:
+            doc = await self.store.find_one(collection, {"_id": _id})
         if not doc:
             return
         masked = mask_secrets(doc)
@@ -107,36 +115,55 @@ class Lifecycle:
         return True
 
     async def application_succeeded(self, _id: ObjectId, description: str) -> bool:
+        """The container sent its results: it and its task succeed.  Both are compare-and-set
+        changes, so a repeated callback or a recovery that races with it records nothing twice."""
         if not await self.transition("application_containers", _id, states.SUCCESS, description):
             return False
         container = await self.store.find_one("application_containers", {"_id": _id}, {"task_id": 1})
         if container:
-            task_id = container["task_id"][0]
-            if await self.transition(
-                "tasks", task_id, states.SUCCESS, "Task succeeded.", caused_by={"application_container_id": _id}
-            ):
-                await self.task_ended(task_id)
+            await self.task_succeeded(container["task_id"][0], _id)
         self.wake()
+        return True
+
+    async def task_succeeded(self, task_id: ObjectId, app_id: ObjectId) -> bool:
+        """The task of a successful application container succeeds (unless it already ended)."""
+        if not await self.transition(
+            "tasks", task_id, states.SUCCESS, "Task succeeded.", caused_by={"application_container_id": app_id}
+        ):
+            return False
+        await self.task_ended(task_id)
         return True
 
     # --- tasks -------------------------------------------------------------------------
 
-    async def task_failed(self, task_id: ObjectId, description: str, caused_by: dict[str, Any] | None) -> None:
+    async def task_failed(
+        self,
+        task_id: ObjectId,
+        description: str,
+        caused_by: dict[str, Any] | None,
+        from_states: tuple[int, ...] = states.LIVE_STATES,
+    ) -> bool:
+        """A trial of the task failed: it waits again, or fails once ``max_task_trials`` are
+        spent.  False when the task was not in ``from_states``."""
         task = await self.store.find_one("tasks", {"_id": task_id}, {"trials": 1, "state": 1})
-        if not task or states.is_end(task["state"]):
-            return
+        if not task or task["state"] not in from_states:
+            return False
         trials = int(task.get("trials", 0)) + 1
         if trials < self.max_task_trials:
             why = f"Task waiting again (trial {trials} of {self.max_task_trials}): {description}"
-            await self.transition(
+            moved = await self.transition(
                 "tasks", task_id, states.WAITING, why, caused_by=caused_by, extra={"trials": trials},
-                from_states=(states.PROCESSING, states.WAITING, states.CREATED),
+                from_states=from_states,
             )
             self.wake()
-            return
+            return moved
         why = f"Task failed (trial {trials} of {self.max_task_trials}): {description}"
-        if await self.transition("tasks", task_id, states.FAILED, why, caused_by=caused_by, extra={"trials": trials}):
+        if await self.transition(
+            "tasks", task_id, states.FAILED, why, caused_by=caused_by, extra={"trials": trials}, from_states=from_states
+        ):
             await self.task_ended(task_id)
+            return True
+        return False
 
     async def task_failed_at_once(self, task_id: ObjectId, description: str) -> None:
         """A failure no retry can mend (e.g. too large for the cluster)."""
@@ -160,18 +187,26 @@ class Lifecycle:
         self.wake()
         return True
 
-    async def task_ended(self, task_id: ObjectId) -> None:
+    async def task_ended(self, task_id: ObjectId, update_group: bool = True) -> None:
+        """What follows the end of a task: its notifications, masking its secrets, and (unless
+        the caller does it once for many tasks) the end of its group."""
         task = await self.store.find_one("tasks", {"_id": task_id})
         if not task:
             return
+        await self.finish_ended(task)
+        if update_group:
+            for group_id in task.get("task_group_id", []):
+                await self.update_group(group_id)
+
+    async def finish_ended(self, task: dict[str, Any]) -> None:
+        """Notify and mask one ended task, given its stored document."""
+        task_id = task["_id"]
         if task.get("notifications"):
             try:
                 self.notify_task(task)
             except Exception as e:  # notifications never break the life cycle
                 log.error("notification of task {id} could not be sent: {error}", id=str(task_id), error=str(e))
-        await self._mask("tasks", task_id)
-        for group_id in task.get("task_group_id", []):
-            await self.update_group(group_id)
+        await self._mask("tasks", task_id, task)
 
     async def task_processing(self, task_id: ObjectId, group_id: ObjectId, caused_by: dict[str, Any]) -> None:
         await self.transition(

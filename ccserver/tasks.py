@@ -1,9 +1,9 @@
 """Submitting and cancelling tasks: the domain behind ``POST /tasks`` and ``POST /tasks/cancel``.
 
 Both work in bulk: a batch of 10,000 tasks is two ``insert_many`` calls (and concurrent
-submissions share them, see :class:`Submitter`), a cancel of many tasks
-is one ``find`` and two ``update_many`` calls, whatever the size, so the API's speed does not
-depend on how clients group their work.  State changes use the state as a compare-and-set
+submissions share them, see :class:`Submitter`), a cancel of many tasks is one ``find`` and
+two ``update_many`` calls per 250 tasks, so the API's speed does not depend on how clients
+group their work.  State changes use the state as a compare-and-set
 filter, so a task the scheduler finished a moment ago is never pulled out of its end state.
 """
 
@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ccserver import states
+from ccserver.documents import MASK
 from ccserver.storage.base import Document, Store
 from ccserver.web.bodies import check_storable
 from ccserver.web.errors import BadRequest
@@ -92,25 +93,54 @@ def prepare(user: Principal, body: dict[str, Any], now: float) -> Submission:
 async def store_submissions(store: Store, submissions: Sequence[Submission]) -> None:
     """Insert the groups, then the tasks, of ``submissions``: one ``insert_many`` each.
 
-    Groups go in first: a scheduler never sees a task whose group is missing.  If the tasks
-    cannot be stored, the groups (and any tasks a non-transactional backend kept) are
-    removed again before the error is raised."""
+    Groups go in first: a scheduler never sees a task whose group is missing.  The answer is
+    sent only after both writes, so a submission that got an answer is complete.  If a write
+    fails, what may have been stored (on MongoDB an ``insert_many`` that fails part-way keeps
+    the documents before the failure, and a timed-out one may still complete) is removed again
+    before the error is raised; if even that fails (the database went away), the groups are
+    remembered and :func:`remove_leftovers` removes them later.  What a crash interrupts is
+    found at the next start by :mod:`ccserver.scheduling.recovery`: a group whose stored tasks
+    are fewer than its ``tasks_count`` never got an answer, and goes with its tasks."""
     groups = [s.group for s in submissions]
     tasks = [t for s in submissions for t in s.tasks]
-    await store.insert_many("task_groups", groups)
     try:
+        await store.insert_many("task_groups", groups)
         await store.insert_many("tasks", tasks)
     except Exception:
-        await _remove(store, submissions)
+        await _remove(store, [s.group["_id"] for s in submissions])
         raise
 
 
-async def _remove(store: Store, submissions: Sequence[Submission]) -> None:
+#: ids of task groups whose failed submission could not be removed yet (the database was away)
+_leftovers: set[ObjectId] = set()
+
+
+async def _remove(store: Store, group_ids: list[ObjectId]) -> bool:
+    """Remove the tasks, then the groups, of submissions that got no answer."""
     try:
-        await store.delete_many("tasks", {"task_group_id": {"$in": [s.group["_id"] for s in submissions]}})
-        await store.delete_many("task_groups", {"_id": {"$in": [s.group["_id"] for s in submissions]}})
-    except Exception:
-        log.failure("removing the task groups of a failed submission")
+        await store.delete_many("tasks", {"task_group_id": {"$in": group_ids}})
+        await store.delete_many("task_groups", {"_id": {"$in": group_ids}})
+    except Exception as e:
+        _leftovers.update(group_ids)
+        log.warn("could not remove {n} unanswered task group(s) yet ({error}); will retry",
+                 n=len(group_ids), error=str(e) or e.__class__.__name__)
+        return False
+    _leftovers.difference_update(group_ids)
+    return True
+
+
+async def remove_leftovers(store: Store) -> int:
+    """Retry the removal of unanswered submissions that failed; the number removed."""
+    if not _leftovers:
+        return 0
+    ids = list(_leftovers)
+    return len(ids) if await _remove(store, ids) else 0
+
+
+async def remove_submissions(store: Store, group_ids: list[ObjectId]) -> None:
+    """Remove unanswered submissions found by the start-up recovery (raises on failure)."""
+    await store.delete_many("tasks", {"task_group_id": {"$in": group_ids}})
+    await store.delete_many("task_groups", {"_id": {"$in": group_ids}})
 
 
 async def submit(store: Store, user: Principal, body: dict[str, Any], clock: Clock) -> dict[str, Any]:
@@ -213,8 +243,11 @@ async def cancel(
     scope: dict[str, Any] = {"_id": {"$in": wanted}}
     if not user.is_admin:
         scope["username"] = user.username
-    found = await store.find("tasks", scope, projection={"_id": 1, "state": 1})
-    known = {doc["_id"]: doc["state"] for doc in found}
+    known: dict[ObjectId, int] = {}
+    for chunk in _chunks(wanted):
+        scope["_id"] = {"$in": chunk}
+        found = await store.find("tasks", scope, projection={"_id": 1, "state": 1})
+        known.update({doc["_id"]: doc["state"] for doc in found})
     for task_id in wanted:
         if task_id not in known:
             raise BadRequest(f"task not found: {task_id}")
@@ -222,25 +255,36 @@ async def cancel(
     if live:
         now = clock.seconds()
         by = f"Task cancelled by {user.username}."
-        await store.update_many(
-            "tasks",
-            {"_id": {"$in": live}, "state": states.not_ended()},
-            {
-                "$set": {"state": states.CANCELLED},
-                "$push": {"transitions": states.transition(states.CANCELLED, by, now)},
-            },
-        )
-        await store.update_many(
-            "application_containers",
-            {"task_id": {"$in": live}, "state": states.not_ended()},
-            {
-                "$set": {"state": states.CANCELLED},
-                "$push": {"transitions": states.transition(states.CANCELLED, by, now)},
-            },
-        )
-        # the states now: cancelled, or an end state the scheduler reached first
-        now_states = await store.find("tasks", {"_id": {"$in": live}}, projection={"_id": 1, "state": 1})
-        known.update({doc["_id"]: doc["state"] for doc in now_states})
+        for chunk in _chunks(live):
+            await store.update_many(
+                "tasks",
+                {"_id": {"$in": chunk}, "state": states.not_ended()},
+                {
+                    "$set": {"state": states.CANCELLED},
+                    "$push": {"transitions": states.transition(states.CANCELLED, by, now)},
+                },
+            )
+            await store.update_many(
+                "application_containers",
+                {"task_id": {"$in": chunk}, "state": states.not_ended()},
+                {
+                    # an ended container is masked in the same write (its only secret is its key)
+                    "$set": {"state": states.CANCELLED, "callback_key": MASK},
+                    "$push": {"transitions": states.transition(states.CANCELLED, by, now)},
+                },
+            )
+            # the states now: cancelled, or an end state the scheduler reached first
+            now_states = await store.find("tasks", {"_id": {"$in": chunk}}, projection={"_id": 1, "state": 1})
+            known.update({doc["_id"]: doc["state"] for doc in now_states})
         # what follows an end (notifications, masking, the group's end) is the life cycle's
         on_cancelled([i for i in live if known[i] == states.CANCELLED])
     return [{"_id": task_id, "state": known[task_id]} for task_id in ids]
+
+
+#: ids per store call of a cancel: a filter's ``$in`` list is searched linearly per document
+#: by the embedded store's matcher, so very long lists cost quadratic time
+CANCEL_CHUNK = 250
+
+
+def _chunks(ids: list[ObjectId]) -> list[list[ObjectId]]:
+    return [ids[i:i + CANCEL_CHUNK] for i in range(0, len(ids), CANCEL_CHUNK)]

@@ -34,7 +34,7 @@ from ccserver import states
 from ccserver.cluster import docker_ops
 from ccserver.cluster.engine import describe_error, make_client
 from ccserver.config import Config, NodeConfig
-from ccserver.storage.base import Store
+from ccserver.storage.base import StorageError, Store
 from ccserver.threads import ThreadPoolService
 
 log = Logger(namespace="ccserver.cluster")
@@ -253,9 +253,8 @@ class Cluster(Service):
         self._drop_client(node)
         if was is not False:
             log.error("node {node} is dead: {problem}", node=node.name, problem=description)
-            await self.store.delete_many("dead_nodes", {"name": node.name})
-            await self.store.insert_one("dead_nodes", {"name": node.name, "description": description})
             self.on_node_dead(node.name)
+            await self._record_dead(node.name, description)
 
     async def _mark_healthy(self, node: Node) -> None:
         was = node.healthy
@@ -266,8 +265,18 @@ class Cluster(Service):
                 log.info("node {node} is healthy again", node=node.name)
             else:
                 log.info("node {node}: {ram} MB, {cpus} CPUs", node=node.name, ram=node.total_ram, cpus=node.total_cpus)
-            await self.store.delete_many("dead_nodes", {"name": node.name})
             self.on_node_healthy(node.name)
+            await self._record_dead(node.name, None)
+
+    async def _record_dead(self, name: str, description: str | None) -> None:
+        """Keep the 0.10 ``dead_nodes`` collection in step (for clients that query it); the
+        node's health itself lives in memory, so a database outage only delays this."""
+        try:
+            await self.store.delete_many("dead_nodes", {"name": name})
+            if description is not None:
+                await self.store.insert_one("dead_nodes", {"name": name, "description": description})
+        except StorageError as e:
+            log.warn("could not record the health of node {node}: {error}", node=name, error=str(e))
 
     def report_error(self, name: str, error: BaseException) -> None:
         """A Docker call for this node failed during work: check it (with an inspection)."""

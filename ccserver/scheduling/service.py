@@ -6,6 +6,12 @@ the order data containers first, application containers once their data containe
 processing), and clean up (remove containers of ended documents, end data containers nobody
 needs).  Rounds run every ``scheduling_interval_seconds`` and at once on ``wake()``; they never
 overlap, and any number of wake-ups during a round cause exactly one more round.
+
+The first round starts with the start-up recovery (:mod:`ccserver.scheduling.recovery`), and
+each node is reconciled with the store once it is known to be healthy, before anything is
+launched on it: containers that kept running while the daemon was down go on, those that
+ended are collected.  A round that finds the database unavailable stops quietly; one warning
+is logged per outage, and the next interval tries again.
 """
 
 from __future__ import annotations
@@ -20,18 +26,22 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ccserver import states
+from ccserver.callbacks import results_sent
 from ccserver.cluster import docker_ops
 from ccserver.cluster.service import PULL_TIMEOUT, Cluster
 from ccserver.config import Config
 from ccserver.lifecycle import Lifecycle
 from ccserver.scheduling import rounds
-from ccserver.storage.base import Store
+from ccserver.scheduling.recovery import Recovery
+from ccserver.storage.base import StorageUnavailable, Store
 
 log = Logger(namespace="ccserver.scheduler")
 
 APP = "application_containers"
 DATA = "data_containers"
 LIVE = {"$in": list(states.LIVE_STATES)}
+#: cancelled tasks are finished (notified, masked) this many at a time
+CANCEL_CHUNK = 250
 
 
 class Scheduler(Service):
@@ -53,11 +63,24 @@ class Scheduler(Service):
         self._full_round_due = True
         self._images: set[tuple[str, str]] = set()
         self._addresses: dict[ObjectId, str] = {}
+        self.recovery = Recovery(store, lifecycle, clock)
+        #: when this process started scheduling; what is older was written by an earlier one
+        self.started_at = 0.0
+        self._recovered = False
+        #: nodes compared with the store since they were last found healthy
+        self._reconciled: set[str] = set()
+        #: the database was found unavailable, and not yet found back
+        self.outage = False
+        #: background loops that finish ended tasks (their groups are theirs to end)
+        self._finishing = 0
 
     # --- service and wake-ups ------------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()
+        self.started_at = self.clock.seconds()
+        self._recovered = False
+        self._reconciled.clear()
         self._full_round_due = True
         self._loop.start(self.config.server.scheduling_interval_seconds, now=False)
         self.wake()
@@ -98,25 +121,58 @@ class Scheduler(Service):
         full, self._full_round_due = self._full_round_due, False
         self._again = False
         d = Deferred.fromCoroutine(self.round(full))
-        d.addErrback(lambda f: log.failure("scheduling round failed", f))
+        d.addCallbacks(self._round_done, self._round_failed)
         self._running = d
 
         def finished(_: Any) -> None:
             self._running = None
-            if self._again:
+            if self._again and not self.outage:
                 self.wake()
 
         d.addBoth(finished)
+
+    def _round_done(self, _: Any) -> None:
+        if self.outage:
+            self.outage = False
+            self._full_round_due = True
+            log.info("the database answers again; scheduling resumed")
+            self.wake()
+
+    def _round_failed(self, failure: Any) -> None:
+        if failure.check(StorageUnavailable):
+            self.storage_unavailable(failure.value)
+            return
+        log.failure("scheduling round failed", failure)
+
+    def storage_unavailable(self, error: BaseException) -> None:
+        """Note an outage (one warning per outage); rounds are retried every interval."""
+        if not self.outage:
+            self.outage = True
+            log.warn(
+                "the database is unavailable ({error}); scheduling paused, retrying every {s} s",
+                error=_message(error), s=self.config.server.scheduling_interval_seconds,
+            )
 
     # --- a round -----------------------------------------------------------------------
 
     async def round(self, full: bool = True) -> None:
         if self.callback_base is None:
             return
+        if not self._recovered:
+            report = await self.recovery.startup(self.started_at)
+            self._recovered = True
+            log.info("start-up recovery: {report}", report=str(report))
+        elif full:
+            report = await self.recovery.periodic(groups=self._finishing == 0)
+            if report:
+                log.info("recovery: {report}", report=str(report))
+        healthy = set(self.cluster.healthy_names())
+        self._reconciled &= healthy  # a node that was away is compared again when it is back
+        due = sorted(healthy if full else healthy - self._reconciled)
+        if due:
+            await self.reconcile(due)
         await self.place()
         await self.launch()
-        if full:
-            await self.reconcile()
         await self.cleanup()
 
     async def place(self) -> None:
@@ -193,6 +249,9 @@ class Scheduler(Service):
 
     async def _launch(self, collection: str, doc: dict[str, Any], start: bool) -> None:
         node, name = doc["cluster_node"], str(doc["_id"])
+        if node in self.cluster.nodes and node not in self._reconciled:
+            if self.cluster.nodes[node].healthy is not False:
+                return  # not checked (or compared with the store) yet since the start: wait
         if node not in self.cluster.nodes or not self.cluster.nodes[node].healthy:
             await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is not available")
             return
@@ -244,6 +303,8 @@ class Scheduler(Service):
 
     async def _start_application(self, app: dict[str, Any]) -> None:
         name = str(app["_id"])
+        if app["cluster_node"] not in self._reconciled:
+            return  # its node was not compared with the store yet: it may have run already
         try:
             await self.cluster.call(app["cluster_node"], docker_ops.start_container, name)
         except Exception as e:
@@ -267,19 +328,31 @@ class Scheduler(Service):
     # --- containers that ended, vanished or are left over ------------------------------------
 
     async def container_died(self, node: str, name: str, code: int) -> None:
-        """A container of ours ended on ``node`` (from the engine's event stream)."""
+        """A container of ours ended on ``node`` (from the engine's event stream, or found
+        ended by reconcile).  A database outage is noted; reconcile collects it later."""
+        try:
+            await self._container_died(node, name, code)
+        except StorageUnavailable as e:
+            self.storage_unavailable(e)
+
+    async def _container_died(self, node: str, name: str, code: int) -> None:
         try:
             _id = ObjectId(name)
         except Exception:
             return  # an inspection container, removed by its runner
         for collection in (APP, DATA):
-            doc = await self.store.find_one(collection, {"_id": _id}, {"state": 1, "cluster_node": 1})
+            doc = await self.store.find_one(collection, {"_id": _id}, {"state": 1, "cluster_node": 1, "callbacks": 1})
             if doc is not None:
                 break
         else:
             await self._remove(node, name)
             return
         if states.is_end(doc["state"]):
+            await self._remove(node, name)
+            return
+        if collection == APP and results_sent(doc):
+            # its results were sent; only the answer to its last callback was lost
+            await self.lifecycle.application_succeeded(_id, "Results sent (callback 3); the container has ended.")
             await self._remove(node, name)
             return
         logs = ""
@@ -305,10 +378,12 @@ class Scheduler(Service):
         except Exception:
             pass
 
-    async def reconcile(self) -> None:
-        """Compare every healthy engine with the store: fail live documents whose container
-        vanished or ended unnoticed, remove containers of ended or unknown documents."""
-        for node in self.cluster.healthy_names():
+    async def reconcile(self, nodes: list[str] | None = None) -> None:
+        """Compare engines with the store (every healthy one by default): fail live documents
+        whose container vanished, collect containers that ended unnoticed (e.g. while the
+        daemon was down), remove containers of ended or unknown documents.  Containers that
+        are still running are left alone: their callbacks are accepted as before."""
+        for node in nodes if nodes is not None else self.cluster.healthy_names():
             try:
                 present = await self.cluster.call(node, docker_ops.our_containers)
             except Exception as e:
@@ -324,8 +399,13 @@ class Scheduler(Service):
                     if name not in present:
                         await self.lifecycle.container_failed(collection, doc["_id"], "container vanished from Docker")
                     elif present[name][1] in ("exited", "dead"):
-                        _, code = await self.cluster.call(node, docker_ops.container_state, name)
-                        await self.container_died(node, name, code)
+                        try:
+                            _, code = await self.cluster.call(node, docker_ops.container_state, name)
+                        except docker_ops.ContainerGone:
+                            await self.lifecycle.container_failed(
+                                collection, doc["_id"], "container vanished from Docker")
+                            continue
+                        await self._container_died(node, name, code)
             for name, (kind, _status) in present.items():
                 if kind == "inspection":
                     continue
@@ -337,6 +417,7 @@ class Scheduler(Service):
                 doc = await self.store.find_one(collection, {"_id": _id}, {"state": 1})
                 if doc is None or states.is_end(doc["state"]):
                     await self._remove(node, name)
+            self._reconciled.add(node)
 
     async def cleanup(self) -> None:
         """Data containers that no live application container needs succeed and go;
@@ -364,8 +445,24 @@ class Scheduler(Service):
         background; the answer to the client does not wait for it)."""
 
         async def after() -> None:
-            for task_id in ids:
-                await self.lifecycle.task_ended(task_id)
+            # each task first, then each group once: a group ends only after all its
+            # cancelled tasks were finished, so a crash half-way leaves it live (and the
+            # start-up recovery finishes the rest)
+            self._finishing += 1
+            try:
+                groups: dict[ObjectId, None] = {}
+                for start in range(0, len(ids), CANCEL_CHUNK):
+                    chunk = ids[start:start + CANCEL_CHUNK]
+                    for task in await self.store.find("tasks", {"_id": {"$in": chunk}}):
+                        await self.lifecycle.finish_ended(task)
+                        groups.update(dict.fromkeys(task.get("task_group_id") or []))
+                for group_id in groups:
+                    await self.lifecycle.update_group(group_id)
+            except StorageUnavailable as e:
+                self.storage_unavailable(e)
+                self._full_round_due = True
+            finally:
+                self._finishing -= 1
 
         d = Deferred.fromCoroutine(after())
         d.addErrback(lambda f: log.failure("finishing cancelled tasks", f))
@@ -380,19 +477,34 @@ class Scheduler(Service):
 
     async def node_dead(self, node: str) -> None:
         """Fail the live containers of a dead node (their tasks are retried elsewhere)."""
-        for collection in (DATA, APP):
-            docs = await self.store.find(collection, {"cluster_node": node, "state": LIVE}, projection={"_id": 1})
-            for doc in docs:
-                await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is dead")
+        self._reconciled.discard(node)
+        # a node that comes back may be a fresh engine: check its images again, and its data
+        # containers' addresses are gone with them
+        self._images = {k for k in self._images if k[0] != node}
+        try:
+            for collection in (DATA, APP):
+                docs = await self.store.find(collection, {"cluster_node": node, "state": LIVE}, projection={"_id": 1})
+                for doc in docs:
+                    await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is dead")
+        except StorageUnavailable as e:
+            self.storage_unavailable(e)
 
 
 async def _all(work: list[Any]) -> None:
-    """Run coroutines side by side (the Docker pool bounds them); log any that broke."""
+    """Run coroutines side by side (the Docker pool bounds them); log any that broke.  If the
+    database was unavailable to one of them, that error is raised once all are done (the
+    round stops; the next one redoes what is left)."""
     if work:
         results = await DeferredList([Deferred.fromCoroutine(w) for w in work], consumeErrors=True)
+        unavailable = None
         for ok, result in results:
             if not ok:
-                log.failure("scheduler step failed", result)
+                if result.check(StorageUnavailable):
+                    unavailable = result.value
+                else:
+                    log.failure("scheduler step failed", result)
+        if unavailable is not None:
+            raise unavailable
 
 
 def _message(error: BaseException) -> str:
