@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from ccserver import states
 from ccserver.documents import mask_secrets, masking_update
-from ccserver.storage.base import Store
+from ccserver.storage.base import StorageError, Store
 
 log = Logger(namespace="ccserver.lifecycle")
 
@@ -40,6 +40,8 @@ class Lifecycle:
         self.max_task_trials = max_task_trials
         self.notify_task = notify_task
         self.wake = wake
+        #: group id → "look once more" for the group checks under way (see update_group)
+        self._group_checks: dict[ObjectId, bool] = {}
 
     # --- the one primitive -------------------------------------------------------------
 
@@ -196,7 +198,11 @@ class Lifecycle:
         await self.finish_ended(task)
         if update_group:
             for group_id in task.get("task_group_id", []):
-                await self.update_group(group_id)
+                try:
+                    await self.update_group(group_id)
+                except StorageError as e:
+                    # the periodic reconciliation ends groups whose tasks all ended
+                    log.warn("group {id} not updated now: {error}", id=str(group_id), error=str(e))
 
     async def finish_ended(self, task: dict[str, Any]) -> None:
         """Notify and mask one ended task, given its stored document."""
@@ -219,7 +225,25 @@ class Lifecycle:
         )
 
     async def update_group(self, group_id: ObjectId) -> None:
-        """A group ends when all its tasks ended: success if one succeeded, else failed."""
+        """A group ends when all its tasks ended: success if one succeeded, else failed.
+
+        Many tasks of one group tend to end together; checks of one group are coalesced: while
+        one runs, further calls only ask it to look once more, and return at once."""
+        running = self._group_checks
+        if group_id in running:
+            running[group_id] = True  # look again when the running check is done
+            return
+        running[group_id] = False
+        try:
+            while True:
+                await self._update_group_once(group_id)
+                if not running[group_id]:
+                    break
+                running[group_id] = False
+        finally:
+            del running[group_id]
+
+    async def _update_group_once(self, group_id: ObjectId) -> None:
         group = await self.store.find_one("task_groups", {"_id": group_id}, {"state": 1})
         if not group or states.is_end(group["state"]):
             return

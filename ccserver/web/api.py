@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from klein import Klein
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from werkzeug.routing import RequestRedirect
@@ -22,7 +23,7 @@ from ccserver import __version__, queries, tasks
 from ccserver.auth.guard import Authenticator, User
 from ccserver.config import Config
 from ccserver.documents import to_client
-from ccserver.storage.base import Store
+from ccserver.storage.base import StorageError, Store
 from ccserver.web import bodies, openapi
 from ccserver.web.cors import CORSPolicy, CORSResource
 from ccserver.web.errors import (
@@ -35,6 +36,8 @@ from ccserver.web.errors import (
 )
 from ccserver.web.query_cache import QueryCache
 from ccserver.web.root import build_root
+
+log = Logger(namespace="ccserver.http")
 
 
 class Cluster(Protocol):
@@ -231,7 +234,17 @@ class API:
         body = bodies.convert_ids(body)
         if self.callbacks is None:
             raise ServiceUnavailable("container callbacks are not being accepted yet")
-        answer = await self.callbacks.handle(collection, body)
+        gone: list[Any] = []
+        request.notifyFinish().addBoth(gone.append)
+        try:
+            answer = await self.callbacks.handle(collection, body)
+        except StorageError:
+            if gone:
+                # the worker gave up waiting (the database was slow or away) and will send the
+                # callback again; nobody is left to answer
+                log.info("a callback's answer was no longer awaited by its container")
+                return b""
+            raise
         # unmasked: the worker needs the real input file keys and connector credentials
         return self._answer(request, answer, mask=False)
 
