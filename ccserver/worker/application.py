@@ -10,11 +10,18 @@ import threading
 import time
 
 try:
-    from . import connectors
     from .common import TAIL_BYTES, WorkerError, describe, exception_text, file_size_mb, log
 except ImportError:  # run as the directory /opt/container_worker
-    import connectors
     from common import TAIL_BYTES, WorkerError, describe, exception_text, file_size_mb, log
+
+
+def _connectors():
+    """The connectors (urllib, ssl), imported only when a file is to be moved."""
+    try:
+        from . import connectors
+    except ImportError:
+        import connectors
+    return connectors
 
 CONFIG_PATH = "/opt/config.json"
 MEMORY_SAMPLE_SECONDS = 0.5
@@ -171,7 +178,7 @@ def run_command(command):
 def _download_inputs(input_files, local_input_files):
     for index, local in enumerate(local_input_files):  # the counts are equal (checked before)
         try:
-            connectors.download(input_files[index], _path(local))
+            _connectors().download(input_files[index], _path(local))
         except Exception as e:
             raise WorkerError(f"input file {index}: {describe(e)}", exit_code=6) from e
 
@@ -191,7 +198,7 @@ def _upload_results(result_files, local_result_files, meta):
                 continue
             raise WorkerError(f"result file {index} ({key}): {path} was not created", exit_code=10)
         try:
-            connectors.upload(entry, path, meta)
+            _connectors().upload(entry, path, meta)
         except Exception as e:
             raise WorkerError(f"result file {index} ({key}): {describe(e)}", exit_code=10) from e
 

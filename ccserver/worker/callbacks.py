@@ -2,13 +2,12 @@
 
 import http.client
 import json
-import urllib.error
-import urllib.request
+import urllib.parse
 
 try:
-    from .common import NET_TIMEOUT, STATE_FAILED, STATE_SUCCESS, WorkerError, backoff, log, ssl_context
+    from .common import NET_TIMEOUT, STATE_FAILED, STATE_SUCCESS, WorkerError, backoff, log
 except ImportError:  # run as the directory /opt/container_worker: siblings are top-level modules
-    from common import NET_TIMEOUT, STATE_FAILED, STATE_SUCCESS, WorkerError, backoff, log, ssl_context
+    from common import NET_TIMEOUT, STATE_FAILED, STATE_SUCCESS, WorkerError, backoff, log
 
 # HTTP answers worth another try: a proxy or a restarting server. Never a 4xx, never a 500 (the
 # callback may have been processed, and a repeated callback would be out of order).
@@ -34,7 +33,31 @@ class Callbacks:
         self.timeout = NET_TIMEOUT if timeout is None else timeout
         self.next_type = 0
         self.failed_sent = False  # a failed callback went out: nothing more to report
-        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ssl_context(True)))
+        # plain http.client over one kept-alive connection: a container's four callbacks cost
+        # one connection, and the worker starts without urllib (and without ssl for http)
+        parts = urllib.parse.urlsplit(self.url)
+        self._https = parts.scheme == "https"
+        self._host = parts.netloc.rsplit("@", 1)[-1]
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._connection = None
+
+    def _connect(self):
+        if self._connection is None:
+            if self._https:
+                try:
+                    from .openers import ssl_context
+                except ImportError:
+                    from openers import ssl_context
+                self._connection = http.client.HTTPSConnection(self._host, timeout=self.timeout,
+                                                               context=ssl_context(True))
+            else:
+                self._connection = http.client.HTTPConnection(self._host, timeout=self.timeout)
+        return self._connection
+
+    def _drop(self):
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def success(self, description, telemetry=None):
         return self.send(STATE_SUCCESS, description, telemetry=telemetry)
@@ -65,23 +88,24 @@ class Callbacks:
         for attempt in range(self.attempts):
             if attempt:
                 backoff(attempt - 1)
-            request = urllib.request.Request(
-                self.url, data=data, method="POST",
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
-            )
             try:
-                with self._opener.open(request, timeout=self.timeout) as answer:
-                    raw = answer.read()
-            except urllib.error.HTTPError as e:
-                detail = _error_body(e)
-                last = f"the server answered callback {callback_type} with HTTP {e.code}{detail}"
-                if e.code in RETRY_STATUS:
-                    continue
-                raise CallbackError(self.redact(last)) from None
-            except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as e:
+                connection = self._connect()
+                connection.request("POST", self._path, body=data,
+                                   headers={"Content-Type": "application/json", "Accept": "application/json"})
+                answer = connection.getresponse()
+                status, raw = answer.status, answer.read()
+            except (TimeoutError, http.client.HTTPException, OSError) as e:
+                self._drop()
                 last = f"callback {callback_type} could not reach the server: {e}"
                 log(self.redact(last))
                 continue
+            if status >= 400:
+                detail = _error_body(raw)
+                last = f"the server answered callback {callback_type} with HTTP {status}{detail}"
+                if status in RETRY_STATUS:
+                    self._drop()
+                    continue
+                raise CallbackError(self.redact(last)) from None
             try:
                 return json.loads(raw.decode("utf-8")) if raw.strip() else None
             except ValueError:
@@ -89,9 +113,6 @@ class Callbacks:
         raise CallbackError(self.redact(f"{last} (after {self.attempts} attempts)"))
 
 
-def _error_body(error):
-    try:
-        text = error.read(2048).decode("utf-8", "replace").strip()
-    except Exception:
-        return ""
+def _error_body(raw):
+    text = raw[:2048].decode("utf-8", "replace").strip()
     return ": " + text if text else ""

@@ -13,9 +13,11 @@ import shutil
 import urllib.request
 
 try:
-    from .common import NET_TIMEOUT, WorkerError, opener_for
+    from .common import NET_TIMEOUT, WorkerError
+    from .openers import opener_for
 except ImportError:  # run as the directory /opt/container_worker
-    from common import NET_TIMEOUT, WorkerError, opener_for
+    from common import NET_TIMEOUT, WorkerError
+    from openers import opener_for
 
 CHUNK = 1024 * 1024
 

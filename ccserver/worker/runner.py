@@ -3,16 +3,15 @@
 import importlib
 import json
 import signal
-import urllib.request
 
 try:
     from .callbacks import CallbackError, Callbacks
-    from .common import NET_TIMEOUT, Redactor, WorkerError, exception_text, log, ssl_context
+    from .common import NET_TIMEOUT, Redactor, WorkerError, exception_text, log
 
     _PACKAGE = __package__
 except ImportError:  # run as the directory /opt/container_worker
     from callbacks import CallbackError, Callbacks
-    from common import NET_TIMEOUT, Redactor, WorkerError, exception_text, log, ssl_context
+    from common import NET_TIMEOUT, Redactor, WorkerError, exception_text, log
 
     _PACKAGE = None
 
@@ -30,9 +29,10 @@ def inspect(settings):
     if not url:
         log("inspection: no inspection_url in the settings")
         return 1
-    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ssl_context(True)))
+    urllib_request = importlib.import_module("urllib.request")
+    opener = urllib_request.build_opener(urllib_request.HTTPSHandler(context=_module("openers").ssl_context(True)))
     try:
-        with opener.open(urllib.request.Request(url), timeout=NET_TIMEOUT) as answer:
+        with opener.open(urllib_request.Request(url), timeout=NET_TIMEOUT) as answer:
             answer.read(65536)
             log(f"inspection: HTTP {answer.status}")
     except Exception as e:
