@@ -27,6 +27,7 @@ from ccserver.storage.base import StorageError, Store
 from ccserver.web import bodies, openapi
 from ccserver.web.cors import CORSPolicy, CORSResource
 from ccserver.web.errors import (
+    APIError,
     BadRequest,
     Forbidden,
     NotFoundError,
@@ -194,17 +195,31 @@ class API:
         key = self.query_cache.key(collection, _scope(user), pipeline)
         generation = self.store.generation(collection)
         cached = self.query_cache.get(key, generation)
+        if cached is None:
+            running = self.query_cache.join(key, generation)
+            if running is not None:
+                try:
+                    cached = await running
+                except APIError:
+                    raise
+                except Exception:
+                    # the other request broke off (its client left, say): run it here
+                    self.query_cache.join(key, generation)
         if cached is not None:
             return write_json(request, 200, None, cached)
         limit = self.config.server.query_max_documents
-        docs = await self.store.aggregate(
-            collection,
-            pipeline,
-            max_documents=limit + 1,
-            timeout=self.config.server.query_timeout_seconds,
-        )
-        if len(docs) > limit:
-            raise BadRequest(f"query returns more than {limit} documents; add $limit")
+        try:
+            docs = await self.store.aggregate(
+                collection,
+                pipeline,
+                max_documents=limit + 1,
+                timeout=self.config.server.query_timeout_seconds,
+            )
+            if len(docs) > limit:
+                raise BadRequest(f"query returns more than {limit} documents; add $limit")
+        except BaseException as e:
+            self.query_cache.fail(key, generation, e)
+            raise
         answer = self._answer(request, {collection: docs})
         self.query_cache.put(key, generation, answer)
         return answer

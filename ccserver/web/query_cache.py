@@ -12,19 +12,25 @@ import json
 from collections import OrderedDict
 from typing import Any
 
+from twisted.internet.defer import Deferred
+
+Key = tuple[str, str | None, str]
+
 
 class QueryCache:
     def __init__(self, clock: Any, max_age: float = 1.0, size: int = 256) -> None:
         self.clock = clock
         self.max_age = max_age
         self.size = size
-        self._entries: OrderedDict[tuple[str, str | None, str], tuple[int, float, bytes]] = OrderedDict()
+        self._entries: OrderedDict[Key, tuple[int, float, bytes]] = OrderedDict()
+        #: queries being run now, and the identical requests waiting for their answer
+        self._running: dict[tuple[Key, int], list[Deferred[bytes]]] = {}
 
     @staticmethod
-    def key(collection: str, scope: str | None, pipeline: Any) -> tuple[str, str | None, str]:
+    def key(collection: str, scope: str | None, pipeline: Any) -> Key:
         return collection, scope, json.dumps(pipeline, sort_keys=True, default=repr)
 
-    def get(self, key: tuple[str, str | None, str], generation: int) -> bytes | None:
+    def get(self, key: Key, generation: int) -> bytes | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -35,7 +41,27 @@ class QueryCache:
         self._entries.move_to_end(key)
         return body
 
-    def put(self, key: tuple[str, str | None, str], generation: int, body: bytes) -> None:
+    def join(self, key: Key, generation: int) -> Deferred[bytes] | None:
+        """``None``: the caller runs the query (and must call :meth:`put` or :meth:`fail`);
+        else a Deferred for the answer of the identical query already running, so that many
+        clients asking the same thing at once cost one aggregation."""
+        if self.max_age <= 0:
+            return None
+        waiters = self._running.get((key, generation))
+        if waiters is None:
+            self._running[(key, generation)] = []
+            return None
+        d: Deferred[bytes] = Deferred()
+        waiters.append(d)
+        return d
+
+    def fail(self, key: Key, generation: int, error: BaseException) -> None:
+        for d in self._running.pop((key, generation), []):
+            d.errback(error)
+
+    def put(self, key: Key, generation: int, body: bytes) -> None:
+        for d in self._running.pop((key, generation), []):
+            d.callback(body)
         if self.max_age <= 0:
             return
         self._entries[key] = (generation, self.clock.seconds(), body)

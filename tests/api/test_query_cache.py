@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest_twisted
 from twisted.internet.task import Clock
 
@@ -26,6 +28,26 @@ def test_entries_expire_with_the_generation_and_with_age() -> None:
     assert cache.get(cache.key("tasks", None, [{"$limit": 3}]), 1) == b"x"
     # scopes never share answers
     assert QueryCache.key("tasks", "alice", []) != QueryCache.key("tasks", "bob", [])
+
+
+def test_identical_queries_at_once_share_one_run() -> None:
+    cache = QueryCache(Clock())
+    key = cache.key("tasks", None, [])
+    assert cache.join(key, 1) is None  # the first runs it
+    waiters = [cache.join(key, 1) for _ in range(3)]
+    assert all(w is not None for w in waiters)
+    got: list[bytes] = []
+    for w in waiters:
+        w.addCallback(got.append)
+    cache.put(key, 1, b"answer")
+    assert got == [b"answer"] * 3
+    assert cache.join(key, 1) is None  # nothing running any more
+    failed: list[Any] = []
+    other = cache.join(key, 1)
+    assert other is not None
+    other.addErrback(failed.append)
+    cache.fail(key, 1, ValueError("broken"))
+    assert failed and failed[0].check(ValueError)
 
 
 @pytest_twisted.ensureDeferred
