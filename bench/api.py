@@ -45,7 +45,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +52,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ccserver.testing.daemon import Daemon, twistd_path  # noqa: E402
+from ccserver.testing.daemon import FileDaemon, daemon_env  # noqa: E402
 
 CLIENTS = 32
 USERNAME = "bench"
@@ -343,11 +342,7 @@ async def drive(
 
 
 def env_for(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "CCSERVER_CONFIG"))}
-    env["HOME"] = str(home)
-    # the checkout's twisted/plugins drop-in (an editable install does not put it into site-packages)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return daemon_env(home, REPO)
 
 
 def write_config(tmp: Path) -> Path:
@@ -373,65 +368,6 @@ def create_user(config: Path, env: dict[str, str]) -> bool:
     if done.returncode != 0:
         print(f"ccserver-admin create-user failed ({done.returncode}): {done.stdout}{done.stderr}", file=sys.stderr)
     return done.returncode == 0
-
-
-class FileDaemon(Daemon):
-    """:class:`Daemon` with its output going to a file, which a thread follows.
-
-    With a pipe, the daemon's log writes (one or two lines per request) would wait for this
-    process, whose reader thread competes for the GIL with the load generator: a measurement
-    artefact.  A file never blocks the writer, as a log file or the journal would not.
-    ``profile`` runs the daemon under twistd's own cProfile support (the main thread only;
-    statistics written on a clean stop)."""
-
-    def __init__(self, *args, log: Path, profile: str | None = None, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self.log = log
-        self.profile = profile
-        #: set once the listeners are known: following the log during the run would cost
-        #: the load generator CPU; the file is read again at the end (``output``)
-        self.done_following = threading.Event()
-
-    @property
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def start(self) -> Daemon:
-        options = ["-n", "--pidfile="]
-        if self.profile:
-            options += [f"--profile={self.profile}", "--profiler=cprofile", "--savestats"]
-        with open(self.log, "w") as out:
-            self.process = subprocess.Popen(
-                [twistd_path(), *options, "ccserver", *self.args],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, text=True, env=self.env,
-                cwd=self.cwd,
-            )
-        threading.Thread(target=self._follow, daemon=True).start()
-        return self
-
-    def _follow(self) -> None:
-        assert self.process
-        with open(self.log) as f:
-            partial = ""
-            while True:
-                chunk = f.readline()
-                if chunk:
-                    partial += chunk
-                    if partial.endswith("\n"):
-                        with self._changed:
-                            self.lines.append(partial.rstrip("\n"))
-                            self._changed.notify_all()
-                        partial = ""
-                    continue
-                if self.done_following.is_set():
-                    return
-                if self.process.poll() is not None:
-                    rest = f.read()
-                    with self._changed:
-                        self.lines.extend(line for line in (partial + rest).splitlines())
-                        self._changed.notify_all()
-                    return
-                time.sleep(0.05)
 
 
 def get_json(host: str, port: int, path: str, auth: str) -> tuple[int, dict]:

@@ -63,7 +63,7 @@ import docker  # noqa: E402
 from ccserver.cluster.docker_ops import KIND_LABEL  # noqa: E402
 from ccserver.cluster.engine import bridge_gateway  # noqa: E402
 from ccserver.config import NodeConfig  # noqa: E402
-from ccserver.testing.daemon import Daemon, twistd_path  # noqa: E402
+from ccserver.testing.daemon import FileDaemon, daemon_env  # noqa: E402
 
 SOCKET = "unix:///var/run/docker.sock"
 APP_IMAGE = "ccserver-test/app-noinput:1"
@@ -268,61 +268,8 @@ def wait_quiet(client: docker.DockerClient, seconds: float, calm: float = 20.0) 
 # --- the daemon ----------------------------------------------------------------------------
 
 
-class FileDaemon(Daemon):
-    """:class:`Daemon` logging to a file (a pipe could make the daemon wait for this process),
-    which a thread follows until the listeners are known; optionally under cProfile."""
-
-    def __init__(self, *args: Any, log: Path, profile: str | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.log = log
-        self.profile = profile
-        self.done_following = threading.Event()
-
-    @property
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def start(self) -> Daemon:
-        options = ["-n", "--pidfile="]
-        if self.profile:
-            options += [f"--profile={self.profile}", "--profiler=cprofile", "--savestats"]
-        with open(self.log, "w") as out:
-            self.process = subprocess.Popen(
-                [twistd_path(), *options, "ccserver", *self.args],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, text=True, env=self.env,
-                cwd=self.cwd,
-            )
-        threading.Thread(target=self._follow, daemon=True).start()
-        return self
-
-    def _follow(self) -> None:
-        assert self.process
-        with open(self.log) as f:
-            partial = ""
-            while not self.done_following.is_set():
-                chunk = f.readline()
-                if chunk:
-                    partial += chunk
-                    if partial.endswith("\n"):
-                        with self._changed:
-                            self.lines.append(partial.rstrip("\n"))
-                            self._changed.notify_all()
-                        partial = ""
-                    continue
-                if self.process.poll() is not None:
-                    with self._changed:
-                        self.lines.extend((partial + f.read()).splitlines())
-                        self._changed.notify_all()
-                    return
-                time.sleep(0.05)
-
-
 def env_for(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "CCSERVER_CONFIG"))}
-    env["HOME"] = str(home)
-    # the checkout's twisted/plugins drop-in (an editable install does not put it into site-packages)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return daemon_env(home, REPO)
 
 
 def write_config(tmp: Path, gateway: str, interval: float, api_timeout: float | None) -> Path:

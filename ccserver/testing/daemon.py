@@ -15,8 +15,20 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 LISTENING = re.compile(r"listening on (tcp|ssl):([0-9a-fA-F.:]+):(\d+)")
+
+
+def daemon_env(home: Path, checkout: Path | None = None) -> dict[str, str]:
+    """The environment of a daemon with its own HOME (so its XDG paths, data and config are
+    its own), and the checkout on PYTHONPATH when running from one: an editable install does
+    not put the twisted/plugins drop-in into site-packages."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "CCSERVER_CONFIG"))}
+    env["HOME"] = str(home)
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
 
 
 def twistd_path() -> str:
@@ -146,3 +158,62 @@ def run(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+class FileDaemon(Daemon):
+    """:class:`Daemon` with its output going to a file, which a thread follows.
+
+    With a pipe, the daemon's log writes (one or two lines per request) would wait for this
+    process, whose reader thread competes for the GIL with the load generator: a measurement
+    artefact.  A file never blocks the writer, as a log file or the journal would not.
+    ``profile`` runs the daemon under twistd's own cProfile support (the main thread only;
+    statistics written on a clean stop)."""
+
+    def __init__(self, *args: Any, log: Path, profile: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.log = log
+        self.profile = profile
+        #: set once the listeners are known: following the log during the run would cost
+        #: the load generator CPU; the file is read again at the end (``output``)
+        self.done_following = threading.Event()
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def start(self) -> Daemon:
+        options = ["-n", "--pidfile="]
+        if self.profile:
+            options += [f"--profile={self.profile}", "--profiler=cprofile", "--savestats"]
+        with open(self.log, "w") as out:
+            self.process = subprocess.Popen(
+                [twistd_path(), *options, "ccserver", *self.args],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, text=True, env=self.env,
+                cwd=self.cwd,
+            )
+        threading.Thread(target=self._follow, daemon=True).start()
+        return self
+
+    def _follow(self) -> None:
+        assert self.process
+        with open(self.log) as f:
+            partial = ""
+            while True:
+                chunk = f.readline()
+                if chunk:
+                    partial += chunk
+                    if partial.endswith("\n"):
+                        with self._changed:
+                            self.lines.append(partial.rstrip("\n"))
+                            self._changed.notify_all()
+                        partial = ""
+                    continue
+                if self.done_following.is_set():
+                    return
+                if self.process.poll() is not None:
+                    rest = f.read()
+                    with self._changed:
+                        self.lines.extend(line for line in (partial + rest).splitlines())
+                        self._changed.notify_all()
+                    return
+                time.sleep(0.05)
