@@ -24,26 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 
-from ccserver.cluster.engine import bridge_gateway
-from ccserver.config import NodeConfig
 from ccserver.testing.ferretdb import FerretDB
 from tests.resilience.harness import Cluster, wait_until
 
 TASKS = 100
 RUN_TIMEOUT = 150.0
-
-
-@pytest.fixture(scope="module")
-def gateway() -> str:
-    client = docker.from_env(timeout=30)
-    try:
-        client.images.get("ccserver-test/app-noinput:1")  # built by scripts/build-test-images
-    finally:
-        client.close()
-    return bridge_gateway(NodeConfig(name="local", base_url="unix:///var/run/docker.sock", tls=None), 10)
 
 
 @pytest.fixture
