@@ -34,7 +34,7 @@ setup(
             "trustme>=1.1",
             "hypothesis>=6.100",
         ],
-        "lint": ["ruff>=0.6"],
+        "lint": ["ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0", "types-docker>=7.1", "types-jsonschema>=4.20"],
         "docs": ["sphinx>=7"],
     },
     entry_points={"console_scripts": ["ccserver-admin = ccserver.admin:main"]},
