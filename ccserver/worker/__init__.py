@@ -1,9 +1,9 @@
 """The reference container worker (CC-Container-Worker 0.10 behaviour, cc-protocol §10).
 
 Standard library only (Python >= 3.7). Copied into an image as the directory /opt/container_worker
-and started as `python3 /opt/container_worker '<settings JSON>'`; then __main__.py runs with that
-directory on sys.path and the sibling modules import as top-level names. Importable as
-`ccserver.worker` (and runnable as `python -m ccserver.worker`) for tests.
+and started as `python3 /opt/container_worker '<settings JSON>'`; then __main__.py imports that
+directory as the package `container_worker` and the sibling modules import each other relatively.
+Importable as `ccserver.worker` (and runnable as `python -m ccserver.worker`) for tests.
 
 Modules: runner (dispatch, inspection), application, data, callbacks, connectors, common.
 

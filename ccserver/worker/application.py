@@ -9,18 +9,13 @@ import subprocess
 import threading
 import time
 
-try:
-    from .common import TAIL_BYTES, WorkerError, describe, exception_text, file_size_mb, log
-except ImportError:  # run as the directory /opt/container_worker
-    from common import TAIL_BYTES, WorkerError, describe, exception_text, file_size_mb, log
+from .common import TAIL_BYTES, WorkerError, describe, exception_text, file_size_mb, log
 
 
 def _connectors():
     """The connectors (urllib, ssl), imported only when a file is to be moved."""
-    try:
-        from . import connectors
-    except ImportError:
-        import connectors
+    from . import connectors
+
     return connectors
 
 CONFIG_PATH = "/opt/config.json"

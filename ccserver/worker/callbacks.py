@@ -4,10 +4,7 @@ import http.client
 import json
 import urllib.parse
 
-try:
-    from .common import NET_TIMEOUT, STATE_FAILED, STATE_SUCCESS, WorkerError, backoff, log
-except ImportError:  # run as the directory /opt/container_worker: siblings are top-level modules
-    from common import NET_TIMEOUT, STATE_FAILED, STATE_SUCCESS, WorkerError, backoff, log
+from .common import NET_TIMEOUT, STATE_FAILED, STATE_SUCCESS, WorkerError, backoff, log
 
 # HTTP answers worth another try: a proxy or a restarting server. Never a 4xx, never a 500 (the
 # callback may have been processed, and a repeated callback would be out of order).
@@ -44,10 +41,8 @@ class Callbacks:
     def _connect(self):
         if self._connection is None:
             if self._https:
-                try:
-                    from .openers import ssl_context
-                except ImportError:
-                    from openers import ssl_context
+                from .openers import ssl_context
+
                 self._connection = http.client.HTTPSConnection(self._host, timeout=self.timeout,
                                                                context=ssl_context(True))
             else:

@@ -12,12 +12,8 @@ import os
 import shutil
 import urllib.request
 
-try:
-    from .common import NET_TIMEOUT, WorkerError
-    from .openers import opener_for
-except ImportError:  # run as the directory /opt/container_worker
-    from common import NET_TIMEOUT, WorkerError
-    from openers import opener_for
+from .common import NET_TIMEOUT, WorkerError
+from .openers import opener_for
 
 CHUNK = 1024 * 1024
 
@@ -183,7 +179,7 @@ UPLOADERS = {
 }
 
 try:  # connectors an image adds of its own
-    import custom_connectors  # type: ignore[import-not-found]
+    import custom_connectors  # type: ignore[import-not-found]  # an image's own module, absent here
 except ImportError:
     pass
 else:

@@ -4,12 +4,8 @@ import http.server
 import os
 import shutil
 
-try:
-    from . import connectors
-    from .common import NET_TIMEOUT, WorkerError, describe, exception_text, log
-except ImportError:  # run as the directory /opt/container_worker
-    import connectors
-    from common import NET_TIMEOUT, WorkerError, describe, exception_text, log
+from . import connectors
+from .common import NET_TIMEOUT, WorkerError, describe, exception_text, log
 
 DATA_DIR = "/var/tmp/cc-data"
 PORT = 80

@@ -3,10 +3,7 @@
 import ssl
 import urllib.request
 
-try:
-    from .common import WorkerError
-except ImportError:  # run as the directory /opt/container_worker
-    from common import WorkerError
+from .common import WorkerError
 
 
 def ssl_context(ssl_verify=True):

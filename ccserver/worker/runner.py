@@ -4,23 +4,15 @@ import importlib
 import json
 import signal
 
-try:
-    from .callbacks import CallbackError, Callbacks
-    from .common import NET_TIMEOUT, Redactor, WorkerError, exception_text, log
-
-    _PACKAGE = __package__
-except ImportError:  # run as the directory /opt/container_worker
-    from callbacks import CallbackError, Callbacks
-    from common import NET_TIMEOUT, Redactor, WorkerError, exception_text, log
-
-    _PACKAGE = None
+from .callbacks import CallbackError, Callbacks
+from .common import NET_TIMEOUT, Redactor, WorkerError, exception_text, log
 
 
 def _module(name):
     """The module of one container type, imported only when needed: a worker starts once per
     container, and the data container's HTTP server is tens of milliseconds of imports that
     an application container never uses."""
-    return importlib.import_module(f"{_PACKAGE}.{name}" if _PACKAGE else name)
+    return importlib.import_module(f".{name}", __package__)
 
 
 def inspect(settings):

@@ -406,3 +406,39 @@ def test_runs_as_package_module(cc: FakeCC, tmp_path: Path) -> None:
                            json.dumps({"container_type": "inspection", "inspection_url": cc.url})],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert done.returncode == 0, done.stderr
+
+
+CUSTOM_CONNECTORS = '''
+import shutil
+import sys
+
+
+def download_copy(access, path):
+    # the worker's modules are one package, whatever its directory is called; no loose copies
+    assert "common" not in sys.modules and "connectors" not in sys.modules, sorted(sys.modules)
+    shutil.copyfile(access["source"], path)
+
+
+DOWNLOADERS = {"copy": download_copy}
+'''
+
+
+def test_runs_from_any_directory_with_an_images_custom_connectors(cc: FakeCC, tmp_path: Path) -> None:
+    """As in an image: the worker's files in one directory (here a name that is no Python
+    identifier), started as that directory; a `custom_connectors` module next to them adds a connector."""
+    worker = tmp_path / "cc worker-0.10"
+    worker.mkdir()
+    for module in WORKER_DIR.glob("*.py"):
+        (worker / module.name).write_bytes(module.read_bytes())
+    (worker / "custom_connectors.py").write_text(CUSTOM_CONNECTORS)
+    source = tmp_path / "source.txt"
+    source.write_bytes(b"from a custom connector\n")
+    cc.work = work(cc, input_files=[{"connector_type": "copy", "connector_access": {"source": str(source)}}])
+    settings = cc.settings()
+    environ = dict(os.environ, CC_APP_DIR=str(tmp_path), CC_WORKER_NET_TIMEOUT="10",
+                   CC_WORKER_CONFIG=str(write_config(tmp_path)))
+    done = subprocess.run([sys.executable, str(worker), json.dumps(settings)], env=environ, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert_callbacks(cc, settings, [3, 3, 3, 3])
+    assert cc.uploaded("copy")[0]["body"] == source.read_bytes()
