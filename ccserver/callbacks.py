@@ -85,7 +85,7 @@ class Callbacks:
             key.encode(), given.encode()
         ):
             raise Unauthorized("unknown container or wrong callback key")
-        return container  # type: ignore[return-value]
+        return container  # type: ignore[return-value]  # not None: it had a callback key
 
     async def _application(self, container: dict[str, Any], callback_type: int) -> dict[str, Any]:
         if callback_type == 0:

@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, overload
 from urllib.parse import quote_plus
 
 import jsonschema
@@ -215,7 +215,9 @@ def _key_path(path: Any) -> str:
 def _describe(error: jsonschema.ValidationError) -> str:
     where = _key_path(error.absolute_path)
     if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        # an object and its schema: mappings
+        instance, schema = cast(Mapping[str, Any], error.instance), cast(Mapping[str, Any], error.schema)
+        extra = sorted(set(instance) - set(schema.get("properties", {})))
         keys = ", ".join(f"{where}.{k}" if where else k for k in extra)
         return f"{keys}: unknown key"
     if error.validator == "required":
@@ -224,7 +226,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "type":
         return f"{where}: expected {error.validator_value}, got {error.instance!r}"
     if error.validator == "enum":
-        options = ", ".join(repr(v) for v in error.validator_value)
+        options = ", ".join(repr(v) for v in cast(list[Any], error.validator_value))
         return f"{where}: expected one of {options}, got {error.instance!r}"
     return f"{where or '(top level)'}: {error.message}"
 
@@ -278,6 +280,10 @@ def from_dict(raw: Mapping[str, Any], source: str | None, env: Mapping[str, str]
     )
 
 
+@overload
+def _expand(value: str, env: Mapping[str, str]) -> str: ...
+@overload
+def _expand(value: str | None, env: Mapping[str, str]) -> str | None: ...
 def _expand(value: str | None, env: Mapping[str, str]) -> str | None:
     if value is None:
         return None
@@ -374,7 +380,7 @@ def _docker(d: Mapping[str, Any], label: str, env: Mapping[str, str]) -> DockerC
             cert = t.get("client_cert")
             tls = NodeTLS(
                 verify=_expand(t["verify"], env) if isinstance(t.get("verify"), str) else t.get("verify", True),
-                client_cert=(_expand(cert[0], env), _expand(cert[1], env)) if cert else None,  # type: ignore[arg-type]
+                client_cert=(_expand(cert[0], env), _expand(cert[1], env)) if cert else None,
                 assert_hostname=t.get("assert_hostname"),
                 ca_cert=_expand(t.get("ca_cert"), env),
             )

@@ -63,7 +63,7 @@ def parse_challenges(header: str) -> list[tuple[str, dict[str, str]]]:
     challenges: list[tuple[str, dict[str, str]]] = []
     pos, end = 0, len(header)
     while True:
-        pos = _SEPARATORS.match(header, pos).end()  # type: ignore[union-attr]
+        pos = _SEPARATORS.match(header, pos).end()  # type: ignore[union-attr]  # [\s,]* always matches
         if pos >= end:
             return challenges
         token = _TOKEN.match(header, pos)

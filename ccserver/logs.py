@@ -68,6 +68,7 @@ def build_observer(server: ServerConfig, stdout: IO[str] | None = None) -> ILogO
     if not server.suppress_stdout:
         observers.append(_file_observer(stdout or sys.stdout, server.log_format))
     if server.log_dir:
+        # ignore: a LogFile is not an IO[str], but has the write and flush the observers call
         observers.append(_file_observer(open_log_file(server), server.log_format))  # type: ignore[arg-type]
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
     return FilteringLogObserver(FanOut(observers), [predicate])

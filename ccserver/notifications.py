@@ -24,7 +24,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from OpenSSL import SSL
@@ -157,7 +157,7 @@ class Notifier:
 
     def send(
         self,
-        url: str,
+        url: str | None,
         json_data: Any,
         auth: Any = None,
         ssl_verify: bool = True,
@@ -204,9 +204,10 @@ class Notifier:
         """POST ``{"name": node_name}`` to ``[defaults.error_handling.dead_node_notification]``, if set."""
         if notification is None:
             return succeed(None)
-        return self.send(
+        sent = self.send(
             notification.url, {"name": node_name}, auth=notification.auth, ssl_verify=notification.ssl_verify
         )
+        return cast("Deferred[Delivery | None]", sent)  # Deferred is invariant: a Delivery is a Delivery | None
 
     def stop(self) -> Deferred[Any]:
         """Cancel the notifications in flight (each then fires as not delivered); fires when they have."""

@@ -77,7 +77,7 @@ class CCServer(MultiService):
         )
         self.web = WebService(reactor, site, config.server.shutdown_timeout_seconds)
         self.web.setServiceParent(self)
-        self.ready = None
+        self.ready: Deferred[Any] | None = None
 
     def _connect_cluster(self) -> None:
         """Events of the engines reach the scheduler; dead nodes are announced."""

@@ -34,8 +34,10 @@ class Clock(Protocol):
 class Principal(Protocol):
     """Who asks: ``ccserver.auth.guard.User`` satisfies this."""
 
-    username: str
-    is_admin: bool
+    @property
+    def username(self) -> str: ...
+    @property
+    def is_admin(self) -> bool: ...
 
 
 def _created_then_waiting(what: str, now: float) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ class ThreadPoolService(Service):
 
     def __init__(self, reactor: IReactorThreads, name: str, size: int) -> None:
         self.reactor = reactor
-        self.name = name
+        self.name = name  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
         self.pool = ThreadPool(minthreads=0, maxthreads=size, name=f"ccserver-{name}")
 
     def startService(self) -> None:
@@ -40,4 +40,4 @@ class ThreadPoolService(Service):
         return deferToThread(pool.stop)
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
-        return deferToThreadPool(self.reactor, self.pool, fn, *args, **kwargs)  # type: ignore[arg-type]
+        return deferToThreadPool(self.reactor, self.pool, fn, *args, **kwargs)

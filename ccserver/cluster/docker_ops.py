@@ -86,7 +86,8 @@ def create_container(
     # the low-level call: the high-level one inspects the new container afterwards, one more
     # engine round trip per container for nothing
     host_config = client.api.create_host_config(mem_limit=limit, memswap_limit=limit, network_mode=net)
-    networking = client.api.create_networking_config({net: client.api.create_endpoint_config()}) if net else None
+    # ignore: types-docker wants one EndpointConfig; docker-py (and the engine) want {network: EndpointConfig}
+    networking = client.api.create_networking_config({net: client.api.create_endpoint_config()}) if net else None  # type: ignore[arg-type]
     created = client.api.create_container(
         image,
         command=shlex.split(command),

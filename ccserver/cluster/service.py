@@ -67,7 +67,7 @@ class Node:
 
 
 class Cluster(Service):
-    name = "cluster"
+    name = "cluster"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
     def __init__(self, config: Config, store: Store, pool: ThreadPoolService, reactor: Any) -> None:
         self.config = config
@@ -173,7 +173,8 @@ class Cluster(Service):
             if node.name in self._checking:
                 continue
             d = self.check(node.name, inspect=False)
-            d.addErrback(lambda f, name=node.name: log.error(  # type: ignore[misc]
+            # ignore: mypy cannot type a lambda with default arguments
+            d.addErrback(lambda f, name=node.name: log.error(  # type: ignore[call-overload]
                 "health check of node {node} failed: {error}", node=name, error=f.getErrorMessage()))
 
     def check(self, name: str, inspect: bool = True) -> Deferred[bool]:

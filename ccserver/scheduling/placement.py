@@ -261,6 +261,7 @@ def place(
                 if source is None:
                     sources[i] = fresh = DataSource(position[keys[i]], new_index=new_index)
                     index.setdefault(keys[i], {}).setdefault(dc_node, fresh)
+        # ignore: the loop above replaced every None in sources
         placements.append(TaskPlacement(task.task_id, app_node, app_ram, tuple(sources)))  # type: ignore[arg-type]
 
     after = tuple(NodeCapacity(n.name, n.total_ram, n.total_ram - free.free[n.name]) for n in nodes)

@@ -45,7 +45,7 @@ CANCEL_CHUNK = 250
 
 
 class Scheduler(Service):
-    name = "scheduler"
+    name = "scheduler"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
     def __init__(self, config: Config, store: Store, cluster: Cluster, lifecycle: Lifecycle, clock: Any) -> None:
         self.config = config
@@ -414,8 +414,8 @@ class Scheduler(Service):
                 except Exception:
                     continue
                 collection = APP if kind == "application" else DATA
-                doc = await self.store.find_one(collection, {"_id": _id}, {"state": 1})
-                if doc is None or states.is_end(doc["state"]):
+                found = await self.store.find_one(collection, {"_id": _id}, {"state": 1})
+                if found is None or states.is_end(found["state"]):
                     await self._remove(node, name)
             self._reconciled.add(node)
 

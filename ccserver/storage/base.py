@@ -59,7 +59,7 @@ def tracks_writes(method: W) -> W:
 
         return d.addBoth(done)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # the wrapper has the signature of W (functools.wraps)
 
 
 class StorageError(Exception):
@@ -81,7 +81,7 @@ class QueryTimeout(QueryError):
 class Store(Service):
     """Abstract base of the two backends; see the module docstring for the contract."""
 
-    name = "storage"
+    name = "storage"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
     #: a short word for logs and docs: "embedded" or "mongodb"
     kind = "abstract"
     _generations: dict[str, int] | None = None

@@ -70,7 +70,7 @@ MAX_SQL_PARAMETERS = 10000
 BUSY_TIMEOUT_SECONDS = 5.0
 STOP_TIMEOUT_SECONDS = 30.0
 #: the same codec options txmongo uses, so both backends hand out the same Python types
-CODEC = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
+CODEC: CodecOptions[Any] = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
 
 
 class EmbeddedStore(Store):
@@ -195,8 +195,7 @@ class EmbeddedStore(Store):
         self, collection: str, filter: Filter, projection: Mapping[str, Any] | None = None
     ) -> Deferred[Document | None]:
         d = self.find(collection, filter, limit=1, projection=projection)
-        d.addCallback(lambda docs: docs[0] if docs else None)
-        return d
+        return d.addCallback(lambda docs: docs[0] if docs else None)
 
     def find(
         self,

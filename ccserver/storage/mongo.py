@@ -108,8 +108,8 @@ class MongoStore(Store):
         self._index_call = None
         self._index_attempts += 1
         steps = [
-            self._guard(
-                lambda c=collection, f=name: self._collection(c).create_index(qf.sort(qf.ASCENDING(f)))
+            self._guard(  # ignore: mypy cannot type a lambda with default arguments
+                lambda c=collection, f=name: self._collection(c).create_index(qf.sort(qf.ASCENDING(f)))  # type: ignore[misc]
             )
             for collection, fields in COLLECTIONS.items()
             for name in fields
@@ -151,6 +151,7 @@ class MongoStore(Store):
 
     def drop_database(self) -> Deferred[None]:
         """Remove the configured database (for tests that use a throw-away database)."""
+        # ignore: only called on a started store, whose pool is set
         d = self._guard(lambda: self._pool[self.config.db].command("dropDatabase"))  # type: ignore[index]
         d.addCallback(lambda _: None)
         return d
@@ -206,8 +207,7 @@ class MongoStore(Store):
         self, collection: str, filter: Filter, projection: Mapping[str, Any] | None = None
     ) -> Deferred[Document | None]:
         d = self.find(collection, filter, limit=1, projection=projection)
-        d.addCallback(lambda docs: docs[0] if docs else None)
-        return d
+        return d.addCallback(lambda docs: docs[0] if docs else None)
 
     def find(
         self,

@@ -26,7 +26,7 @@ class FakeCluster:
         return list(self.names)
 
     def nodes_status(self) -> Deferred[dict[str, Any]]:
-        healthy = [
+        healthy: list[dict[str, Any]] = [
             {
                 "name": name,
                 "total_ram": 8192,

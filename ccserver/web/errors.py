@@ -69,8 +69,9 @@ def render_failure(request: Any, failure: Failure) -> bytes:
         message = {404: "no such endpoint", 405: "method not allowed for this endpoint"}.get(
             code, error.name
         )
-        if code == 405 and getattr(error, "valid_methods", None):
-            request.setHeader(b"allow", ", ".join(error.valid_methods).encode())
+        valid_methods = getattr(error, "valid_methods", None)  # only a MethodNotAllowed has them
+        if code == 405 and valid_methods:
+            request.setHeader(b"allow", ", ".join(valid_methods).encode())
         return write_json(request, code, {"error": message})
     if isinstance(error, StorageUnavailable):
         return write_json(request, 503, {"error": f"database unavailable: {error}"})

@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator
 try:  # optional: a compiled validator, about 25 times faster on valid bodies
     import fastjsonschema
 except ImportError:  # pragma: no cover - jsonschema alone gives the same answers, slower
-    fastjsonschema = None
+    fastjsonschema = None  # type: ignore[assignment]  # None: the module is not installed
 
 Schema = dict[str, Any]
 

@@ -23,7 +23,7 @@ class WebService(Service):
     in flight finish for at most ``shutdown_timeout`` seconds, then closes every connection.
     """
 
-    name = "web"
+    name = "web"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
     def __init__(self, reactor: Any, site: CCSite, shutdown_timeout: float) -> None:
         self.reactor = reactor
