@@ -7,7 +7,6 @@ the container, and through it the task (which may then be retried).
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from twisted.logger import Logger
 from ccserver import states
 from ccserver.lifecycle import Lifecycle
 from ccserver.storage.base import Store
+from ccserver.vault import Vault, digests
 from ccserver.web.errors import BadRequest, Unauthorized
 
 log = Logger(namespace="ccserver.callbacks")
@@ -32,8 +32,10 @@ class Callbacks:
         lifecycle: Lifecycle,
         data_container_address: Callable[[dict[str, Any]], Awaitable[str]],
         wake: Callable[[], None],
+        vault: Vault,
     ) -> None:
         self.store = store
+        self.vault = vault
         self.lifecycle = lifecycle
         self.data_container_address = data_container_address
         self.wake = wake
@@ -50,15 +52,19 @@ class Callbacks:
         received = container.get("callbacks", [])
         expected = len(received)
         record = {k: v for k, v in body.items() if k != "callback_key"}
-        if received and body["callback_type"] == expected - 1 and _same(received[-1], record):
-            if not states.is_end(container["state"]):
-                problem = _problem(body, expected - 1)
-                if problem:
-                    await self.lifecycle.container_failed(collection, _id, problem, body["content"].get("exception"))
-                    raise BadRequest(f"container {_id} failed: {problem}")
-            return await self._answer(collection, container, body["callback_type"], repeated=True)
+        repeated = bool(received) and body["callback_type"] == expected - 1 and _same(received[-1], record)
         if states.is_end(container["state"]):
+            # An ended container is owed nothing: a repeat of its last callback (its answer
+            # was lost) is acknowledged, with no content; anything else is refused.
+            if repeated:
+                return {}
             raise BadRequest(f"container {_id} is {states.name(container['state'])}; no more callbacks accepted")
+        if repeated:
+            problem = _problem(body, expected - 1)
+            if problem:
+                await self.lifecycle.container_failed(collection, _id, problem, body["content"].get("exception"))
+                raise BadRequest(f"container {_id} failed: {problem}")
+            return await self._answer(collection, container, body["callback_type"])
         await self.store.update_one(collection, {"_id": _id}, {"$push": {"callbacks": record}})
 
         problem = _problem(body, expected)
@@ -68,30 +74,28 @@ class Callbacks:
 
         return await self._answer(collection, container, body["callback_type"])
 
-    async def _answer(
-        self, collection: str, container: dict[str, Any], callback_type: int, repeated: bool = False
-    ) -> dict[str, Any]:
-        if repeated and states.is_end(container["state"]) and callback_type != 0:
-            return {}
+    async def _answer(self, collection: str, container: dict[str, Any], callback_type: int) -> dict[str, Any]:
         if collection == APPLICATION:
             return await self._application(container, callback_type)
         return await self._data(container, callback_type)
 
     async def _authenticated(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The container the callback is for, if it carries that container's key.  Keys are
+        derived from the daemon's secret and never stored, so nothing read from the database
+        (a masked ``**********`` included) can authenticate a callback."""
         container = await self.store.find_one(collection, {"_id": body["container_id"]})
-        key = container.get("callback_key") if container else None
-        given = body.get("callback_key")
-        if not isinstance(key, str) or not isinstance(given, str) or not hmac.compare_digest(
-            key.encode(), given.encode()
+        if container is None or not self.vault.callback_key_matches(
+            collection, container["_id"], body.get("callback_key")
         ):
             raise Unauthorized("unknown container or wrong callback key")
-        return container  # type: ignore[return-value]  # not None: it had a callback key
+        return container
 
     async def _application(self, container: dict[str, Any], callback_type: int) -> dict[str, Any]:
         if callback_type == 0:
             task = await self.store.find_one("tasks", {"_id": container["task_id"][0]})
             if task is None:
                 raise BadRequest("the task of this container is gone")
+            task = await self.vault.reveal(task)
             return {
                 "task_id": str(task["_id"]),
                 "input_files": await self._input_files(task, container),
@@ -109,23 +113,26 @@ class Callbacks:
         if task.get("no_cache") or not container.get("data_container_ids"):
             return inputs
         rewritten = []
-        cache: dict[ObjectId, tuple[dict[str, Any], str]] = {}
-        for spec, dc_id in zip(inputs, container["data_container_ids"], strict=False):
+        cache: dict[ObjectId, tuple[list[Any], str]] = {}
+        for spec_digest, dc_id in zip(digests(task), container["data_container_ids"], strict=False):
             if dc_id not in cache:
                 dc = await self.store.find_one(DATA, {"_id": dc_id})
                 if dc is None:
                     raise BadRequest(f"data container {dc_id} is gone")
-                cache[dc_id] = (dc, await self.data_container_address(dc))
-            dc, address = cache[dc_id]
-            key = next((k for f, k in zip(dc["input_files"], dc["input_file_keys"], strict=True) if f == spec), None)
-            if key is None:
+                cache[dc_id] = (digests(dc), await self.data_container_address(dc))
+            held, address = cache[dc_id]
+            if spec_digest not in held:
                 raise BadRequest(f"data container {dc_id} does not hold an input of this task")
+            key = self.vault.input_file_key(dc_id, held.index(spec_digest))
             rewritten.append({"connector_type": "http", "connector_access": {"url": f"http://{address}/{key}"}})
         return rewritten
 
     async def _data(self, container: dict[str, Any], callback_type: int) -> dict[str, Any]:
         if callback_type == 0:
-            return {"input_files": container["input_files"], "input_file_keys": container["input_file_keys"]}
+            revealed = await self.vault.reveal(container)
+            inputs = revealed.get("input_files") or []
+            keys = [self.vault.input_file_key(container["_id"], i) for i in range(len(inputs))]
+            return {"input_files": inputs, "input_file_keys": keys}
         if callback_type == 1:
             if await self.lifecycle.transition(
                 DATA, container["_id"], states.PROCESSING, "Input files available in data container.",

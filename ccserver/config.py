@@ -66,6 +66,8 @@ class ServerConfig:
     query_cache_seconds: float
     auth_cache_seconds: float
     password_hash_threads: int
+    #: the daemon's secret key (derives callback and input-file keys; see ccserver.vault)
+    secret_key_file: str
 
 
 @dataclass(frozen=True)
@@ -329,6 +331,7 @@ def _server(s: Mapping[str, Any], data_dir: str, env: Mapping[str, str]) -> Serv
         query_cache_seconds=float(s.get("query_cache_seconds", 1)),
         auth_cache_seconds=float(s.get("auth_cache_seconds", 60)),
         password_hash_threads=s.get("password_hash_threads", 2),
+        secret_key_file=_expand(s.get("secret_key_file"), env) or os.path.join(data_dir, "server-secret.key"),
     )
 
 

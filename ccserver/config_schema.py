@@ -87,6 +87,7 @@ SCHEMA: dict[str, Any] = {
                 "query_cache_seconds": {"type": "number", "minimum": 0},
                 "auth_cache_seconds": {"type": "number", "minimum": 0},
                 "password_hash_threads": _POS_INT,
+                "secret_key_file": _STR,
                 "tls": {
                     "type": "object",
                     "additionalProperties": False,

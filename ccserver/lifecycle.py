@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from ccserver import states
 from ccserver.documents import mask_secrets, masking_update
 from ccserver.storage.base import StorageError, Store
+from ccserver.vault import Vault
 
 log = Logger(namespace="ccserver.lifecycle")
 
@@ -32,10 +33,12 @@ class Lifecycle:
         store: Store,
         clock: Any,
         max_task_trials: int,
+        vault: Vault,
         notify_task: Callable[[dict[str, Any]], Any] = lambda task: None,
         wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
+        self.vault = vault
         self.clock = clock
         self.max_task_trials = max_task_trials
         self.notify_task = notify_task
@@ -58,9 +61,10 @@ class Lifecycle:
     ) -> bool:
         """Move a live document to ``state``; False if it was not in ``from_states``.
 
-        A container that ends has its secrets masked in the same write, so no crash can leave
-        an ended container unmasked.  An ended task is masked by :meth:`task_ended`, after its
-        notifications took the secrets they need (their own auth passwords)."""
+        A container that ends has what it still holds of secrets (documents stored before the
+        vault) masked in the same write, and the vault's copy of its input specs deleted.  An
+        ended task's secrets are deleted by :meth:`task_ended`, after its notifications took
+        the secrets they need (their own auth passwords)."""
         record = states.transition(state, description, self.clock.seconds(), exception, caused_by)
         changes: dict[str, Any] = {"state": state, **(extra or {})}
         if state == states.CREATED:
@@ -75,6 +79,8 @@ class Lifecycle:
             {"_id": _id, "state": {"$in": list(from_states)}},
             {"$set": changes, "$push": {"transitions": record}},
         )
+        if matched and states.is_end(state) and collection == "data_containers":
+            await self.vault.forget([_id])
         return bool(matched)
 
     async def _mask(self, collection: str, _id: ObjectId, doc: dict[str, Any] | None = None) -> None:
@@ -205,13 +211,15 @@ class Lifecycle:
                     log.warn("group {id} not updated now: {error}", id=str(group_id), error=str(e))
 
     async def finish_ended(self, task: dict[str, Any]) -> None:
-        """Notify and mask one ended task, given its stored document."""
+        """Notify one ended task, given its stored document, then delete its secrets."""
         task_id = task["_id"]
         if task.get("notifications"):
+            revealed = await self.vault.reveal(task)
             try:
-                self.notify_task(task)
+                self.notify_task(revealed)
             except Exception as e:  # notifications never break the life cycle
                 log.error("notification of task {id} could not be sent: {error}", id=str(task_id), error=str(e))
+        await self.vault.forget([task_id])
         await self._mask("tasks", task_id, task)
 
     async def task_processing(self, task_id: ObjectId, group_id: ObjectId, caused_by: dict[str, Any]) -> None:

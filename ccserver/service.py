@@ -26,6 +26,7 @@ from ccserver.notifications import Notifier
 from ccserver.scheduling.service import Scheduler
 from ccserver.storage import open_store
 from ccserver.threads import ThreadPoolService
+from ccserver.vault import Vault, load_server_key
 from ccserver.web.api import API
 from ccserver.web.service import WebService
 from ccserver.web.site import CCSite
@@ -47,6 +48,7 @@ class CCServer(MultiService):
 
         self.store = open_store(config, reactor)
         self.store.setServiceParent(self)
+        self.vault = Vault(self.store, load_server_key(config.server.secret_key_file))
         self.docker_pool = ThreadPoolService(reactor, "docker", config.docker.thread_limit)
         self.docker_pool.setServiceParent(self)
         self.hash_pool = ThreadPoolService(reactor, "passwords", config.server.password_hash_threads)
@@ -56,19 +58,20 @@ class CCServer(MultiService):
         self.cluster.setServiceParent(self)
         self.notifier = Notifier(reactor)
         self.lifecycle = Lifecycle(
-            self.store, reactor, config.defaults.max_task_trials, notify_task=self.notifier.notify_task
+            self.store, reactor, config.defaults.max_task_trials, self.vault, notify_task=self.notifier.notify_task
         )
-        self.scheduler = Scheduler(config, self.store, self.cluster, self.lifecycle, reactor)
+        self.scheduler = Scheduler(config, self.store, self.cluster, self.lifecycle, reactor, self.vault)
         self.scheduler.setServiceParent(self)
         self.lifecycle.wake = self.scheduler.wake
         self.callbacks = Callbacks(
-            self.store, self.lifecycle, self.scheduler.data_container_address, self.scheduler.wake
+            self.store, self.lifecycle, self.scheduler.data_container_address, self.scheduler.wake, self.vault
         )
         self._connect_cluster()
 
         self.authenticator = Authenticator(self.store, config, reactor, self.hash_pool)
         self.api = API(
-            config, self.store, self.authenticator, self.cluster, self.scheduler, reactor, callbacks=self.callbacks
+            config, self.store, self.authenticator, self.cluster, self.scheduler, reactor, self.vault,
+            callbacks=self.callbacks,
         )
         site = CCSite(
             self.api.resource(),

@@ -80,7 +80,12 @@ def makeService(options: Options) -> Any:
         except Exception as e:  # endpoint syntax, unreadable or bad certificate files
             _fail(f"cannot listen on {description!r}: {e}")
 
-    root = CCServer(config, reactor, options["listen"])
+    from ccserver.vault import ServerKeyError
+
+    try:
+        root = CCServer(config, reactor, options["listen"])
+    except ServerKeyError as e:
+        _fail(f"server.secret_key_file: {e}")
     reactor.callWhenRunning(_exit_cleanly_on_signals, reactor)
 
     def exit_status() -> None:

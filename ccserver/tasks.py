@@ -19,8 +19,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ccserver import states
-from ccserver.documents import MASK
 from ccserver.storage.base import Document, Store
+from ccserver.vault import SECRETS, Vault
 from ccserver.web.bodies import check_storable
 from ccserver.web.errors import BadRequest
 
@@ -54,6 +54,8 @@ class Submission:
     group: Document
     tasks: list[Document]
     batch: bool
+    #: the tasks' secrets, kept apart from them (see :mod:`ccserver.vault`)
+    secrets: list[Document]
 
     @property
     def answer(self) -> dict[str, Any]:
@@ -62,16 +64,17 @@ class Submission:
         return {"_id": self.tasks[0]["_id"]}
 
 
-def prepare(user: Principal, body: dict[str, Any], now: float) -> Submission:
+def prepare(user: Principal, body: dict[str, Any], now: float, vault: Vault) -> Submission:
     """The task group and task documents (both created → waiting) for an already validated
     body: one task, or ``{"tasks": [...]}``.  The body's dicts become the documents (no copy:
-    the parsed body belongs to this request)."""
+    the parsed body belongs to this request); their secrets are masked in them and kept apart."""
     batch = "tasks" in body
     submitted: list[dict[str, Any]] = body["tasks"] if batch else [body]
     for i, task in enumerate(submitted):
         check_storable(task, f"tasks[{i}]" if batch else "")
     group_id = ObjectId()
     task_ids = [ObjectId() for _ in submitted]
+    kept: list[Document] = []
     group: Document = {
         "_id": group_id,
         "state": states.WAITING,
@@ -89,7 +92,11 @@ def prepare(user: Principal, body: dict[str, Any], now: float) -> Submission:
         task["transitions"] = _created_then_waiting("Task", now)
         task["trials"] = 0
         task["task_group_id"] = [group_id]
-    return Submission(group, submitted, batch)
+        secret = vault.conceal(task)
+        if secret is not None:
+            secret["task_group_id"] = [group_id]
+            kept.append(secret)
+    return Submission(group, submitted, batch, kept)
 
 
 async def store_submissions(store: Store, submissions: Sequence[Submission]) -> None:
@@ -105,7 +112,10 @@ async def store_submissions(store: Store, submissions: Sequence[Submission]) -> 
     are fewer than its ``tasks_count`` never got an answer, and goes with its tasks."""
     groups = [s.group for s in submissions]
     tasks = [t for s in submissions for t in s.tasks]
+    secrets = [k for s in submissions for k in s.secrets]
     try:
+        if secrets:  # before the tasks: no task is ever without its secrets
+            await store.insert_many(SECRETS, secrets)
         await store.insert_many("task_groups", groups)
         await store.insert_many("tasks", tasks)
     except Exception:
@@ -120,8 +130,7 @@ _leftovers: set[ObjectId] = set()
 async def _remove(store: Store, group_ids: list[ObjectId]) -> bool:
     """Remove the tasks, then the groups, of submissions that got no answer."""
     try:
-        await store.delete_many("tasks", {"task_group_id": {"$in": group_ids}})
-        await store.delete_many("task_groups", {"_id": {"$in": group_ids}})
+        await remove_submissions(store, group_ids)
     except Exception as e:
         _leftovers.update(group_ids)
         log.warn("could not remove {n} unanswered task group(s) yet ({error}); will retry",
@@ -140,14 +149,17 @@ async def remove_leftovers(store: Store) -> int:
 
 
 async def remove_submissions(store: Store, group_ids: list[ObjectId]) -> None:
-    """Remove unanswered submissions found by the start-up recovery (raises on failure)."""
+    """Remove unanswered submissions (raises on failure)."""
     await store.delete_many("tasks", {"task_group_id": {"$in": group_ids}})
     await store.delete_many("task_groups", {"_id": {"$in": group_ids}})
+    await store.delete_many(SECRETS, {"task_group_id": {"$in": group_ids}})
 
 
-async def submit(store: Store, user: Principal, body: dict[str, Any], clock: Clock) -> dict[str, Any]:
+async def submit(
+    store: Store, user: Principal, body: dict[str, Any], clock: Clock, vault: Vault
+) -> dict[str, Any]:
     """Store one task group and its tasks; fire with the answer of ``POST /tasks``."""
-    submission = prepare(user, body, clock.seconds())
+    submission = prepare(user, body, clock.seconds(), vault)
     await store_submissions(store, [submission])
     return submission.answer
 
@@ -164,15 +176,16 @@ class Submitter:
     #: a combined write holds at most about this many tasks (one submission may exceed it)
     MAX_TASKS_PER_WRITE = 20_000
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, vault: Vault) -> None:
         self.store = store
         self.clock = clock
+        self.vault = vault
         self._queue: list[tuple[Submission, Deferred[dict[str, Any]]]] = []
         self._writing = False
 
     def submit(self, user: Principal, body: dict[str, Any]) -> Deferred[dict[str, Any]]:
         try:
-            submission = prepare(user, body, self.clock.seconds())
+            submission = prepare(user, body, self.clock.seconds(), self.vault)
         except Exception:
             return fail()
         d: Deferred[dict[str, Any]] = Deferred()
@@ -270,8 +283,7 @@ async def cancel(
                 "application_containers",
                 {"task_id": {"$in": chunk}, "state": states.not_ended()},
                 {
-                    # an ended container is masked in the same write (its only secret is its key)
-                    "$set": {"state": states.CANCELLED, "callback_key": MASK},
+                    "$set": {"state": states.CANCELLED},
                     "$push": {"transitions": states.transition(states.CANCELLED, by, now)},
                 },
             )

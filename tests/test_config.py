@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,29 @@ def test_config_is_immutable(tmp_path: Path) -> None:
     cfg = config.load(None, {"HOME": str(tmp_path)})
     with pytest.raises(AttributeError):
         cfg.server.host = "x"  # type: ignore[misc]
+
+
+CREDENTIALS = {"auth_type", "username", "password"}
+
+
+def _schema_keys(schema: dict[str, Any], path: str = "") -> list[str]:
+    """``[section]`` for each table of the schema, ``key`` for each of its keys."""
+    keys = []
+    for name, sub in schema.get("properties", {}).items():
+        dotted = f"{path}.{name}" if path else name
+        if isinstance(sub, dict) and "properties" in sub and not set(sub["properties"]) <= CREDENTIALS:
+            keys.append(f"[{dotted}]")
+            keys.extend(_schema_keys(sub, dotted))
+        else:
+            keys.append(name)
+    return keys
+
+
+def test_every_key_the_daemon_accepts_is_documented() -> None:
+    from pathlib import Path
+
+    from ccserver.config_schema import SCHEMA
+
+    text = (Path(__file__).parent.parent / "docs" / "configuration.rst").read_text()
+    missing = [key for key in _schema_keys(SCHEMA) if f"``{key}``" not in text]
+    assert not missing, f"keys missing from docs/configuration.rst: {missing}"

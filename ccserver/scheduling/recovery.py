@@ -29,7 +29,7 @@ sent its results: it succeeds (the crash hit between recording the callback and 
 it).  A data container whose callback 1 was recorded becomes processing.
 
 Ends.  A live group whose tasks have all ended is ended; its ended tasks whose secrets are
-still unmasked first get what follows an end (notifications, masking).  A waiting group with
+still holding secrets first get what follows an end (notifications, deleting them).  A waiting group with
 a task past waiting becomes processing.  Containers are masked in the same write that ends
 them, so they are never left unmasked.
 
@@ -277,8 +277,9 @@ class Recovery:
             ended = await self.store.find("tasks", {"task_group_id": g["_id"]})
             if any(_ended_at(task) >= cutoff for task in ended):
                 continue  # a task ended a moment ago: what follows its end may be under way
+            kept = await self.lifecycle.vault.kept([task["_id"] for task in ended])
             for task in ended:
-                if states.is_end(task["state"]) and mask_secrets(task) != task:
+                if states.is_end(task["state"]) and (task["_id"] in kept or mask_secrets(task) != task):
                     await self.lifecycle.task_ended(task["_id"], update_group=False)
                     report.add("task ends completed")
             await self.lifecycle.update_group(g["_id"])

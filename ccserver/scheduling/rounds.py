@@ -13,6 +13,7 @@ from ccserver.cluster.service import Cluster
 from ccserver.config import Config
 from ccserver.scheduling import placement
 from ccserver.storage.base import Store
+from ccserver.vault import digests as digests_of
 
 #: at most this many waiting tasks are considered in one round (oldest first)
 ROUND_TASKS = 10000
@@ -22,6 +23,7 @@ ROUND_TASKS = 10000
 class NewData:
     id: ObjectId
     node: str
+    #: the digests of the input specs it holds (see :func:`ccserver.vault.digests`)
     input_files: list[Any]
 
 
@@ -51,7 +53,9 @@ async def decide(config: Config, store: Store, cluster: Cluster) -> Decisions:
     for collection in ("application_containers", "data_containers"):
         for c in await store.find(collection, live, projection={"cluster_node": 1, "container_ram": 1}):
             reserved[c.get("cluster_node", "")] = reserved.get(c.get("cluster_node", ""), 0) + c.get("container_ram", 0)
-    dcs = await store.find("data_containers", live, projection={"cluster_node": 1, "input_files": 1})
+    dcs = await store.find(
+        "data_containers", live, projection={"cluster_node": 1, "input_files": 1, "input_file_digests": 1}
+    )
 
     by_id = {str(t["_id"]): t for t in tasks}
     plan = placement.place(
@@ -59,14 +63,15 @@ async def decide(config: Config, store: Store, cluster: Cluster) -> Decisions:
             placement.WaitingTask(
                 task_id=str(t["_id"]),
                 container_ram=int(t["application_container_description"]["container_ram"]),
-                input_files=tuple(t.get("input_files") or ()),
+                # identical specs are compared by keyed digests: the stored specs are masked
+                input_files=tuple(digests_of(t)),
                 no_cache=bool(t.get("no_cache")),
             )
             for t in tasks
         ],
         [placement.NodeCapacity(name, total, reserved.get(name, 0)) for name, total in healthy],
         [
-            placement.LiveDataContainer(str(d["_id"]), d["cluster_node"], tuple(d.get("input_files") or ()))
+            placement.LiveDataContainer(str(d["_id"]), d["cluster_node"], tuple(digests_of(d)))
             for d in dcs
         ],
         data_container_ram=config.defaults.data_container.container_ram,

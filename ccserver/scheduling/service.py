@@ -16,7 +16,6 @@ is logged per outage, and the next interval tries again.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from bson import ObjectId
@@ -34,6 +33,7 @@ from ccserver.lifecycle import Lifecycle
 from ccserver.scheduling import rounds
 from ccserver.scheduling.recovery import Recovery
 from ccserver.storage.base import StorageUnavailable, Store
+from ccserver.vault import Vault, digests
 
 log = Logger(namespace="ccserver.scheduler")
 
@@ -47,8 +47,11 @@ CANCEL_CHUNK = 250
 class Scheduler(Service):
     name = "scheduler"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
-    def __init__(self, config: Config, store: Store, cluster: Cluster, lifecycle: Lifecycle, clock: Any) -> None:
+    def __init__(
+        self, config: Config, store: Store, cluster: Cluster, lifecycle: Lifecycle, clock: Any, vault: Vault
+    ) -> None:
         self.config = config
+        self.vault = vault
         self.store = store
         self.cluster = cluster
         self.lifecycle = lifecycle
@@ -185,27 +188,34 @@ class Scheduler(Service):
     async def _write_placement(self, placed: rounds.Placed) -> None:
         now = self.clock.seconds()
         dc_defaults = self.config.defaults.data_container
-        new_data = []
+        new_data, kept = [], []
+        task = placed.task
+        if placed.new_data_containers:
+            # a new data container holds the task's real specs (credentials included), kept
+            # apart from its document like the task's own (see ccserver.vault)
+            revealed = await self.vault.reveal(task)
+            specs = dict(zip(digests(task), revealed.get("input_files") or (), strict=False))
         for new in placed.new_data_containers:
-            new_data.append(
-                {
-                    "_id": new.id,
-                    "state": states.CREATED,
-                    "created_at": now,
-                    "transitions": [states.transition(states.CREATED, "Data container created.", now)],
-                    "username": placed.task["username"],
-                    "input_files": new.input_files,
-                    "input_file_keys": [secrets.token_hex(24) for _ in new.input_files],
-                    "callbacks": [],
-                    "callback_key": secrets.token_hex(24),
-                    "cluster_node": new.node,
-                    "container_ram": dc_defaults.container_ram,
-                }
-            )
+            doc = {
+                "_id": new.id,
+                "state": states.CREATED,
+                "created_at": now,
+                "transitions": [states.transition(states.CREATED, "Data container created.", now)],
+                "username": task["username"],
+                "input_files": [specs[digest] for digest in new.input_files],
+                "callbacks": [],
+                "cluster_node": new.node,
+                "container_ram": dc_defaults.container_ram,
+            }
+            secret = self.vault.conceal(doc)
+            doc["input_file_digests"] = list(new.input_files)
+            new_data.append(doc)
+            if secret:
+                kept.append(secret)
         if new_data:
+            await self.vault.keep(kept)
             await self.store.insert_many(DATA, new_data)
         app_id = ObjectId()
-        task = placed.task
         await self.store.insert_one(
             APP,
             {
@@ -217,7 +227,6 @@ class Scheduler(Service):
                 "task_id": [task["_id"]],
                 "data_container_ids": placed.data_container_ids,
                 "callbacks": [],
-                "callback_key": secrets.token_hex(24),
                 "cluster_node": placed.node,
                 "container_ram": task["application_container_description"]["container_ram"],
             },
@@ -266,6 +275,7 @@ class Scheduler(Service):
             if task is None:
                 await self.lifecycle.container_failed(collection, doc["_id"], "its task is gone")
                 return
+            task = await self.vault.reveal(task)  # its registry_auth
             description = task["application_container_description"]
             image = description["image"]
             entry_point = description.get("entry_point") or self.config.defaults.application_entry_point
@@ -274,7 +284,7 @@ class Scheduler(Service):
         settings = {
             "container_type": kind,
             "container_id": name,
-            "callback_key": doc["callback_key"],
+            "callback_key": self.vault.callback_key(collection, doc["_id"]),
             "callback_url": f"{self.callback_base}{path}",
         }
         try:

@@ -35,6 +35,8 @@ COLLECTIONS: dict[str, tuple[str, ...]] = {
     "application_containers": ("state", "username", "task_id", "cluster_node", "data_container_ids"),
     "data_containers": ("state", "username", "cluster_node"),
     "dead_nodes": ("name",),
+    # secrets of tasks and data containers, by their ids (see ccserver.vault); never queried
+    "secrets": ("task_group_id",),
 }
 
 UPDATE_OPERATORS = frozenset({"$set", "$unset", "$inc", "$push"})

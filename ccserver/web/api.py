@@ -24,6 +24,7 @@ from ccserver.auth.guard import Authenticator, User
 from ccserver.config import Config
 from ccserver.documents import to_client
 from ccserver.storage.base import StorageError, Store
+from ccserver.vault import Vault
 from ccserver.web import bodies, openapi
 from ccserver.web.cors import CORSPolicy, CORSResource
 from ccserver.web.errors import (
@@ -82,6 +83,7 @@ class API:
         cluster: Cluster,
         scheduler: Scheduler,
         clock: Clock,
+        vault: Vault,
         callbacks: CallbackHandler | None = None,
     ) -> None:
         self.config = config
@@ -93,7 +95,7 @@ class API:
         self.query_cache = QueryCache(clock, config.server.query_cache_seconds)
         #: may be set after construction (the handler needs the scheduler, built alongside)
         self.callbacks = callbacks
-        self.submitter = tasks.Submitter(store, clock)
+        self.submitter = tasks.Submitter(store, clock, vault)
         self.cors = CORSPolicy(config.server.cors_origins)
         self._openapi = json.dumps(openapi.document(config.server.api_prefix)).encode()
 

@@ -26,6 +26,7 @@ from ccserver.config import Config, from_dict
 from ccserver.storage.base import Store
 from ccserver.testing.fakes import FakeCluster, FakeScheduler
 from ccserver.threads import ThreadPoolService
+from ccserver.vault import Vault
 from ccserver.web.api import API
 from ccserver.web.errors import Unauthorized
 from ccserver.web.site import CCSite
@@ -165,7 +166,10 @@ async def start_server(accounts: Store, hash_pool: ThreadPoolService, tmp_path: 
         config = make_config(tmp_path, **server_settings)
         cluster, scheduler = FakeCluster(), FakeScheduler()
         auth = Authenticator(accounts, config, reactor, hash_pool)
-        api = API(config, accounts, auth, cluster, scheduler, reactor, KeyCheckingCallbacks(accounts))
+        api = API(
+            config, accounts, auth, cluster, scheduler, reactor, Vault(accounts, b"k" * 32),
+            KeyCheckingCallbacks(accounts),
+        )
         site = CCSite(api.resource(), max_body_bytes=config.server.max_body_bytes)
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         url = f"http://127.0.0.1:{port.getHost().port}"

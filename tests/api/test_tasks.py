@@ -11,6 +11,7 @@ import pytest_twisted
 from bson import ObjectId
 
 from ccserver import states
+from ccserver.documents import MASK, mask_secrets
 from ccserver.config import from_dict
 from tests.api.conftest import ADMIN, ALICE, BOB, Server, sample_task
 
@@ -30,8 +31,14 @@ async def test_one_task_makes_one_group_and_one_task(api_server: Server) -> None
     assert [t["state"] for t in task["transitions"]] == [states.CREATED, states.WAITING]
     assert task["created_at"] == task["transitions"][0]["timestamp"]
     assert before <= task["created_at"] <= time.time()
-    assert task["application_container_description"] == sample_task()["application_container_description"]
-    assert task["input_files"] == sample_task()["input_files"]
+    # stored with its secrets masked; their values are kept apart until the task ends
+    submitted = sample_task()
+    assert task["application_container_description"] == mask_secrets(submitted["application_container_description"])
+    assert task["application_container_description"]["registry_auth"]["password"] == MASK
+    assert task["input_files"] == submitted["input_files"]
+    kept = await api_server.store.find_one("secrets", {"_id": task_id})
+    assert kept is not None
+    assert kept["fields"]["application_container_description"] == submitted["application_container_description"]
     (group_id,) = task["task_group_id"]
     group = await api_server.store.find_one("task_groups", {"_id": group_id})
     assert group is not None

@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from ccserver.documents import MASK, mask_secrets, masking_update, to_client
 from ccserver.queries import ALLOWED_STAGES, DENIED_OPERATORS, vet
 from ccserver.tasks import Submitter
+from ccserver.vault import Vault
 from ccserver.web.bodies import convert_ids, parse, validate
 from ccserver.web.errors import BadRequest
 from ccserver.web.openapi import document
@@ -186,24 +187,26 @@ class _User:
 
 def test_submitter_groups_concurrent_submissions_and_survives_gone_clients() -> None:
     store = _SlowStore()
-    submitter = Submitter(store, Clock())  # type: ignore[arg-type]
+    submitter = Submitter(store, Clock(), Vault(store, b"k" * 32))  # type: ignore[arg-type]
     first = submitter.submit(_User(), sample_task())
-    assert store.calls == [("task_groups", 1)]
+    assert store.calls == [("secrets", 1)]  # the tasks' secrets first, then groups, then tasks
     waiting = [submitter.submit(_User(), sample_task()) for _ in range(5)]
     waiting[0].addErrback(lambda f: None)
     waiting[0].cancel()  # a client that went away
-    store.release()  # the first write: its groups, then its tasks
-    store.release()
+    for _ in range(3):  # the first write: its secrets, its groups, then its tasks
+        store.release()
     assert isinstance(first.result["_id"], ObjectId)
-    store.release()
-    store.release()
-    assert store.calls == [("task_groups", 1), ("tasks", 1), ("task_groups", 5), ("tasks", 5)]
+    for _ in range(3):
+        store.release()
+    assert store.calls == [
+        ("secrets", 1), ("task_groups", 1), ("tasks", 1), ("secrets", 5), ("task_groups", 5), ("tasks", 5)
+    ]
     assert all(isinstance(d.result["_id"], ObjectId) for d in waiting[1:])
 
 
 def test_submitter_isolates_a_failing_submission() -> None:
     store = _SlowStore()
-    submitter = Submitter(store, Clock())  # type: ignore[arg-type]
+    submitter = Submitter(store, Clock(), Vault(store, b"k" * 32))  # type: ignore[arg-type]
     first = submitter.submit(_User(), sample_task())
     good = submitter.submit(_User(), sample_task())
     bad = submitter.submit(_User(), sample_task(tags=["bad"]))
@@ -220,7 +223,7 @@ def test_submitter_isolates_a_failing_submission() -> None:
 
 
 def test_submitter_refuses_unstorable_bodies_at_once() -> None:
-    submitter = Submitter(_SlowStore(), Clock())  # type: ignore[arg-type]
+    submitter = Submitter(_SlowStore(), Clock(), Vault(_SlowStore(), b"k" * 32))  # type: ignore[arg-type]
     task = sample_task(input_files=[{"connector_type": "x", "connector_access": {"$bad": 1}}])
     failures: list[Any] = []
     submitter.submit(_User(), task).addErrback(failures.append)

@@ -18,6 +18,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from ccserver.cluster.docker_ops import KIND_LABEL
 
@@ -37,12 +38,22 @@ class Archive(Resource):
         self.results: dict[str, bytes] = {}
         self.notifications: list[dict[str, Any]] = []
         self.notification_auth: list[str | None] = []
+        #: inputs answered only after this many seconds
+        self.delays: dict[str, float] = {}
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: Any) -> Any:
         path = request.path.decode()
         if path.startswith("/inputs/") and path[8:] in self.inputs:
             name = path[8:]
             self.downloads[name] = self.downloads.get(name, 0) + 1
+            if name in self.delays:
+                def answer() -> None:
+                    if not request.finished and not request._disconnected:
+                        request.write(self.inputs[name])
+                        request.finish()
+
+                reactor.callLater(self.delays[name], answer)
+                return NOT_DONE_YET
             return self.inputs[name]
         request.setResponseCode(404)
         return b"not found"
