@@ -33,6 +33,7 @@ setup(
             "pytest-timeout>=2.3",
             "trustme>=1.1",
             "hypothesis>=6.100",
+            "requests>=2.31",  # tests/security: what CC-Container-Worker 0.10 sends
         ],
         "lint": ["ruff>=0.6"],
         "docs": ["sphinx>=7"],

@@ -175,3 +175,24 @@ async def test_no_401_carries_a_challenge(api_server: Server) -> None:
     )
     assert answer.status == 401, answer.raw
     assert answer.header("www-authenticate") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_the_0_10_worker_sends_passes(api_server: Server) -> None:
+    """CC-Container-Worker 0.10 posts its callbacks with ``requests.post(url, json=...)``;
+    the same call, through the real ``requests``, reaches the callback check (a wrong key's
+    401), not the 415."""
+    import requests
+    from twisted.internet.threads import deferToThread
+
+    body = {
+        "callback_key": "wrong",
+        "callback_type": 0,
+        "container_id": "0" * 24,
+        "content": {"state": 0, "description": "Container started.", "exception": None, "telemetry": None},
+    }
+    url = api_server.api_url + "/application-containers/callback"
+    answer = await deferToThread(requests.post, url, json=body, timeout=30)
+    assert answer.request.headers["Content-Type"] == "application/json"
+    assert answer.status_code == 401, answer.text
+    assert answer.json() == {"error": "unknown container or wrong callback key"}
