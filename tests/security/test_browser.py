@@ -42,6 +42,8 @@ ATTACK_TASK: dict[str, Any] = {
 def _needed() -> tuple[str, str]:
     node = shutil.which("node")
     assert node, "node is missing (apt-get install nodejs; scripts/test installs it)"
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    assert int(version.lstrip("v").split(".")[0]) >= 20, f"playwright-core needs Node 20 or newer, not {version}"
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing (apt-get install chromium; scripts/test installs it)"
     assert (BROWSER_DIR / "node_modules" / "playwright-core").is_dir(), "run: cd tests/browser && npm ci"
     return node, CHROMIUM
