@@ -33,6 +33,7 @@ setup(
             "pytest-timeout>=2.3",
             "trustme>=1.1",
             "hypothesis>=6.100",
+            "requests>=2.31",  # tests/security: what CC-Container-Worker 0.10 sends
         ],
         "lint": ["ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0", "types-docker>=7.1", "types-jsonschema>=4.20"],
         "docs": ["sphinx>=7"],

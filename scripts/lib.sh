@@ -91,3 +91,16 @@ stop_dockerd() {
         DOCKERD_STARTED=
     fi
 }
+
+node_packages() {
+    # node_packages DIR : `npm ci` in DIR (exactly its package-lock.json), skipped while the
+    # lock is the one installed last time.  Never downloads a browser: Debian's chromium is used.
+    local dir=$1
+    local stamp="$dir/node_modules/.ccserver-installed-lock"
+    command -v node >/dev/null || apt_install nodejs
+    command -v npm >/dev/null || apt_install npm
+    if [ -f "$stamp" ] && cmp -s "$dir/package-lock.json" "$stamp"; then return 0; fi
+    say "installing the node packages of $dir (npm ci)"
+    (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    cp "$dir/package-lock.json" "$stamp"
+}

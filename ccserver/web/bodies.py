@@ -21,6 +21,7 @@ from bson.errors import InvalidId
 from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
 
+from ccserver.web.content_type import require_json
 from ccserver.web.errors import BadRequest
 from ccserver.web.schemas import FAST_VALIDATORS, VALIDATORS
 
@@ -81,6 +82,7 @@ def parse(raw: bytes) -> dict[str, Any]:
 
 def read(request: Any) -> dict[str, Any]:
     """Parse the body of a twisted.web request (already limited in size by CCSite)."""
+    require_json(request)
     content = request.content
     content.seek(0)
     return parse(content.read())

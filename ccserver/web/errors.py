@@ -58,11 +58,14 @@ def write_json(request: Any, status: int, body: Any, rendered: bytes | None = No
 
 def render_failure(request: Any, failure: Failure) -> bytes:
     """Map any failure of a route to a JSON answer; unknown ones are logged and become a 500
-    without details (a bug of ours, never something the client sent)."""
+    without details (a bug of ours, never something the client sent).
+
+    A 401 carries no ``WWW-Authenticate`` challenge, as in 0.10: a ``Basic`` challenge makes a
+    browser show its own login dialog over CC-UI's form (headless, the request then hangs) and
+    remember what is typed there for every later request to this server, cross-site form posts
+    included (docs/authentication.rst)."""
     error = failure.value
     if isinstance(error, APIError):
-        if error.status == 401:
-            request.setHeader(b"www-authenticate", b'Basic realm="ccserver"')
         return write_json(request, error.status, {"error": error.message})
     if isinstance(error, HTTPException):
         code = error.code or 500

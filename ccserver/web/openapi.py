@@ -184,6 +184,7 @@ def _operation(
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         responses["400"] = _error("the body is not JSON, or does not match the schema, or names unknown ids")
         responses["413"] = _error("the body is larger than server.max_body_bytes")
+        responses["415"] = _error("the body is not sent as Content-Type: application/json")
     if auth == "user":
         op["security"] = [{"basicAuth": []}]
         responses["401"] = _error("missing or wrong credentials, or locked out after failed logins")

@@ -83,8 +83,12 @@ class Server:
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
         root: bool = False,
+        content_type: str | None = "application/json",
     ) -> Answer:
-        """``path`` is relative to the API base (or to the site root with ``root=True``)."""
+        """``path`` is relative to the API base (or to the site root with ``root=True``).
+
+        A body (``body`` or ``raw``) goes with ``content_type`` unless ``headers`` name one;
+        ``content_type=None`` sends none."""
         all_headers = {k.encode(): [v.encode()] for k, v in (headers or {}).items()}
         who = self.default_user if user == "default" else user
         if who is not None and not isinstance(who, str):
@@ -92,7 +96,8 @@ class Server:
         data = raw
         if body is not None:
             data = json.dumps(body).encode()
-            all_headers.setdefault(b"content-type", [b"application/json"])
+        if data is not None and content_type is not None and b"content-type" not in {k.lower() for k in all_headers}:
+            all_headers[b"content-type"] = [content_type.encode()]
         url = (self.url if root else self.api_url) + path
         d = self.http.request(method, url, data=data, headers=all_headers)
         d.addTimeout(REQUEST_TIMEOUT, reactor)
