@@ -11,8 +11,8 @@ import pytest_twisted
 from bson import ObjectId
 
 from ccserver import states
-from ccserver.documents import MASK, mask_secrets
 from ccserver.config import from_dict
+from ccserver.documents import MASK, mask_secrets
 from tests.api.conftest import ADMIN, ALICE, BOB, Server, sample_task
 
 
