@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
@@ -49,9 +49,10 @@ class CCServer(MultiService):
         self.store = open_store(config, reactor)
         self.store.setServiceParent(self)
         self.vault = Vault(self.store, load_server_key(config.server.secret_key_file))
-        self.docker_pool = ThreadPoolService(reactor, "docker", config.docker.thread_limit)
+        stop_timeout = config.server.shutdown_timeout_seconds
+        self.docker_pool = ThreadPoolService(reactor, "docker", config.docker.thread_limit, stop_timeout)
         self.docker_pool.setServiceParent(self)
-        self.hash_pool = ThreadPoolService(reactor, "passwords", config.server.password_hash_threads)
+        self.hash_pool = ThreadPoolService(reactor, "passwords", config.server.password_hash_threads, stop_timeout)
         self.hash_pool.setServiceParent(self)
 
         self.cluster = Cluster(config, self.store, self.docker_pool, reactor)
@@ -115,9 +116,22 @@ class CCServer(MultiService):
         )
         for section in self.config.ignored_sections:
             log.info("[{section}] is ignored: one ccserver daemon needs no helper processes", section=section)
-        super().startService()
-        self.ready = self._open()
+        # Children start in order, each once the one before it has started (the store opens
+        # before anything uses it); a child that fails to start stops the daemon with one
+        # line naming the cause (MultiService.startService would drop its Deferred).
+        Service.startService(self)
+        self.ready = Deferred.fromCoroutine(self._start())
         self.ready.addErrback(self._failed)
+
+    async def _start(self) -> None:
+        for child in self:
+            try:
+                started = child.startService()
+                if isinstance(started, Deferred):
+                    await started
+            except Exception as e:
+                raise StartFailed(f"{getattr(child, 'name', None) or type(child).__name__}: {_reason(e)}") from e
+        await self._open()
 
     @inlineCallbacks
     def _open(self) -> Any:
@@ -168,20 +182,30 @@ class CCServer(MultiService):
     @inlineCallbacks
     def stopService(self) -> Any:
         """Stop children one after the other, in reverse order: the web server first (no new
-        work), the store last (in-flight writes finish)."""
-        from twisted.application.service import Service
-
+        work), the store last (in-flight writes finish).  Children that never started (the
+        start failed before them) are skipped."""
         Service.stopService(self)
         for child in reversed(list(self)):
+            if not child.running:
+                continue
             try:
                 yield child.stopService()
             except Exception as e:
                 log.error("stopping {name} failed: {error}", name=getattr(child, "name", child), error=str(e))
 
     def _failed(self, failure: Any) -> None:
-        log.critical("ccserver cannot start: {error}", error=failure.getErrorMessage())
+        error = failure.value if isinstance(failure.value, StartFailed) else _reason(failure.value)
+        log.critical("ccserver cannot start: {error}", error=str(error))
         self.exit_code = 1
         if self.reactor.running:
             self.reactor.stop()
 
     exit_code = 0
+
+
+class StartFailed(Exception):
+    """A child of the service tree could not start; the message names it and the cause."""
+
+
+def _reason(error: BaseException) -> str:
+    return str(error) or type(error).__name__

@@ -93,4 +93,26 @@ def makeService(options: Options) -> Any:
             os._exit(root.exit_code)
 
     reactor.addSystemEventTrigger("after", "shutdown", exit_status)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", _exit_within, config.server.shutdown_timeout_seconds + EXIT_GRACE_SECONDS, root
+    )
     return root
+
+
+#: how long past ``shutdown_timeout_seconds`` a stopping daemon may take before it exits anyway
+EXIT_GRACE_SECONDS = 4.0
+
+
+def _exit_within(seconds: float, root: Any) -> None:
+    """The bound on shutdown, whatever hangs (an engine that never answers, a thread that
+    never returns): a daemon timer thread ends the process after ``seconds``."""
+    import threading
+
+    def exit_now() -> None:
+        sys.stderr.write(f"ccserver: shutdown did not finish within {seconds:g} s; exiting\n")
+        sys.stderr.flush()
+        os._exit(root.exit_code)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()

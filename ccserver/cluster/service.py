@@ -88,7 +88,9 @@ class Cluster(Service):
         self._stopping = False
         self._client_lock = threading.Lock()
         #: health checks and inspections: one thread per node, apart from the Docker pool
-        self.health_pool = ThreadPoolService(reactor, "docker-health", len(self.nodes) + 1)
+        self.health_pool = ThreadPoolService(
+            reactor, "docker-health", len(self.nodes) + 1, config.server.shutdown_timeout_seconds
+        )
 
     # --- service ---------------------------------------------------------------------
 
