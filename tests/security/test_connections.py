@@ -9,6 +9,7 @@ import os
 import resource
 import select
 import socket
+import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trustme
 
 from ccserver.testing.daemon import Daemon, daemon_env
 
@@ -337,3 +339,46 @@ def test_control_characters_from_a_client_do_not_reach_the_log_raw(server: Runni
     assert b"\n2026-01-01T00.00.00+0000" not in log  # no forged line
     assert b"failed login for mallory\\n2026-01-01T00.00.00+0000 [ccserver.auth#info] login for root" in log
     assert b"\\x1b[2J\\r\\x85\\u2028 from 127.0.0.1" in log
+
+
+# --- over TLS, and what the daemon said ------------------------------------------------------
+
+
+def test_over_tls_idle_connections_give_way_and_a_large_body_gets_413(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    listen = f"ssl:0:interface=127.0.0.1:privateKey={tmp_path}/key.pem:certKey={tmp_path}/cert.pem"
+    with start(tmp_path, listen=[listen], max_connections_per_client=2) as running:
+
+        def tls() -> ssl.SSLSocket:
+            return context.wrap_socket(connect(running), server_hostname="localhost")
+
+        idle = [tls(), tls()]  # handshaken, then silent
+        with tls() as sock:  # the third from 127.0.0.1: the oldest idle one gives way
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert read_reply(sock, 0.2).status == 200
+        idle[0].settimeout(3)
+        try:
+            assert idle[0].recv(1) == b""
+        except (ssl.SSLError, ConnectionResetError):
+            pass  # closed without a TLS close_notify: closed all the same
+        with tls() as sock:
+            sock.sendall(b"POST /tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000000000\r\n\r\n0123456789")
+            reply = read_reply(sock, 1.5)
+        assert reply.status == 413
+        assert "max_body_bytes" in reply.json["error"]  # type: ignore[index]
+        for sock in idle:
+            sock.close()
+        assert "Traceback" not in running.daemon.output
+
+
+def test_the_cap_fits_the_open_file_limit_and_nothing_failed(server: Running) -> None:
+    # 1024 connections do not fit 128 open files: the daemon said so and holds fewer
+    match = server.daemon.wait_for(r"max_connections = 1024 does not fit .* holding at most (\d+) connections")
+    assert int(match.group(1)) < OPEN_FILES - 40
+    assert "Traceback" not in server.daemon.output
+    assert "Unhandled" not in server.daemon.output
