@@ -56,6 +56,12 @@ class ServerConfig:
     data_dir: str
     max_body_bytes: int
     shutdown_timeout_seconds: float
+    idle_timeout_seconds: float
+    header_timeout_seconds: float
+    body_timeout_seconds: float
+    max_connections: int
+    max_connections_per_client: int
+    max_header_bytes: int
     tls: TLSListener | None
     trusted_proxies: tuple[str, ...]
     cors_origins: tuple[str, ...]
@@ -320,6 +326,12 @@ def _server(s: Mapping[str, Any], data_dir: str, env: Mapping[str, str]) -> Serv
         data_dir=data_dir,
         max_body_bytes=s.get("max_body_bytes", 8 * 1024 * 1024),
         shutdown_timeout_seconds=float(s.get("shutdown_timeout_seconds", 10)),
+        idle_timeout_seconds=float(s.get("idle_timeout_seconds", 60)),
+        header_timeout_seconds=float(s.get("header_timeout_seconds", 20)),
+        body_timeout_seconds=float(s.get("body_timeout_seconds", 60)),
+        max_connections=s.get("max_connections", 1024),
+        max_connections_per_client=s.get("max_connections_per_client", 256),
+        max_header_bytes=s.get("max_header_bytes", 32768),
         tls=tls,
         trusted_proxies=tuple(s.get("trusted_proxies", ())),
         cors_origins=tuple(s.get("cors_origins", ())),

@@ -9,6 +9,7 @@ otherwise) is kept.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import IO
 
@@ -27,6 +28,29 @@ from zope.interface import implementer
 from ccserver.config import ServerConfig
 
 LOG_FILE_NAME = "ccserver.log"
+
+#: what a client could use to forge a log line or drive a terminal: C0 and C1 controls,
+#: DEL, the Unicode line separators and bidirectional overrides; the backslash too, so that
+#: an escape in the log always means an escaped character
+_UNPRINTABLE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(value: object) -> str:
+    """``value`` as one line of text for the log, whatever a client put into it: control
+    characters, line breaks and backslashes come out escaped (``\\n``, ``\\x1b``, ``\\\\``).
+    Bytes are read as Latin-1, so every byte shows."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return _UNPRINTABLE.sub(_escape_one, text)
 
 
 @implementer(ILogObserver)
@@ -74,4 +98,4 @@ def build_observer(server: ServerConfig, stdout: IO[str] | None = None) -> ILogO
     return FilteringLogObserver(FanOut(observers), [predicate])
 
 
-__all__ = ["build_observer", "wants_own_observer", "globalLogPublisher", "open_log_file"]
+__all__ = ["build_observer", "wants_own_observer", "globalLogPublisher", "open_log_file", "printable"]

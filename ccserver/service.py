@@ -16,7 +16,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
 from ccserver import __version__, listeners, logs
-from ccserver.auth.guard import Authenticator
+from ccserver.auth.guard import Authenticator, parse_address, parse_networks
 from ccserver.callbacks import Callbacks
 from ccserver.cluster.engine import bridge_gateway
 from ccserver.cluster.service import Cluster
@@ -28,13 +28,44 @@ from ccserver.storage import open_store
 from ccserver.threads import ThreadPoolService
 from ccserver.vault import Vault, load_server_key
 from ccserver.web.api import API
+from ccserver.web.connections import budget, files_for
+from ccserver.web.open_files import open_file_limit
 from ccserver.web.service import WebService
-from ccserver.web.site import CCSite
+from ccserver.web.site import CCSite, Limits
 
 log = Logger(namespace="ccserver")
 
 #: the longest the daemon waits for the engine when it asks for the bridge gateway
 GATEWAY_TIMEOUT = 10.0
+
+
+def connection_limits(config: Config) -> Limits:
+    """``[server]``'s connection limits, ``max_connections`` fitted to the open-file limit
+    (raised towards what it needs first, where the hard limit allows)."""
+    server = config.server
+    fitted = budget(server.max_connections, open_file_limit(files_for(server.max_connections)))
+    if fitted.lowered:
+        log.warn(
+            "server.max_connections = {wanted} does not fit the open-file limit (RLIMIT_NOFILE); "
+            "holding at most {cap} connections",
+            wanted=fitted.wanted,
+            cap=fitted.cap,
+        )
+    proxies = parse_networks(server.trusted_proxies)
+
+    def exempt(host: str) -> bool:
+        address = parse_address(host)
+        return address is not None and any(address in network for network in proxies)
+
+    return Limits(
+        budget=fitted,
+        max_connections_per_client=server.max_connections_per_client,
+        idle_timeout=server.idle_timeout_seconds,
+        header_timeout=server.header_timeout_seconds,
+        body_timeout=server.body_timeout_seconds,
+        max_header_bytes=server.max_header_bytes,
+        exempt=exempt,
+    )
 
 
 class CCServer(MultiService):
@@ -78,6 +109,8 @@ class CCServer(MultiService):
             self.api.resource(),
             max_body_bytes=config.server.max_body_bytes,
             client_address=self.authenticator.client_address,
+            limits=connection_limits(config),
+            reactor=reactor,
         )
         self.web = WebService(reactor, site, config.server.shutdown_timeout_seconds)
         self.web.setServiceParent(self)

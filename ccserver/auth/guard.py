@@ -47,6 +47,7 @@ from twisted.python.failure import Failure
 
 from ccserver.auth.passwords import HASH_FUNCTION, KEY_BYTES, SALT_BYTES, verify_password
 from ccserver.config import Config, ConfigError
+from ccserver.logs import printable
 from ccserver.storage.base import Store
 from ccserver.threads import ThreadPoolService
 from ccserver.web.errors import Unauthorized
@@ -242,8 +243,8 @@ class Authenticator:
         recent = await self._recent_failures(username)
         waiting = self._guesses.get(username, {})
         if recent + len(waiting.keys() - {guess}) > self.num_login_attempts:
-            log.warn("login refused for {user} from {ip}: locked out", user=username,
-                     ip=self.client_address(request))
+            log.warn("login refused for {user} from {ip}: locked out", user=printable(username),
+                     ip=printable(self.client_address(request)))
             raise Unauthorized(_LOCKED)
         stored = _stored_hash(user)
         if stored is not None and self.cache.hit(guess, stored[0] + stored[1], self.clock.seconds()):
@@ -262,7 +263,8 @@ class Authenticator:
                 del waiting[guess]
             if not waiting:
                 self._guesses.pop(username, None)
-        log.info("failed login for {user} from {ip}", user=username, ip=self.client_address(request))
+        log.info("failed login for {user} from {ip}", user=printable(username),
+                 ip=printable(self.client_address(request)))
         raise Unauthorized(_DENIED)
 
     def _accept(self, request: Any, user: Any, how: str) -> User:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,11 @@ class Daemon:
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
+        """``preexec_fn`` runs in the child before ``twistd`` (e.g. to set resource limits)."""
         self.args = list(args)
+        self.preexec_fn = preexec_fn
         self.env = dict(os.environ if env is None else env)
         self.cwd = cwd
         self.lines: list[str] = []
@@ -65,6 +68,7 @@ class Daemon:
             text=True,
             env=self.env,
             cwd=self.cwd,
+            preexec_fn=self.preexec_fn,
         )
         threading.Thread(target=self._read, daemon=True).start()
         return self

@@ -10,7 +10,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from ccserver.web.site import CCSite
+from ccserver.web.site import CCSite, RefusingFactory
 
 log = Logger(namespace="ccserver.web")
 
@@ -35,7 +35,9 @@ class WebService(Service):
     def listen(self, endpoints: tuple[str, ...]) -> Any:
         for description in endpoints:
             endpoint = serverFromString(self.reactor, description)
-            port = yield endpoint.listen(self.site)
+            # TLS wraps the site in a factory that cannot take "refused" (None) for an answer
+            tls = description.split(":", 1)[0] == "ssl"
+            port = yield endpoint.listen(RefusingFactory(self.site) if tls else self.site)
             self.ports.append((description.split(":", 1)[0], port))
             address = port.getHost()
             log.info(
