@@ -34,6 +34,7 @@ setup(
             "trustme>=1.1",
             "hypothesis>=6.100",
             "requests>=2.31",  # tests/security: what CC-Container-Worker 0.10 sends
+            "packaging>=23",  # tests/test_packaging.py: reads setup.py and the lock files
         ],
         "lint": ["ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0", "types-docker>=7.1", "types-jsonschema>=4.20"],
         "docs": ["sphinx>=7"],

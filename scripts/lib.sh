@@ -28,16 +28,20 @@ apt_install() {
 }
 
 python_env() {
-    # python_env EXTRAS : a venv with ccserver installed (editable) and the given extras
-    local extras=${1:-}
+    # python_env LOCK : a venv with the pinned, hash-checked packages of requirements/LOCK.txt
+    # (daemon or dev; refreshed by scripts/lock), then ccserver itself (editable, so not hashable)
+    local lock="$REPO/requirements/${1:?python_env needs a lock name: daemon or dev}.txt"
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating $VENV"
         "$PYTHON" -m venv "$VENV"
     fi
-    local stamp="$VENV/.ccserver-installed-$extras"
-    if [ ! -f "$stamp" ] || [ "$REPO/setup.py" -nt "$stamp" ]; then
-        say "installing ccserver${extras:+[$extras]} into $VENV"
-        "$VENV/bin/pip" install -q --disable-pip-version-check -e "$REPO${extras:+[$extras]}"
+    local stamp="$VENV/.ccserver-installed-$1"
+    if [ ! -f "$stamp" ] || [ "$lock" -nt "$stamp" ] || [ "$REPO/setup.py" -nt "$stamp" ]; then
+        say "installing ${lock#"$REPO"/} and ccserver (editable) into $VENV"
+        # wheels only: a source build would fetch build tools that no lock pins
+        "$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes --only-binary :all: -r "$lock"
+        # built with the locked setuptools and wheel, not a fresh unpinned download
+        "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$REPO"
         touch "$stamp"
     fi
 }
