@@ -70,7 +70,7 @@ class CCChannel(HTTPChannel):
         if self._refused:
             return  # draining: the answer is sent
         if self._deadline is None and not self._handlingRequest and self.header_timeout:
-            self._deadline = self.callLater(
+            self._deadline = self.callLater(  # type: ignore[call-arg]  # TimeoutMixin.callLater is the reactor's, typed without *args
                 self.header_timeout, self._too_slow, "head", self.header_timeout, "header_timeout_seconds"
             )
         super().dataReceived(data)
@@ -100,7 +100,7 @@ class CCChannel(HTTPChannel):
             return
         super().allHeadersReceived()
         if self.length != 0 and self.body_timeout and not self._refused:
-            self._deadline = self.callLater(
+            self._deadline = self.callLater(  # type: ignore[call-arg]  # TimeoutMixin.callLater is the reactor's, typed without *args
                 self.body_timeout, self._too_slow, "body", self.body_timeout, "body_timeout_seconds"
             )
 
@@ -163,7 +163,7 @@ class CCChannel(HTTPChannel):
             # a socket of the reactor (TLS has no half-close): a FIN after the answer; the
             # reset (with unread data) waits until the client had time to read it
             transport.loseWriteConnection()
-            self._linger = self.callLater(LINGER_SECONDS, transport.abortConnection)
+            self._linger = self.callLater(LINGER_SECONDS, transport.abortConnection)  # type: ignore[attr-defined]  # every reactor socket has it (ITCPTransport)
         else:
             transport.loseConnection()
 
@@ -179,16 +179,17 @@ class CCChannel(HTTPChannel):
             # protocols above it (TLS, this channel) and ignores a second call
             sock.connectionLost(Failure(ConnectionDone("closed to admit a new connection")))
         elif self.transport is not None:
-            self.transport.abortConnection()
+            self.transport.abortConnection()  # type: ignore[attr-defined]  # TLS and TCP transports have it
 
     def timeoutConnection(self) -> None:
         # Twisted logs every idle timeout at info; hundreds of idle clients would flood the log
-        log.debug("closing an idle connection from {peer}", peer=str(self.transport.getPeer()))
+        peer = self.transport.getPeer() if self.transport is not None else None
+        log.debug("closing an idle connection from {peer}", peer=str(peer))
         if self.abortTimeout is not None:
             self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
         self.loseConnection()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self._cancel_deadline()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()

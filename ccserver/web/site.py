@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.web import http
 from twisted.web.http import NOT_FOUND
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
@@ -67,7 +68,7 @@ class CCRequest(Request):
         limit = getattr(self.channel, "max_body_bytes", 0) if self.channel else 0
         if limit and self._body_bytes > limit:
             self._too_large = True
-            self.channel.body_too_large()
+            self.channel.body_too_large()  # type: ignore[attr-defined]  # the channel is a CCChannel (CCSite.protocol)
             return
         super().handleContentChunk(data)
 
@@ -87,7 +88,7 @@ class CCRequest(Request):
 
 class CCSite(Site):
     requestFactory = CCRequest
-    protocol = CCChannel
+    protocol = CCChannel  # type: ignore[assignment]  # plain HTTP/1.1 channels: no h2 negotiation wrapper
 
     def __init__(
         self,
@@ -169,7 +170,7 @@ class CCSite(Site):
 
     # --- the request log ---------------------------------------------------------------------
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         # the query string is left out: nothing in ccserver's API uses one, and a client
         # could put a secret there
         self._log_line(
@@ -177,7 +178,7 @@ class CCSite(Site):
             request.path,
             request.code,
             getattr(request, "ccserver_user", "-"),
-            self.client_address(request),
+            self.client_address(request),  # type: ignore[arg-type]  # the site's requests are CCRequests
             time.monotonic() - getattr(request, "started", time.monotonic()),
         )
 
@@ -222,7 +223,7 @@ class RefusingFactory(Factory):
 
 class _Refused(Protocol):
     def connectionMade(self) -> None:
-        self.transport.abortConnection()
+        self.transport.abortConnection()  # type: ignore[union-attr]  # connected: a TCP or TLS transport
 
 
 def _peer(request: Request) -> str:
