@@ -37,8 +37,8 @@ from ccserver.storage.base import Document, Pipeline, QueryError, QueryTimeout, 
 HEADER = struct.Struct(">I")
 MIB = 1024 * 1024
 
-#: how long a stopping worker may take to exit after its stdin is closed
-STOP_GRACE_SECONDS = 2.0
+#: how long stopping waits for the killed workers to be reaped
+STOP_WAIT_SECONDS = 5.0
 #: a worker that ended sooner than this after its start is replaced only when a query needs one
 #: (so a worker that cannot start does not respawn in a loop)
 WARM_RESPAWN_AFTER_SECONDS = 1.0
@@ -70,6 +70,7 @@ class _Worker(ProcessProtocol):
         self.started_at = pool.reactor.seconds()
         self.exit: Failure | None = None
         self.killed = False
+        self.on_end: Deferred[None] | None = None
 
     def send(self, job: _Job) -> None:
         self.job = job
@@ -88,6 +89,8 @@ class _Worker(ProcessProtocol):
             self.stderr += data
             del self.stderr[:-STDERR_KEEP_BYTES]
             return
+        if self.killed:
+            return  # its query was given up: what it still writes is for nobody
         self.buffer += data
         while len(self.buffer) >= HEADER.size:
             (size,) = HEADER.unpack_from(self.buffer)
@@ -165,7 +168,9 @@ class QueryWorkerPool(Service):
             self._spawn()
 
     def stopService(self) -> Deferred[Any]:
-        """Fail the queued queries, let the workers exit (killed after a grace period)."""
+        """Fail the queued and running queries and kill the workers: they hold nothing but a
+        read-only connection, so a kill loses nothing (and does not wait for one still
+        importing its modules)."""
         super().stopService()
         self._stopping = True
         while self.queue:
@@ -175,22 +180,16 @@ class QueryWorkerPool(Service):
         ends = []
         for worker in list(self.workers):
             ended: Deferred[None] = Deferred()
-            worker.on_end = ended  # type: ignore[attr-defined]
+            worker.on_end = ended
             ends.append(ended)
-            if worker.job is not None:
-                worker._give_up(StorageUnavailable("the embedded store is stopping"))
-            else:
-                worker.transport.closeStdin()
-        killer = self.reactor.callLater(STOP_GRACE_SECONDS, lambda: [w.kill() for w in list(self.workers)])
+            worker._give_up(StorageUnavailable("the embedded store is stopping"))
 
         def done(result: Any) -> None:
-            if killer.active():
-                killer.cancel()
             if isinstance(result, Failure):
-                self.log.warn("query workers did not end within {seconds:g} s", seconds=2 * STOP_GRACE_SECONDS)
+                self.log.warn("query workers did not end within {seconds:g} s", seconds=STOP_WAIT_SECONDS)
 
         d = DeferredList(ends)
-        d.addTimeout(2 * STOP_GRACE_SECONDS, self.reactor)
+        d.addTimeout(STOP_WAIT_SECONDS, self.reactor)
         d.addBoth(done)
         return d
 
@@ -238,9 +237,8 @@ class QueryWorkerPool(Service):
     def _ended(self, worker: _Worker) -> None:
         if worker in self.workers:
             self.workers.remove(worker)
-        on_end = getattr(worker, "on_end", None)
-        if on_end is not None and not on_end.called:
-            on_end.callback(None)
+        if worker.on_end is not None and not worker.on_end.called:
+            worker.on_end.callback(None)
         if self._stopping or not self.running:
             return
         lived = self.reactor.seconds() - worker.started_at
