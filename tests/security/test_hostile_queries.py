@@ -10,16 +10,20 @@ from __future__ import annotations
 import os
 import stat
 import time
+import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.protocols import portforward
 
-from ccserver.config import ConfigError, EmbeddedConfig, from_dict
-from ccserver.storage.base import Store
+from ccserver.config import ConfigError, EmbeddedConfig, MongoConfig, from_dict
+from ccserver.storage.base import QueryTimeout, Store
 from ccserver.storage.embedded import EmbeddedStore
+from ccserver.storage.mongo import MongoStore
 from tests.api import conftest as api_fixtures
 from tests.api.conftest import ADMIN, ALICE, BOB, Server
 
@@ -208,3 +212,47 @@ def test_query_worker_keys_are_read_and_checked(tmp_path: Any) -> None:
         with pytest.raises(ConfigError) as info:
             from_dict({"embedded": {key: value}}, "c.toml", env={"HOME": str(tmp_path)})
         assert "c.toml" in str(info.value) and key in str(info.value), str(info.value)
+
+
+class _StallingClient(portforward.ProxyClient):
+    """Server → client bytes are dropped once the factory's ``stalled`` is set: a database
+    that accepts the query and never answers."""
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.peer.factory.stalled:
+            super().dataReceived(data)
+
+
+class _StallingClientFactory(portforward.ProxyClientFactory):
+    protocol = _StallingClient
+
+
+class _StallingServer(portforward.ProxyServer):
+    clientProtocolFactory = _StallingClientFactory
+
+
+@pytest_twisted.ensureDeferred
+async def test_mongodb_query_gives_up_at_its_deadline(ferretdb: Any) -> None:
+    """The client-side deadline on MongoDB is the query's own, not query + timeout_seconds."""
+    host, port = urlsplit(ferretdb.uri).hostname, urlsplit(ferretdb.uri).port
+    factory = portforward.ProxyFactory(host, port)
+    factory.protocol = _StallingServer
+    factory.stalled = False
+    listener = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    uri = f"mongodb://127.0.0.1:{listener.getHost().port}/"
+    store = MongoStore(MongoConfig(uri=uri, db="cctest_" + uuid.uuid4().hex[:16], timeout_seconds=10.0), reactor)
+    store.startService()
+    try:
+        await store.when_indexed().addTimeout(30, reactor)
+        await store.insert_one("tasks", {"username": "alice", "state": 0})
+        assert len(await store.aggregate("tasks", [], max_documents=10, timeout=5)) == 1
+        factory.stalled = True
+        began = time.monotonic()
+        with pytest.raises(QueryTimeout, match="query_timeout_seconds"):
+            await store.aggregate("tasks", [{"$match": {"state": 0}}], max_documents=10, timeout=1.0)
+        elapsed = time.monotonic() - began
+        assert elapsed < 1.0 + SLACK, elapsed
+    finally:
+        factory.stalled = False
+        await store.stopService()
+        await listener.stopListening()
