@@ -87,6 +87,10 @@ class MongoConfig:
 class EmbeddedConfig:
     path: str
     synchronous: str
+    #: processes that evaluate the pipelines of the query endpoints (killed at the deadline)
+    query_workers: int = 2
+    #: address space a query worker may use beyond its start-up size, and largest answer
+    query_memory_mb: int = 256
 
 
 @dataclass(frozen=True)
@@ -374,7 +378,12 @@ def _mongo(m: Mapping[str, Any], label: str) -> MongoConfig:
 
 def _embedded(e: Mapping[str, Any], data_dir: str, env: Mapping[str, str]) -> EmbeddedConfig:
     path = _expand(e.get("path"), env) or os.path.join(data_dir, "ccserver.sqlite3")
-    return EmbeddedConfig(path=path, synchronous=e.get("synchronous", "normal"))
+    return EmbeddedConfig(
+        path=path,
+        synchronous=e.get("synchronous", "normal"),
+        query_workers=e.get("query_workers", 2),
+        query_memory_mb=e.get("query_memory_mb", 256),
+    )
 
 
 def normalize_base_url(url: str) -> str:

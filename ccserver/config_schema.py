@@ -134,6 +134,8 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "path": _STR,
                 "synchronous": {"enum": ["normal", "full"]},
+                "query_workers": {"type": "integer", "minimum": 1, "maximum": 64},
+                "query_memory_mb": {"type": "integer", "minimum": 16, "maximum": 1048576},
             },
         },
         "docker": {

@@ -62,11 +62,15 @@ DENIED_OPERATORS = frozenset(
         "$planCacheStats",
         "$queryStats",
         "$shardedDataDistribution",
-        "$search",
-        "$searchMeta",
-        "$vectorSearch",
+        # ($search, $searchMeta and $vectorSearch are Atlas *stages*, refused by ALLOWED_STAGES;
+        # "$search" is also the key of the $text query operator, which is allowed)
     }
 )
+
+#: stages whose argument is a count: an integer (or integral number) in these bounds
+COUNT_STAGES = {"$skip": 0, "$limit": 1}
+#: MongoDB's counts are 64-bit integers
+MAX_COUNT = 2**63 - 1
 
 
 def vet(pipeline: Any, username: str | None) -> list[dict[str, Any]]:
@@ -90,10 +94,30 @@ def vet(pipeline: Any, username: str | None) -> list[dict[str, Any]]:
             if not isinstance(spec, dict):
                 raise BadRequest(f"{where}.$match: expected an object")
             spec = convert_ids(spec, f"{where}.$match")
+        elif name in COUNT_STAGES:
+            spec = count(spec, f"{where}.{name}", COUNT_STAGES[name])
+        elif name == "$sample":
+            if not isinstance(spec, dict) or "size" not in spec:
+                raise BadRequest(f"{where}.$sample: expected an object with a size")
+            spec = {**spec, "size": count(spec["size"], f"{where}.$sample.size", 0)}
         stages.append({name: spec})
     if username is not None:
-        stages.insert(0, {"$match": {"username": username}})
+        own = {"username": username}
+        if stages and "$match" in stages[0]:
+            # one leading $match: MongoDB accepts $text only in the first stage
+            stages[0] = {"$match": {"$and": [own, stages[0]["$match"]]}}
+        else:
+            stages.insert(0, {"$match": own})
     return stages
+
+
+def count(value: Any, path: str, minimum: int) -> int:
+    """``value`` as the integer argument of a stage, or a :class:`BadRequest` naming ``path``."""
+    if isinstance(value, float) and value.is_integer() and minimum <= value <= MAX_COUNT:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_COUNT:
+        raise BadRequest(f"{path}: expected an integer from {minimum} to {MAX_COUNT}, got {value!r}")
+    return value
 
 
 def check_operators(value: Any, path: str, depth: int) -> None:

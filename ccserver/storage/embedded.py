@@ -11,16 +11,23 @@ rows (see :mod:`ccserver.storage.pipeline`); every filter is then applied in ful
 so the semantics are MongoDB's.
 
 Threading: one :class:`~twisted.python.threadpool.ThreadPool` with one thread owns the only
-connection, so calls are serialized and none touches SQLite on the reactor thread.  A long
-aggregation therefore delays the calls behind it, for at most its timeout (measured from the
-moment it starts running).  Every write is committed before its Deferred fires.
+read-write connection, so calls are serialized and none touches SQLite on the reactor thread.
+Every write is committed before its Deferred fires.  :meth:`EmbeddedStore.aggregate` (the
+users' pipelines of the query endpoints) does not use that thread: it runs in the worker
+processes of :class:`~ccserver.storage.query_pool.QueryWorkerPool`, each with a read-only
+connection, killed at the query's deadline, so that a hostile pipeline holds up nobody else.
+
+Files: the data directories this store creates are 0700, the database file 0600 (and so its
+-wal and -shm files, which SQLite creates with the database file's mode), whatever the umask.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import os
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +56,7 @@ from ccserver.storage.base import (
     Update,
     tracks_writes,
 )
+from ccserver.storage.query_pool import QueryWorkerPool
 from ccserver.storage.updates import apply_update, validate_update
 
 T = TypeVar("T")
@@ -89,6 +97,7 @@ class EmbeddedStore(Store):
         self._conn: sqlite3.Connection | None = None  # used only in the pool's thread
         self._busy_timeout = busy_timeout
         self._stopped = False
+        self._queries = QueryWorkerPool(str(self.path), config.query_workers, config.query_memory_mb, reactor)
 
     # --- service ------------------------------------------------------------------------
 
@@ -96,7 +105,9 @@ class EmbeddedStore(Store):
         super().startService()
         self._stopped = False
         self._pool.start()
-        return self._call(self._open)
+        d = self._call(self._open)
+        d.addCallback(lambda _: self._queries.startService())
+        return d
 
     def stopService(self) -> Deferred[None]:
         """Close after the work already queued is done (bounded), then stop the thread."""
@@ -104,7 +115,8 @@ class EmbeddedStore(Store):
         self._stopped = True
         if not self._pool.started:
             return succeed(None)
-        d = deferToThreadPool(self._reactor, self._pool, self._close)
+        d = self._queries.stopService() if self._queries.running else succeed(None)
+        d.addCallback(lambda _: deferToThreadPool(self._reactor, self._pool, self._close))
         d.addTimeout(STOP_TIMEOUT_SECONDS, self._reactor)
 
         def stopped(result: Any) -> None:
@@ -116,7 +128,7 @@ class EmbeddedStore(Store):
         return d
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)
         conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=self._busy_timeout)
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -226,7 +238,9 @@ class EmbeddedStore(Store):
     def aggregate(
         self, collection: str, pipeline: Pipeline, *, max_documents: int, timeout: float
     ) -> Deferred[list[Document]]:
-        return self._call(self._aggregate, collection, pipeline, max_documents, timeout)
+        if self._stopped:
+            return fail(StorageUnavailable("the embedded store is stopped"))
+        return self._queries.aggregate(collection, pipeline, max_documents=max_documents, timeout=timeout)
 
     def ping(self) -> Deferred[None]:
         return self._call(self._ping)
@@ -239,15 +253,7 @@ class EmbeddedStore(Store):
     def _matching(
         self, collection: str, filter: Filter, deadline: pl.Deadline | None = None
     ) -> Iterator[tuple[int, Document]]:
-        """``(rowid, document)`` of the matches of ``filter``, in insertion order, lazily."""
-        pl.check_filter(filter)
-        deadline = deadline or pl.Deadline(None)
-        for i, (rowid, data) in enumerate(_candidates(self._db, collection, filter)):
-            if i % pl.CLOCK_EVERY == 0:
-                deadline.check()
-            doc = bson.decode(data, codec_options=CODEC)
-            if not filter or pl.matches(filter, doc):
-                yield rowid, doc
+        return matching(self._db, collection, filter, deadline)
 
     def _find(
         self,
@@ -303,17 +309,62 @@ class EmbeddedStore(Store):
 
         return self._write(work)
 
-    def _aggregate(
-        self, collection: str, pipeline: Pipeline, max_documents: int, timeout: float
-    ) -> list[Document]:
-        plan = pl.plan_pipeline(pipeline)
-        deadline = pl.Deadline(timeout)
-        docs = (doc for _, doc in self._matching(collection, plan.match, deadline))
-        if plan.window is not None:
-            skip, limit = plan.window
-            count = max_documents if limit is None else min(limit, max_documents)
-            return list(itertools.islice(docs, skip, skip + count))
-        return pl.run_stages(list(docs), plan.rest, deadline)[:max_documents]
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` and its missing parents 0700 whatever the umask (existing ones are
+    left as the administrator made them)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(directory, 0o700)
+
+
+def private_file(path: Path) -> None:
+    """Make sure the database file exists and is 0600 before SQLite opens it: SQLite gives the
+    -wal and -shm files the mode of the database file."""
+    private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+# --- queries, shared with the query worker processes ----------------------------------
+
+
+def matching(
+    conn: sqlite3.Connection, collection: str, filter: Filter, deadline: pl.Deadline | None = None
+) -> Iterator[tuple[int, Document]]:
+    """``(rowid, document)`` of the matches of ``filter``, in insertion order, lazily."""
+    pl.check_filter(filter)
+    deadline = deadline or pl.Deadline(None)
+    for i, (rowid, data) in enumerate(_candidates(conn, collection, filter)):
+        if i % pl.CLOCK_EVERY == 0:
+            deadline.check()
+        doc = bson.decode(data, codec_options=CODEC)
+        if not filter or pl.matches(filter, doc):
+            yield rowid, doc
+
+
+def aggregate_rows(
+    conn: sqlite3.Connection, collection: str, pipeline: Pipeline, max_documents: int, timeout: float
+) -> list[Document]:
+    """Run ``pipeline`` over ``collection`` of ``conn``: the leading ``$match`` narrowed by SQL."""
+    plan = pl.plan_pipeline(pipeline)
+    deadline = pl.Deadline(timeout)
+    docs = (doc for _, doc in matching(conn, collection, plan.match, deadline))
+    if plan.window is not None:
+        skip, limit = plan.window
+        count = max_documents if limit is None else min(limit, max_documents)
+        return list(itertools.islice(docs, min(skip, sys.maxsize), min(skip + count, sys.maxsize)))
+    return pl.run_stages(list(docs), plan.rest, deadline)[:max_documents]
 
 
 # --- SQL ------------------------------------------------------------------------------

@@ -255,13 +255,21 @@ class MongoStore(Store):
     def aggregate(
         self, collection: str, pipeline: Pipeline, *, max_documents: int, timeout: float
     ) -> Deferred[list[Document]]:
-        # The server stops at maxTimeMS; the client bound is a little longer so that the
-        # server's own timeout (a QueryTimeout) normally wins over "database unavailable".
+        # The server stops at maxTimeMS; the client gives up at the same moment (waiting for a
+        # connection included), so the answer comes at the deadline even when the server is
+        # slow to notice its own.
         stages = [dict(stage) for stage in pipeline] + [{"$limit": max_documents}]
-        d = self._guard(
-            lambda: self._collection(collection).aggregate(stages, max_time_ms=max(1, int(timeout * 1000))),
-            timeout=timeout + self.config.timeout_seconds,
+        d = maybeDeferred(
+            lambda: self._collection(collection).aggregate(stages, max_time_ms=max(1, int(timeout * 1000)))
         )
+        d.addTimeout(timeout, self._reactor)
+
+        def timed_out(failure: Failure) -> Failure:
+            if failure.check(TimeoutError, CancelledError):
+                return Failure(QueryTimeout(f"the query ran longer than query_timeout_seconds ({timeout:g} s)"))
+            return self._map_error(failure, timeout)
+
+        d.addErrback(timed_out)
         d.addCallback(lambda docs: list(docs)[:max_documents])
         return d
 

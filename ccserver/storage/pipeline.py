@@ -192,13 +192,25 @@ def matches(filter: Filter, doc: Document) -> bool:
     filter (client input), hence the broad ``except``."""
     try:
         return bool(mm_filtering.filter_applies(filter, doc))
+    except MemoryError:
+        raise
     except Exception as e:  # noqa: BLE001 - see docstring
         raise _query_error(e) from None
 
 
 def check_filter(filter: Filter) -> None:
     """Evaluate ``filter`` once so that a bad one fails even when there is nothing to scan."""
+    if _mentions(filter, "$text"):
+        raise QueryError("$text: the embedded store has no text index; text search needs the MongoDB backend")
     matches(filter, {})
+
+
+def _mentions(value: Any, key: str) -> bool:
+    if isinstance(value, Mapping):
+        return key in value or any(_mentions(v, key) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_mentions(v, key) for v in value)
+    return False
 
 
 class Deadline:
@@ -228,6 +240,8 @@ def run_stages(
         deadline.check()
         try:
             docs = list(mm_aggregate.process_pipeline(docs, None, [stage], None))
+        except MemoryError:
+            raise  # the worker's memory bound, not a fault of the pipeline
         except Exception as e:  # noqa: BLE001 - mongomock's errors are about the pipeline
             raise _query_error(e) from None
     deadline.check()
