@@ -75,10 +75,13 @@ class _Worker(ProcessProtocol):
     def send(self, job: _Job) -> None:
         self.job = job
         job.worker = self
+        assert self.transport is not None  # jobs go only to workers whose process started
         self.transport.write(job.request)
 
     def kill(self) -> None:
         self.killed = True
+        if self.transport is None:
+            return
         try:
             self.transport.signalProcess("KILL")
         except (ProcessExitedAlready, OSError):
