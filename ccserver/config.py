@@ -66,6 +66,11 @@ class ServerConfig:
     query_cache_seconds: float
     auth_cache_seconds: float
     password_hash_threads: int
+    #: request bodies larger than this are parsed, validated and answered in the body pool
+    inline_body_bytes: int = 65536
+    body_threads: int = 1
+    #: the oldest waiting tasks one scheduling round considers
+    scheduling_round_tasks: int = 10000
 
 
 @dataclass(frozen=True)
@@ -323,6 +328,9 @@ def _server(s: Mapping[str, Any], data_dir: str, env: Mapping[str, str]) -> Serv
         query_cache_seconds=float(s.get("query_cache_seconds", 1)),
         auth_cache_seconds=float(s.get("auth_cache_seconds", 60)),
         password_hash_threads=s.get("password_hash_threads", 2),
+        inline_body_bytes=s.get("inline_body_bytes", 65536),
+        body_threads=s.get("body_threads", 1),
+        scheduling_round_tasks=s.get("scheduling_round_tasks", 10000),
     )
 
 

@@ -87,6 +87,9 @@ SCHEMA: dict[str, Any] = {
                 "query_cache_seconds": {"type": "number", "minimum": 0},
                 "auth_cache_seconds": {"type": "number", "minimum": 0},
                 "password_hash_threads": _POS_INT,
+                "inline_body_bytes": {"type": "integer", "minimum": 0},
+                "body_threads": _POS_INT,
+                "scheduling_round_tasks": _POS_INT,
                 "tls": {
                     "type": "object",
                     "additionalProperties": False,

@@ -20,6 +20,7 @@ from ccserver.auth.guard import Authenticator
 from ccserver.callbacks import Callbacks
 from ccserver.cluster.engine import bridge_gateway
 from ccserver.cluster.service import Cluster
+from ccserver.collector import CollectorPause
 from ccserver.config import Config
 from ccserver.lifecycle import Lifecycle
 from ccserver.notifications import Notifier
@@ -27,6 +28,7 @@ from ccserver.scheduling.service import Scheduler
 from ccserver.storage import open_store
 from ccserver.threads import ThreadPoolService
 from ccserver.web.api import API
+from ccserver.web.offload import RequestWork
 from ccserver.web.service import WebService
 from ccserver.web.site import CCSite
 
@@ -51,6 +53,12 @@ class CCServer(MultiService):
         self.docker_pool.setServiceParent(self)
         self.hash_pool = ThreadPoolService(reactor, "passwords", config.server.password_hash_threads)
         self.hash_pool.setServiceParent(self)
+        # the CPU work of large request bodies, and the pure placement of a round, off the reactor
+        self.request_pool = ThreadPoolService(reactor, "requests", config.server.body_threads)
+        self.request_pool.setServiceParent(self)
+        self.placement_pool = ThreadPoolService(reactor, "placement", 1)
+        self.placement_pool.setServiceParent(self)
+        self.collector = CollectorPause(reactor)
 
         self.cluster = Cluster(config, self.store, self.docker_pool, reactor)
         self.cluster.setServiceParent(self)
@@ -58,7 +66,9 @@ class CCServer(MultiService):
         self.lifecycle = Lifecycle(
             self.store, reactor, config.defaults.max_task_trials, notify_task=self.notifier.notify_task
         )
-        self.scheduler = Scheduler(config, self.store, self.cluster, self.lifecycle, reactor)
+        self.scheduler = Scheduler(
+            config, self.store, self.cluster, self.lifecycle, reactor, self.placement_pool, self.collector
+        )
         self.scheduler.setServiceParent(self)
         self.lifecycle.wake = self.scheduler.wake
         self.callbacks = Callbacks(
@@ -68,7 +78,8 @@ class CCServer(MultiService):
 
         self.authenticator = Authenticator(self.store, config, reactor, self.hash_pool)
         self.api = API(
-            config, self.store, self.authenticator, self.cluster, self.scheduler, reactor, callbacks=self.callbacks
+            config, self.store, self.authenticator, self.cluster, self.scheduler, reactor, callbacks=self.callbacks,
+            work=RequestWork(self.request_pool, config.server.inline_body_bytes), collector=self.collector,
         )
         site = CCSite(
             self.api.resource(),
