@@ -8,7 +8,8 @@ parsing on it did.  The documents hold no reference cycles, so reference countin
 the moment the request is answered; the collector has nothing to find among them.
 
 :class:`CollectorPause` turns automatic collection off while at least one holder is active
-and back on when the last one releases (or after ``longest`` seconds, whatever happens).  It
+and back on when the last one releases (or after ``longest`` seconds, whatever happens), on
+the reactor's next turn.  It
 is re-enabled only after the large data is gone, so no big young generation is left to walk.
 Cyclic garbage made meanwhile by other work is collected once collection is back on.
 """
@@ -35,6 +36,7 @@ class CollectorPause:
         self.longest = longest
         self._holders = 0
         self._was_enabled = False
+        self._resume: Any = None
 
     @property
     def holders(self) -> int:
@@ -43,8 +45,12 @@ class CollectorPause:
     def hold(self) -> Callable[[], None]:
         """Pause automatic collection; call the returned function (once or more) to release."""
         if self._holders == 0:
-            self._was_enabled = gc.isenabled()
-            gc.disable()
+            if self._resume is not None and self._resume.active():
+                self._resume.cancel()  # still off from the last hold: stays off
+            else:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._resume = None
         self._holders += 1
         released = [False]
 
@@ -55,8 +61,11 @@ class CollectorPause:
             if timer.active():
                 timer.cancel()
             self._holders -= 1
-            if self._holders == 0 and self._was_enabled:
-                gc.enable()
+            if self._holders == 0:
+                # on the next turn of the reactor: the release runs inside the callbacks of
+                # the Deferred that delivered the large data (a store read, say), which holds
+                # it until they return; collecting now would walk all of it
+                self._resume = self.clock.callLater(0, self._enable)
 
         def expire() -> None:
             log.warn("a garbage collector pause outlived {s} s; collection is back on", s=self.longest)
@@ -64,3 +73,8 @@ class CollectorPause:
 
         timer = self.clock.callLater(self.longest, expire)
         return release
+
+    def _enable(self) -> None:
+        self._resume = None
+        if self._holders == 0 and self._was_enabled:
+            gc.enable()

@@ -85,11 +85,22 @@ def test_the_collector_is_off_while_held_and_back_on_after_the_last_release() ->
         first()  # a second release of the same hold changes nothing
         assert not gc.isenabled() and pause.holders == 1
         second()
-        assert gc.isenabled() and pause.holders == 0
+        assert not gc.isenabled() and pause.holders == 0  # back on at the next turn of the reactor
+        clock.advance(0)
+        assert gc.isenabled()
+        third = pause.hold()
+        third()
+        again = pause.hold()  # held again before that turn: stays off
+        clock.advance(0)
+        assert not gc.isenabled()
+        again()
+        clock.advance(0)
+        assert gc.isenabled()
         forgotten = pause.hold()
         clock.advance(59)
         assert not gc.isenabled()
         clock.advance(2)  # a hold that is never released ends at ``longest``
+        clock.advance(0)
         assert gc.isenabled() and pause.holders == 0
         forgotten()
         assert pause.holders == 0
