@@ -79,7 +79,7 @@ class Scheduler(Service):
         self._full_round_due = True
         self._images: set[tuple[str, str]] = set()
         self._addresses: dict[ObjectId, str] = {}
-        self.recovery = Recovery(store, lifecycle, clock)
+        self.recovery = Recovery(store, lifecycle, clock, pool.run if pool is not None else None)
         #: when this process started scheduling; what is older was written by an earlier one
         self.started_at = 0.0
         self._recovered = False
