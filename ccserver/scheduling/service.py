@@ -191,18 +191,20 @@ class Scheduler(Service):
         due = sorted(healthy if full else healthy - self._reconciled)
         if due:
             await self.reconcile(due)
-        release = self.collector.hold() if self.collector is not None else lambda: None
-        try:
-            await self.place()
-        finally:
-            release()
+        await self.place()
         await self.launch()
         await self.cleanup()
 
     async def place(self) -> None:
-        decisions = await rounds.decide(
-            self.config, self.store, self.cluster, self.pool.run if self.pool is not None else None
-        )
+        # the collector is held off while the round's documents are read and placed (not
+        # while the decisions are written: that may take long, and holds fewer of them)
+        release = self.collector.hold() if self.collector is not None else lambda: None
+        try:
+            decisions = await rounds.decide(
+                self.config, self.store, self.cluster, self.pool.run if self.pool is not None else None
+            )
+        finally:
+            release()
         for task_id, why in decisions.too_large:
             await self.lifecycle.task_failed_at_once(task_id, why)
         for placed in decisions.placed:

@@ -130,12 +130,12 @@ class API:
         request.setHeader(b"content-length", b"%d" % len(data))
         return data
 
-    async def _answer_sized(self, request: Any, body: Any, size: int, mask: bool = True) -> bytes:
-        """:meth:`_answer` for an answer about ``size`` bytes large: encoded in the request
-        pool when large (a batch's answer holds an id per task)."""
-        if not self.work.large(size):
+    async def _answer_sized(self, request: Any, body: Any, large: bool, mask: bool = True) -> bytes:
+        """:meth:`_answer`, encoded in the request pool when ``large`` (a batch's answer holds
+        an id per task)."""
+        if not large or self.work.pool is None:
             return self._answer(request, body, mask)
-        data = await self.work.run(size, _encode, body, mask)
+        data = await self.work.run_large(_encode, body, mask)
         return write_json(request, 200, None, data)
 
     async def _body(self, request: Any, schema: str, then: Any = None) -> dict[str, Any]:
@@ -200,7 +200,7 @@ class API:
             answer = await self.submitter.enqueue(submission)
             del submission
             self.scheduler.wake()
-            return await self._answer_sized(request, answer, size)
+            return await self._answer_sized(request, answer, self.work.large(size))
         finally:
             release()
 
@@ -213,7 +213,8 @@ class API:
             batch, ids = await self.work.run(size, _cancellation, request)
             result = await tasks.cancel(self.store, user, ids, self.clock, self.scheduler.tasks_cancelled)
             self.scheduler.wake()
-            return await self._answer_sized(request, {"tasks": result} if batch else result[0], size)
+            answer = {"tasks": result} if batch else result[0]
+            return await self._answer_sized(request, answer, self.work.large(size))
         finally:
             release()
 
@@ -251,8 +252,7 @@ class API:
         except BaseException as e:
             self.query_cache.fail(key, generation, e)
             raise
-        large = len(docs) > INLINE_ANSWER_DOCUMENTS
-        answer = await self._answer_sized(request, {collection: docs}, self.work.inline_bytes + 1 if large else 0)
+        answer = await self._answer_sized(request, {collection: docs}, len(docs) > INLINE_ANSWER_DOCUMENTS)
         self.query_cache.put(key, generation, answer)
         return answer
 

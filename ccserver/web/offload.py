@@ -39,7 +39,12 @@ class RequestWork:
         """``fn(*args)`` for work about ``size`` bytes large, inline or in the pool."""
         if not self.large(size):
             return maybeDeferred(fn, *args)
-        assert self.pool is not None
+        return self.run_large(fn, *args)
+
+    def run_large(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        """``fn(*args)`` in the pool (inline without one); 503 if it waits too long for a thread."""
+        if self.pool is None:
+            return maybeDeferred(fn, *args)
         d = self.pool.run_started_within(self.queue_seconds, fn, *args)
         d.addErrback(_busy)
         return d

@@ -164,3 +164,18 @@ async def test_a_round_places_the_oldest_waiting_tasks_up_to_its_window_off_the_
     placed = [p.task["created_at"] for p in decisions.placed]
     assert placed == sorted(t["created_at"] for t in tasks)[:7]
     assert where and where[0] != threading.current_thread().name
+
+
+def test_large_answers_are_encoded_as_json_dumps_encodes_them() -> None:
+    from bson import ObjectId
+
+    from ccserver.documents import to_client
+    from ccserver.web.api import _encode
+
+    body = {
+        "tasks": [{"_id": ObjectId(), "x": 1.5, "s": "é\u2028\"\\", "n": None, "l": [True, {"a": []}]}] * 50,
+        "task_group_id": ObjectId(),
+        "callback_key": "secret",
+    }
+    for mask in (True, False):
+        assert _encode(body, mask) == json.dumps(to_client(body, mask)).encode()
