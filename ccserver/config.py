@@ -74,6 +74,11 @@ class ServerConfig:
     password_hash_threads: int
     #: the daemon's secret key (derives callback and input-file keys; see ccserver.vault)
     secret_key_file: str
+    #: request bodies larger than this are parsed, validated and answered in the body pool
+    inline_body_bytes: int = 65536
+    body_threads: int = 1
+    #: the oldest waiting tasks one scheduling round considers
+    scheduling_round_tasks: int = 10000
 
 
 @dataclass(frozen=True)
@@ -348,6 +353,9 @@ def _server(s: Mapping[str, Any], data_dir: str, env: Mapping[str, str]) -> Serv
         auth_cache_seconds=float(s.get("auth_cache_seconds", 60)),
         password_hash_threads=s.get("password_hash_threads", 2),
         secret_key_file=_expand(s.get("secret_key_file"), env) or os.path.join(data_dir, "server-secret.key"),
+        inline_body_bytes=s.get("inline_body_bytes", 65536),
+        body_threads=s.get("body_threads", 1),
+        scheduling_round_tasks=s.get("scheduling_round_tasks", 10000),
     )
 
 

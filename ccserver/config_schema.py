@@ -94,6 +94,9 @@ SCHEMA: dict[str, Any] = {
                 "auth_cache_seconds": {"type": "number", "minimum": 0},
                 "password_hash_threads": _POS_INT,
                 "secret_key_file": _STR,
+                "inline_body_bytes": {"type": "integer", "minimum": 0},
+                "body_threads": _POS_INT,
+                "scheduling_round_tasks": _POS_INT,
                 "tls": {
                     "type": "object",
                     "additionalProperties": False,

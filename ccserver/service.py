@@ -20,6 +20,7 @@ from ccserver.auth.guard import Authenticator, parse_address, parse_networks
 from ccserver.callbacks import Callbacks
 from ccserver.cluster.engine import bridge_gateway
 from ccserver.cluster.service import Cluster
+from ccserver.collector import CollectorPause
 from ccserver.config import Config
 from ccserver.lifecycle import Lifecycle
 from ccserver.notifications import Notifier
@@ -29,6 +30,7 @@ from ccserver.threads import ThreadPoolService
 from ccserver.vault import Vault, load_server_key
 from ccserver.web.api import API
 from ccserver.web.connections import budget, files_for
+from ccserver.web.offload import RequestWork
 from ccserver.web.open_files import open_file_limit
 from ccserver.web.service import WebService
 from ccserver.web.site import CCSite, Limits
@@ -85,6 +87,12 @@ class CCServer(MultiService):
         self.docker_pool.setServiceParent(self)
         self.hash_pool = ThreadPoolService(reactor, "passwords", config.server.password_hash_threads, stop_timeout)
         self.hash_pool.setServiceParent(self)
+        # the CPU work of large request bodies, and the pure placement of a round, off the reactor
+        self.request_pool = ThreadPoolService(reactor, "requests", config.server.body_threads, stop_timeout)
+        self.request_pool.setServiceParent(self)
+        self.placement_pool = ThreadPoolService(reactor, "placement", 1, stop_timeout)
+        self.placement_pool.setServiceParent(self)
+        self.collector = CollectorPause(reactor)
 
         self.cluster = Cluster(config, self.store, self.docker_pool, reactor)
         self.cluster.setServiceParent(self)
@@ -92,7 +100,9 @@ class CCServer(MultiService):
         self.lifecycle = Lifecycle(
             self.store, reactor, config.defaults.max_task_trials, self.vault, notify_task=self.notifier.notify_task
         )
-        self.scheduler = Scheduler(config, self.store, self.cluster, self.lifecycle, reactor, self.vault)
+        self.scheduler = Scheduler(
+            config, self.store, self.cluster, self.lifecycle, reactor, self.vault, self.placement_pool, self.collector
+        )
         self.scheduler.setServiceParent(self)
         self.lifecycle.wake = self.scheduler.wake
         self.callbacks = Callbacks(
@@ -104,6 +114,7 @@ class CCServer(MultiService):
         self.api = API(
             config, self.store, self.authenticator, self.cluster, self.scheduler, reactor, self.vault,
             callbacks=self.callbacks,
+            work=RequestWork(self.request_pool, config.server.inline_body_bytes), collector=self.collector,
         )
         site = CCSite(
             self.api.resource(),

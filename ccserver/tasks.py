@@ -188,6 +188,11 @@ class Submitter:
             submission = prepare(user, body, self.clock.seconds(), self.vault)
         except Exception:
             return fail()
+        return self.enqueue(submission)
+
+    def enqueue(self, submission: Submission) -> Deferred[dict[str, Any]]:
+        """Store a submission already :func:`prepare` d (perhaps in another thread: a large
+        batch's documents are built off the reactor); fire with its answer."""
         d: Deferred[dict[str, Any]] = Deferred()
         self._queue.append((submission, d))
         if not self._writing:

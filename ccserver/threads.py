@@ -17,11 +17,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 log = Logger(namespace="ccserver.threads")
 
 T = TypeVar("T")
+
+
+class QueueTimeout(Exception):
+    """Work waited in a pool's queue past its deadline and was dropped unstarted."""
 
 
 class DaemonThreadPool(ThreadPool):
@@ -81,3 +86,36 @@ class ThreadPoolService(Service):
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         return deferToThreadPool(self.reactor, self.pool, fn, *args, **kwargs)
+
+    def run_started_within(self, seconds: float, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        """``fn(*args)`` in the pool, or :class:`QueueTimeout` if no thread has taken it up within
+        ``seconds`` (it then never runs).  Once started, it runs to its end: a thread cannot be
+        interrupted, and what it computes is bounded by the input it was given."""
+        lock = threading.Lock()
+        state = {"started": False, "dropped": False}
+        out: Deferred[T] = Deferred()
+
+        def job() -> Any:
+            with lock:
+                if state["dropped"]:
+                    return None
+                state["started"] = True
+            return fn(*args)
+
+        def expire() -> None:
+            with lock:
+                if state["started"]:
+                    return
+                state["dropped"] = True
+            out.errback(QueueTimeout(f"no {self.name} thread was free within {seconds:g} s"))
+
+        timer = self.reactor.callLater(seconds, expire)  # type: ignore[attr-defined]
+
+        def done(result: Any) -> None:
+            if timer.active():
+                timer.cancel()
+            if not out.called:
+                out.callback(result) if not isinstance(result, Failure) else out.errback(result)
+
+        self.run(job).addBoth(done)
+        return out

@@ -61,6 +61,8 @@ LIVE = {"$in": list(states.LIVE_STATES)}
 #: the periodic checks leave alone what changed less than this many seconds ago: a step
 #: under way (a callback, a container's end) finishes within milliseconds, or fails
 GRACE_SECONDS = 60.0
+#: with more live tasks than this, the pass over them runs in ``Recovery.run``
+GROUP_PASS_INLINE = 2000
 #: which live application container of a task is kept when there are several
 _RANK = {states.PROCESSING: 0, states.WAITING: 1, states.CREATED: 2}
 
@@ -88,10 +90,13 @@ def _ended_at(doc: dict[str, Any]) -> float:
 
 
 class Recovery:
-    def __init__(self, store: Store, lifecycle: Lifecycle, clock: Any) -> None:
+    def __init__(self, store: Store, lifecycle: Lifecycle, clock: Any, run: Any = None) -> None:
+        """``run`` (a thread pool's ``run``) takes the pure passes over every live task off the
+        reactor thread: with tens of thousands waiting, one pass takes a noticeable while."""
         self.store = store
         self.lifecycle = lifecycle
         self.clock = clock
+        self.run = run
 
     async def startup(self, started_at: float) -> Report:
         """The checks once, before the first round: everything written before ``started_at``
@@ -255,13 +260,11 @@ class Recovery:
             return
         if live_tasks is None or report:  # what was mended may have changed their states
             live_tasks = await self._live_tasks()
-        busy: set[ObjectId] = set()
-        started: set[ObjectId] = set()
-        for t in live_tasks:
-            for gid in t.get("task_group_id") or []:
-                busy.add(gid)
-                if t["state"] != states.WAITING:
-                    started.add(gid)
+        if self.run is not None and len(live_tasks) > GROUP_PASS_INLINE:
+            busy, started = await self.run(_group_activity, live_tasks)
+        else:
+            busy, started = _group_activity(live_tasks)
+        del live_tasks
         for g in groups:
             if g["_id"] in busy:
                 if g["state"] != states.PROCESSING and g["_id"] in started:
@@ -284,3 +287,15 @@ class Recovery:
                     report.add("task ends completed")
             await self.lifecycle.update_group(g["_id"])
             report.add("groups ended")
+
+
+def _group_activity(live_tasks: list[dict[str, Any]]) -> tuple[set[ObjectId], set[ObjectId]]:
+    """The groups with a live task, and those with a task past waiting."""
+    busy: set[ObjectId] = set()
+    started: set[ObjectId] = set()
+    for t in live_tasks:
+        for gid in t.get("task_group_id") or []:
+            busy.add(gid)
+            if t["state"] != states.WAITING:
+                started.add(gid)
+    return busy, started

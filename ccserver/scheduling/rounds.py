@@ -3,10 +3,12 @@ turned back into the documents' terms.  The decision itself is :func:`placement.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
+from twisted.internet.defer import Deferred
 
 from ccserver import states
 from ccserver.cluster.service import Cluster
@@ -14,9 +16,6 @@ from ccserver.config import Config
 from ccserver.scheduling import placement
 from ccserver.storage.base import Store
 from ccserver.vault import digests as digests_of
-
-#: at most this many waiting tasks are considered in one round (oldest first)
-ROUND_TASKS = 10000
 
 
 @dataclass(frozen=True)
@@ -41,22 +40,48 @@ class Decisions:
     placed: list[Placed] = field(default_factory=list)
 
 
-async def decide(config: Config, store: Store, cluster: Cluster) -> Decisions:
+#: runs a pure function somewhere (a thread pool) and fires with its result
+Runner = Callable[..., "Deferred[Any]"]
+
+
+async def decide(config: Config, store: Store, cluster: Cluster, run: Runner | None = None) -> Decisions:
+    """Read the round's inputs, then decide, with ``run`` (a thread pool's ``run``) when given:
+    with thousands of waiting tasks, building the inputs and placing them takes long enough to
+    hold up every other answer if done on the reactor thread.
+
+    At most ``server.scheduling_round_tasks`` waiting tasks are read, the oldest first, so a
+    round's cost is bounded however long the queue is and the order stays first in, first out."""
     healthy = cluster.capacities()
     if not healthy:
         return Decisions()
-    tasks = await store.find("tasks", {"state": states.WAITING}, sort=[("created_at", 1)], limit=ROUND_TASKS)
+    tasks = await store.find(
+        "tasks", {"state": states.WAITING}, sort=[("created_at", 1)], limit=config.server.scheduling_round_tasks
+    )
     if not tasks:
         return Decisions()
     live = {"state": {"$in": list(states.LIVE_STATES)}}
-    reserved: dict[str, int] = {}
+    containers = []
     for collection in ("application_containers", "data_containers"):
-        for c in await store.find(collection, live, projection={"cluster_node": 1, "container_ram": 1}):
-            reserved[c.get("cluster_node", "")] = reserved.get(c.get("cluster_node", ""), 0) + c.get("container_ram", 0)
+        containers += await store.find(collection, live, projection={"cluster_node": 1, "container_ram": 1})
     dcs = await store.find(
         "data_containers", live, projection={"cluster_node": 1, "input_files": 1, "input_file_digests": 1}
     )
+    if run is None:
+        return decide_now(config, healthy, tasks, containers, dcs)
+    return await run(decide_now, config, healthy, tasks, containers, dcs)
 
+
+def decide_now(
+    config: Config,
+    healthy: list[tuple[str, int]],
+    tasks: list[dict[str, Any]],
+    containers: list[dict[str, Any]],
+    dcs: list[dict[str, Any]],
+) -> Decisions:
+    """The pure part of a round: no store, no Docker, no reactor (it may run in a thread)."""
+    reserved: dict[str, int] = {}
+    for c in containers:
+        reserved[c.get("cluster_node", "")] = reserved.get(c.get("cluster_node", ""), 0) + c.get("container_ram", 0)
     by_id = {str(t["_id"]): t for t in tasks}
     plan = placement.place(
         [

@@ -28,11 +28,13 @@ from ccserver import states
 from ccserver.callbacks import results_sent
 from ccserver.cluster import docker_ops
 from ccserver.cluster.service import PULL_TIMEOUT, Cluster
+from ccserver.collector import CollectorPause
 from ccserver.config import Config
 from ccserver.lifecycle import Lifecycle
 from ccserver.scheduling import rounds
 from ccserver.scheduling.recovery import Recovery
 from ccserver.storage.base import StorageUnavailable, Store
+from ccserver.threads import ThreadPoolService
 from ccserver.vault import Vault, digests
 
 log = Logger(namespace="ccserver.scheduler")
@@ -48,10 +50,23 @@ class Scheduler(Service):
     name = "scheduler"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
     def __init__(
-        self, config: Config, store: Store, cluster: Cluster, lifecycle: Lifecycle, clock: Any, vault: Vault
+        self,
+        config: Config,
+        store: Store,
+        cluster: Cluster,
+        lifecycle: Lifecycle,
+        clock: Any,
+        vault: Vault,
+        pool: ThreadPoolService | None = None,
+        collector: CollectorPause | None = None,
     ) -> None:
+        """``pool`` runs the pure placement of each round off the reactor thread (inline
+        without one, as in unit tests driven by a fake clock); ``collector`` is paused while a
+        round's recovery and placement hold the many documents they read."""
         self.config = config
         self.vault = vault
+        self.pool = pool
+        self.collector = collector
         self.store = store
         self.cluster = cluster
         self.lifecycle = lifecycle
@@ -66,7 +81,7 @@ class Scheduler(Service):
         self._full_round_due = True
         self._images: set[tuple[str, str]] = set()
         self._addresses: dict[ObjectId, str] = {}
-        self.recovery = Recovery(store, lifecycle, clock)
+        self.recovery = Recovery(store, lifecycle, clock, pool.run if pool is not None else None)
         #: when this process started scheduling; what is older was written by an earlier one
         self.started_at = 0.0
         self._recovered = False
@@ -161,14 +176,18 @@ class Scheduler(Service):
     async def round(self, full: bool = True) -> None:
         if self.callback_base is None:
             return
-        if not self._recovered:
-            report = await self.recovery.startup(self.started_at)
-            self._recovered = True
-            log.info("start-up recovery: {report}", report=str(report))
-        elif full:
-            report = await self.recovery.periodic(groups=self._finishing == 0)
-            if report:
-                log.info("recovery: {report}", report=str(report))
+        release = self.collector.hold() if self.collector is not None else lambda: None
+        try:
+            if not self._recovered:
+                report = await self.recovery.startup(self.started_at)
+                self._recovered = True
+                log.info("start-up recovery: {report}", report=str(report))
+            elif full:
+                report = await self.recovery.periodic(groups=self._finishing == 0)
+                if report:
+                    log.info("recovery: {report}", report=str(report))
+        finally:
+            release()
         healthy = set(self.cluster.healthy_names())
         self._reconciled &= healthy  # a node that was away is compared again when it is back
         due = sorted(healthy if full else healthy - self._reconciled)
@@ -179,7 +198,15 @@ class Scheduler(Service):
         await self.cleanup()
 
     async def place(self) -> None:
-        decisions = await rounds.decide(self.config, self.store, self.cluster)
+        # the collector is held off while the round's documents are read and placed (not
+        # while the decisions are written: that may take long, and holds fewer of them)
+        release = self.collector.hold() if self.collector is not None else lambda: None
+        try:
+            decisions = await rounds.decide(
+                self.config, self.store, self.cluster, self.pool.run if self.pool is not None else None
+            )
+        finally:
+            release()
         for task_id, why in decisions.too_large:
             await self.lifecycle.task_failed_at_once(task_id, why)
         for placed in decisions.placed:

@@ -21,6 +21,7 @@ from werkzeug.routing import RequestRedirect
 
 from ccserver import __version__, queries, tasks
 from ccserver.auth.guard import Authenticator, User
+from ccserver.collector import CollectorPause
 from ccserver.config import Config
 from ccserver.documents import to_client
 from ccserver.storage.base import StorageError, Store
@@ -36,10 +37,14 @@ from ccserver.web.errors import (
     render_failure,
     write_json,
 )
+from ccserver.web.offload import RequestWork
 from ccserver.web.query_cache import QueryCache
 from ccserver.web.root import build_root
 
 log = Logger(namespace="ccserver.http")
+
+#: query answers with more documents than this are encoded in the request pool
+INLINE_ANSWER_DOCUMENTS = 1000
 
 
 class Cluster(Protocol):
@@ -85,6 +90,8 @@ class API:
         clock: Clock,
         vault: Vault,
         callbacks: CallbackHandler | None = None,
+        work: RequestWork | None = None,
+        collector: CollectorPause | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -95,8 +102,13 @@ class API:
         self.query_cache = QueryCache(clock, config.server.query_cache_seconds)
         #: may be set after construction (the handler needs the scheduler, built alongside)
         self.callbacks = callbacks
+        self.vault = vault
         self.submitter = tasks.Submitter(store, clock, vault)
         self.cors = CORSPolicy(config.server.cors_origins)
+        #: where parsing, validation and answer encoding of large requests run
+        self.work = work or RequestWork(None, config.server.inline_body_bytes)
+        #: paused while a large request's documents are alive (see ccserver.collector)
+        self.collector = collector
         self._openapi = json.dumps(openapi.document(config.server.api_prefix)).encode()
 
     def resource(self) -> IResource:
@@ -121,10 +133,24 @@ class API:
         request.setHeader(b"content-length", b"%d" % len(data))
         return data
 
-    def _body(self, request: Any, schema: str) -> dict[str, Any]:
-        body = bodies.read(request)
-        bodies.validate(schema, body)
-        return body
+    async def _answer_sized(self, request: Any, body: Any, large: bool, mask: bool = True) -> bytes:
+        """:meth:`_answer`, encoded in the request pool when ``large`` (a batch's answer holds
+        an id per task)."""
+        if not large or self.work.pool is None:
+            return self._answer(request, body, mask)
+        data = await self.work.run_large(_encode, body, mask)
+        return write_json(request, 200, None, data)
+
+    async def _body(self, request: Any, schema: str, then: Any = None) -> dict[str, Any]:
+        """The body, parsed and validated against ``schema`` (and passed through ``then``),
+        in the request pool when it is large."""
+        return await self.work.run(bodies.size(request), _read_body, request, schema, then)
+
+    def _pause_collector(self, size: int) -> Any:
+        """Hold the collector off while a large request's documents live; the release."""
+        if self.collector is None or not self.work.large(size):
+            return lambda: None
+        return self.collector.hold()
 
     # --- server ---------------------------------------------------------------------------
 
@@ -156,7 +182,7 @@ class API:
         user = await self.auth.authenticate(request)
         if not user.is_admin:
             raise Forbidden("only admins may re-check nodes")
-        body = self._body(request, "Nodes")
+        body = await self._body(request, "Nodes")
         names = list(dict.fromkeys(node["name"] for node in body["nodes"]))
         known = set(self.cluster.node_names())
         unknown = [name for name in names if name not in known]
@@ -170,29 +196,36 @@ class API:
     @app.route("/tasks", methods=["POST"])
     async def submit_tasks(self, request: Any) -> bytes:
         user = await self.auth.authenticate(request)
-        body = bodies.read(request)
-        bodies.validate("Tasks" if "tasks" in body else "Task", body)
-        answer = await self.submitter.submit(user, body)
-        self.scheduler.wake()
-        return self._answer(request, answer)
+        size = bodies.size(request)
+        release = self._pause_collector(size)
+        try:
+            submission = await self.work.run(size, _submission, request, user, self.clock.seconds(), self.vault)
+            answer = await self.submitter.enqueue(submission)
+            del submission
+            self.scheduler.wake()
+            return await self._answer_sized(request, answer, self.work.large(size))
+        finally:
+            release()
 
     @app.route("/tasks/cancel", methods=["POST"])
     async def cancel_tasks(self, request: Any) -> bytes:
         user = await self.auth.authenticate(request)
-        body = bodies.read(request)
-        batch = "tasks" in body
-        bodies.validate("CancelMany" if batch else "CancelOne", body)
-        body = bodies.convert_ids(body)
-        ids = [t["_id"] for t in body["tasks"]] if batch else [body["_id"]]
-        result = await tasks.cancel(self.store, user, ids, self.clock, self.scheduler.tasks_cancelled)
-        self.scheduler.wake()
-        return self._answer(request, {"tasks": result} if batch else result[0])
+        size = bodies.size(request)
+        release = self._pause_collector(size)
+        try:
+            batch, ids = await self.work.run(size, _cancellation, request)
+            result = await tasks.cancel(self.store, user, ids, self.clock, self.scheduler.tasks_cancelled)
+            self.scheduler.wake()
+            answer = {"tasks": result} if batch else result[0]
+            return await self._answer_sized(request, answer, self.work.large(size))
+        finally:
+            release()
 
     # --- queries --------------------------------------------------------------------------
 
     async def _query(self, request: Any, collection: str) -> bytes:
         user = await self.auth.authenticate(request)
-        body = self._body(request, "Query")
+        body = await self._body(request, "Query")
         pipeline = queries.vet(body["aggregate"], _scope(user))
         key = self.query_cache.key(collection, _scope(user), pipeline)
         generation = self.store.generation(collection)
@@ -222,7 +255,7 @@ class API:
         except BaseException as e:
             self.query_cache.fail(key, generation, e)
             raise
-        answer = self._answer(request, {collection: docs})
+        answer = await self._answer_sized(request, {collection: docs}, len(docs) > INLINE_ANSWER_DOCUMENTS)
         self.query_cache.put(key, generation, answer)
         return answer
 
@@ -246,9 +279,7 @@ class API:
 
     async def _callback(self, request: Any, collection: str) -> bytes:
         # no user authentication: the callback key in the body is checked by the handler
-        body = self._body(request, "Callback")
-        bodies.check_storable(body, "")
-        body = bodies.convert_ids(body)
+        body = await self._body(request, "Callback", _storable_with_ids)
         if self.callbacks is None:
             raise ServiceUnavailable("container callbacks are not being accepted yet")
         gone: list[Any] = []
@@ -277,3 +308,37 @@ class API:
 def _scope(user: User) -> str | None:
     """The user name a query is restricted to; ``None`` for admins (they see everything)."""
     return None if user.is_admin else user.username
+
+
+# --- the CPU work of requests: the same functions inline and in the request pool ----------
+
+
+def _read_body(request: Any, schema: str, then: Any = None) -> Any:
+    body = bodies.read(request)
+    bodies.validate(schema, body)
+    return then(body) if then is not None else body
+
+
+def _storable_with_ids(body: dict[str, Any]) -> dict[str, Any]:
+    bodies.check_storable(body, "")
+    return bodies.convert_ids(body)
+
+
+def _submission(request: Any, user: User, now: float, vault: Vault) -> tasks.Submission:
+    body = bodies.read(request)
+    bodies.validate("Tasks" if "tasks" in body else "Task", body)
+    return tasks.prepare(user, body, now, vault)
+
+
+def _cancellation(request: Any) -> tuple[bool, list[Any]]:
+    body = bodies.read(request)
+    batch = "tasks" in body
+    bodies.validate("CancelMany" if batch else "CancelOne", body)
+    body = bodies.convert_ids(body)
+    return batch, [t["_id"] for t in body["tasks"]] if batch else [body["_id"]]
+
+
+def _encode(body: Any, mask: bool) -> bytes:
+    """What ``json.dumps`` writes, by its pure-Python encoder: the C one would hold the GIL
+    for all of a large answer, and so stop the reactor thread too."""
+    return "".join(json.JSONEncoder().iterencode(to_client(body, mask))).encode()

@@ -53,6 +53,87 @@ def _checked_float(text: str) -> float:
     return value
 
 
+#: bodies larger than this are parsed piece by piece (see :func:`_parse_in_pieces`)
+PIECEWISE_BYTES = 256 * 1024
+#: how much of a body one regular expression search looks at: ``re`` holds the GIL for a
+#: whole search, and so would stop the reactor thread for a search over 8 MiB
+_SEARCH_WINDOW = 64 * 1024
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _search(pattern: re.Pattern[bytes], raw: bytes, longest: int = 32) -> bool:
+    """``pattern.search(raw)`` in windows (a match is at most ``longest`` bytes long)."""
+    if len(raw) <= _SEARCH_WINDOW:
+        return pattern.search(raw) is not None
+    return any(
+        pattern.search(raw, start, start + _SEARCH_WINDOW + longest) is not None
+        for start in range(0, len(raw), _SEARCH_WINDOW)
+    )
+
+
+def _parse_in_pieces(text: str, decoder: json.JSONDecoder) -> Any:
+    """The JSON object ``text``, parsed one member (and one element of an array member) at a
+    time, or ``None`` where this does not simply work out (the caller then parses the
+    whole with ``json.loads``, for the same value or the same error as ever).
+
+    ``json.loads`` is a single C call that holds the GIL for all of an 8 MiB body (hundreds of
+    milliseconds on a loaded machine): even in a pool thread, the reactor thread could not run
+    meanwhile.  Small C calls, one per task, let it in between."""
+    scan = decoder.raw_decode
+    def skip(text: str, i: int) -> int:
+        """The index after the whitespace at ``i`` (``[ \t\n\r]*`` always matches)."""
+        return _WHITESPACE.match(text, i).end()  # type: ignore[union-attr]  # the pattern matches the empty string
+    end = len(text)
+    i = skip(text, 0)
+    if i >= end or text[i] != "{":
+        return None
+    body: dict[str, Any] = {}
+    i = skip(text, i + 1)
+    if i < end and text[i] == "}":
+        i += 1
+    else:
+        while True:
+            if i >= end or text[i] != '"':
+                return None
+            key, i = scan(text, i)
+            i = skip(text, i)
+            if i >= end or text[i] != ":":
+                return None
+            i = skip(text, i + 1)
+            if i < end and text[i] == "[":
+                items: list[Any] = []
+                i = skip(text, i + 1)
+                if i < end and text[i] == "]":
+                    i += 1
+                else:
+                    while True:
+                        item, i = scan(text, i)
+                        items.append(item)
+                        i = skip(text, i)
+                        if i < end and text[i] == ",":
+                            i = skip(text, i + 1)
+                            continue
+                        if i < end and text[i] == "]":
+                            i += 1
+                            break
+                        return None
+                value: Any = items
+            else:
+                value, i = scan(text, i)
+            body[key] = value
+            i = skip(text, i)
+            if i < end and text[i] == ",":
+                i = skip(text, i + 1)
+                continue
+            if i < end and text[i] == "}":
+                i += 1
+                break
+            return None
+    if skip(text, i) != end:
+        return None
+    return body
+
+
 def parse(raw: bytes) -> dict[str, Any]:
     """The JSON object in ``raw``; :class:`BadRequest` for anything else."""
     try:
@@ -60,17 +141,24 @@ def parse(raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise BadRequest(f"the body is not UTF-8 text: {e.reason} at byte {e.start}") from None
     hooks: dict[str, Any] = {"parse_constant": _refuse_constant}
-    if _RISKY_NUMBER.search(raw):
+    if _search(_RISKY_NUMBER, raw):
         hooks.update(parse_int=_checked_int, parse_float=_checked_float)
+    body = None
+    if len(raw) > PIECEWISE_BYTES:
+        try:
+            body = _parse_in_pieces(text, json.JSONDecoder(**hooks))
+        except (ValueError, RecursionError):
+            body = None  # json.loads below says what is wrong, in its words
     try:
-        body = json.loads(text, **hooks)
+        if body is None:
+            body = json.loads(text, **hooks)
     except RecursionError:
         raise BadRequest(f"the body is nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as e:
         raise BadRequest(f"the body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object, not {_json_type(body)}")
-    if _SURROGATE.search(raw):
+    if _search(_SURROGATE, raw):
         try:
             json.dumps(body, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
@@ -78,6 +166,13 @@ def parse(raw: bytes) -> dict[str, Any]:
         except RecursionError:
             raise BadRequest(f"the body is nested deeper than {MAX_DEPTH} levels") from None
     return body
+
+
+def size(request: Any) -> int:
+    """The length of the body of a twisted.web request, without reading it."""
+    content = request.content
+    content.seek(0, 2)
+    return content.tell()
 
 
 def read(request: Any) -> dict[str, Any]:
