@@ -90,8 +90,10 @@ def test_convert_ids_below_id_keys_only() -> None:
 
 def test_vet_prepends_the_user_filter_for_standard_users() -> None:
     oid = ObjectId()
+    # merged into a leading $match (MongoDB accepts $text only in the first stage)
     vetted = vet([{"$match": {"_id": str(oid)}}], "alice")
-    assert vetted == [{"$match": {"username": "alice"}}, {"$match": {"_id": oid}}]
+    assert vetted == [{"$match": {"$and": [{"username": "alice"}, {"_id": oid}]}}]
+    assert vet([{"$limit": 1}], "alice") == [{"$match": {"username": "alice"}}, {"$limit": 1}]
     assert vet([], None) == []
     assert vet([{"$group": {"_id": "$username"}}], None) == [{"$group": {"_id": "$username"}}]
 
