@@ -28,7 +28,7 @@ Sort = Sequence[tuple[str, int]]
 #: Collections and the fields their hot lookups use; each backend creates an index per field.
 COLLECTIONS: dict[str, tuple[str, ...]] = {
     "users": ("username",),
-    "tokens": ("username", "token"),
+    "tokens": ("username",),
     "block_entries": ("username", "timestamp"),
     "task_groups": ("state", "username", "created_at"),
     "tasks": ("state", "username", "created_at", "task_group_id"),
