@@ -18,9 +18,11 @@ from twisted.python.components import Componentized
 from ccserver import __version__, listeners, logs
 from ccserver.auth.guard import Authenticator
 from ccserver.callbacks import Callbacks
+from ccserver.cluster.docker_ops import DAEMON_LABEL
 from ccserver.cluster.engine import bridge_gateway
 from ccserver.cluster.service import Cluster
 from ccserver.config import Config
+from ccserver.identity import DaemonIdentity
 from ccserver.lifecycle import Lifecycle
 from ccserver.notifications import Notifier
 from ccserver.scheduling.service import Scheduler
@@ -52,13 +54,15 @@ class CCServer(MultiService):
         self.hash_pool = ThreadPoolService(reactor, "passwords", config.server.password_hash_threads)
         self.hash_pool.setServiceParent(self)
 
-        self.cluster = Cluster(config, self.store, self.docker_pool, reactor)
+        #: this daemon's id, kept in its store: the label of its containers
+        self.identity = DaemonIdentity(self.store)
+        self.cluster = Cluster(config, self.store, self.docker_pool, reactor, self.identity)
         self.cluster.setServiceParent(self)
         self.notifier = Notifier(reactor)
         self.lifecycle = Lifecycle(
             self.store, reactor, config.defaults.max_task_trials, notify_task=self.notifier.notify_task
         )
-        self.scheduler = Scheduler(config, self.store, self.cluster, self.lifecycle, reactor)
+        self.scheduler = Scheduler(config, self.store, self.cluster, self.lifecycle, reactor, self.identity)
         self.scheduler.setServiceParent(self)
         self.lifecycle.wake = self.scheduler.wake
         self.callbacks = Callbacks(
@@ -83,8 +87,8 @@ class CCServer(MultiService):
         """Events of the engines reach the scheduler; dead nodes are announced."""
         cluster, scheduler = self.cluster, self.scheduler
 
-        def died(node: str, name: str, code: int) -> None:
-            d = Deferred.fromCoroutine(scheduler.container_died(node, name, code))
+        def died(node: str, name: str, code: int, owner: str | None) -> None:
+            d = Deferred.fromCoroutine(scheduler.container_died(node, name, code, owner))
             d.addErrback(lambda f: log.failure("handling the end of container {name}", f, name=name))
 
         def dead(node: str) -> None:
@@ -118,6 +122,9 @@ class CCServer(MultiService):
 
     @inlineCallbacks
     def _open(self) -> Any:
+        # before anything listens: the daemon must know which containers are its own
+        daemon = yield self.identity.get()
+        log.info("daemon identity {id} (label {label} of its containers)", id=daemon, label=DAEMON_LABEL)
         gateway = None
         if self.plan.needs_gateway:
             gateway = yield self._gateway()

@@ -2,7 +2,9 @@
 
 They run on the Docker thread pool (see :class:`ccserver.cluster.service.Cluster`), never on
 the reactor thread.  Containers ccserver starts carry the label :data:`KIND_LABEL` so that
-reconciliation and clean-up can find them, and their Docker name is their document id.
+reconciliation and clean-up can find them, and :data:`DAEMON_LABEL` with the id of the daemon
+that made them (:mod:`ccserver.identity`), so that a daemon never takes another one's
+containers for its own; their Docker name is their document id.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from twisted.logger import Logger
 log = Logger(namespace="ccserver.docker")
 
 KIND_LABEL = "io.curious-containers.kind"
+#: the id of the daemon that created the container (see :mod:`ccserver.identity`)
+DAEMON_LABEL = "io.curious-containers.daemon"
 LOG_TAIL_BYTES = 4000
 
 
@@ -81,6 +85,7 @@ def create_container(
     ram_mb: int,
     kind: str,
     net: str | None,
+    daemon: str,
 ) -> str:
     limit = f"{int(ram_mb)}m"
     # the low-level call: the high-level one inspects the new container afterwards, one more
@@ -91,7 +96,7 @@ def create_container(
         image,
         command=shlex.split(command),
         name=name,
-        labels={KIND_LABEL: kind},
+        labels={KIND_LABEL: kind, DAEMON_LABEL: daemon},
         host_config=host_config,
         networking_config=networking,
         detach=True,
@@ -151,13 +156,17 @@ def logs_tail(client: docker.DockerClient, name: str, limit: int = LOG_TAIL_BYTE
     return text[-limit:]
 
 
-def our_containers(client: docker.DockerClient) -> dict[str, tuple[str, str]]:
-    """name → (kind, status) of every container ccserver started on this engine."""
+def our_containers(client: docker.DockerClient, daemon: str) -> dict[str, tuple[str, str, bool]]:
+    """name → (kind, status, legacy) of every container the daemon ``daemon`` started on this
+    engine, and of those an older ccserver started without a daemon label (``legacy``: they
+    are ours only if our store knows them).  Other daemons' containers are not listed."""
     found = {}
     for c in client.api.containers(all=True, filters={"label": KIND_LABEL}):
         names = [n.lstrip("/") for n in c.get("Names", [])]
-        if names:
-            found[names[0]] = (c.get("Labels", {}).get(KIND_LABEL, ""), c.get("State", ""))
+        labels = c.get("Labels") or {}
+        owner = labels.get(DAEMON_LABEL)
+        if names and owner in (None, daemon):
+            found[names[0]] = (labels.get(KIND_LABEL, ""), c.get("State", ""), owner is None)
     return found
 
 
@@ -167,13 +176,14 @@ def run_inspection(
     image: str,
     command: str,
     timeout: float,
+    daemon: str,
 ) -> tuple[int, str]:
     """Run an inspection container to its end; (exit code, log tail).  Removed afterwards."""
     container = client.containers.create(
         image,
         command=shlex.split(command),
         name=name,
-        labels={KIND_LABEL: "inspection"},
+        labels={KIND_LABEL: "inspection", DAEMON_LABEL: daemon},
         mem_limit="128m",
         detach=True,
     )

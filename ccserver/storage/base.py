@@ -35,6 +35,8 @@ COLLECTIONS: dict[str, tuple[str, ...]] = {
     "application_containers": ("state", "username", "task_id", "cluster_node", "data_container_ids"),
     "data_containers": ("state", "username", "cluster_node"),
     "dead_nodes": ("name",),
+    #: this daemon's identity (ccserver.identity): one document
+    "daemon": (),
 }
 
 UPDATE_OPERATORS = frozenset({"$set", "$unset", "$inc", "$push"})

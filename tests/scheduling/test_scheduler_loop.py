@@ -14,7 +14,7 @@ from ccserver.scheduling.service import Scheduler
 class CountingScheduler(Scheduler):
     def __init__(self, clock: Clock) -> None:
         cfg = configuration.from_dict({"server": {"scheduling_interval_seconds": 30}}, "<test>")
-        super().__init__(cfg, store=None, cluster=None, lifecycle=None, clock=clock)  # type: ignore[arg-type]
+        super().__init__(cfg, store=None, cluster=None, lifecycle=None, clock=clock, identity=None)  # type: ignore[arg-type]
         self.rounds: list[tuple[bool, Deferred[None]]] = []
 
     async def round(self, full: bool = True) -> None:
