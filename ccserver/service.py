@@ -22,6 +22,7 @@ from ccserver.cluster.docker_ops import DAEMON_LABEL
 from ccserver.cluster.engine import bridge_gateway
 from ccserver.cluster.service import Cluster
 from ccserver.config import Config
+from ccserver.destinations import Destinations
 from ccserver.identity import DaemonIdentity
 from ccserver.lifecycle import Lifecycle
 from ccserver.notifications import Notifier
@@ -58,7 +59,10 @@ class CCServer(MultiService):
         self.identity = DaemonIdentity(self.store)
         self.cluster = Cluster(config, self.store, self.docker_pool, reactor, self.identity)
         self.cluster.setServiceParent(self)
-        self.notifier = Notifier(reactor)
+        allowed = config.notifications
+        self.notifier = Notifier(
+            reactor, destinations=Destinations.from_strings(allowed.allowed_networks, allowed.allowed_hosts)
+        )
         self.lifecycle = Lifecycle(
             self.store, reactor, config.defaults.max_task_trials, notify_task=self.notifier.notify_task
         )
