@@ -21,7 +21,7 @@ import secrets
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
-from ccserver.storage.base import Store
+from ccserver.storage.base import StorageError, Store
 
 log = Logger(namespace="ccserver.identity")
 
@@ -69,7 +69,8 @@ class DaemonIdentity:
             await self.store.insert_one(COLLECTION, {"kind": _KIND, "daemon_id": secrets.token_hex(16)})
             # read back: should two processes ever have created one at once, both keep the oldest
             found = await self._read()
-            assert found is not None
+            if found is None:
+                raise StorageError(f"the daemon identity written to the {COLLECTION!r} collection cannot be read back")
             log.info("this daemon's identity was created: {id}", id=found)
         self._value = found
         return found

@@ -18,9 +18,13 @@ from typing import Any
 
 import docker
 import pytest
+import pytest_twisted
 from bson import ObjectId
+from twisted.internet.defer import DeferredList
 
 from ccserver.cluster.docker_ops import DAEMON_LABEL, KIND_LABEL
+from ccserver.identity import DaemonIdentity
+from ccserver.storage.base import Store
 from tests.resilience.conftest import gateway  # noqa: F401
 from tests.resilience.harness import Cluster, wait_until
 
@@ -109,3 +113,23 @@ def test_a_restarted_daemon_leaves_another_daemons_running_container_alone(
             engine.api.remove_container(legacy_name, force=True)
         except docker.errors.NotFound:
             pass
+
+
+# --- the identity in the store, on both backends ---------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_identity_is_made_once_and_kept_in_the_store(store: Store) -> None:
+    first = DaemonIdentity(store)
+    ids = await DeferredList([first.get() for _ in range(5)], fireOnOneErrback=True, consumeErrors=True)
+    values = {value for _, value in ids}
+    assert len(values) == 1 and len(values.pop()) == 32
+    assert first.value == await first.get()
+    assert await store.count("daemon", {}) == 1  # concurrent asks share one read and one write
+    again = DaemonIdentity(store)  # a restart: a new process on the same store
+    assert await again.get() == first.value
+
+
+def test_the_identity_is_unknown_before_it_was_read() -> None:
+    with pytest.raises(RuntimeError, match="not read from the store yet"):
+        assert DaemonIdentity(None).value  # type: ignore[arg-type]
