@@ -1,7 +1,6 @@
 """This daemon's identity: a random id made at its first start and kept in its own store.
 
-Every container the daemon creates carries it as the label
-:data:`ccserver.cluster.docker_ops.DAEMON_LABEL` (``io.curious-containers.daemon``, beside
+Every container the daemon creates carries it as the label :data:`DAEMON_LABEL` (beside
 ``io.curious-containers.kind``), and the daemon only ever removes, fails or collects
 containers that carry its own id.  So two daemons with separate stores can share one Docker
 engine: neither takes the other's containers for leftovers.  The id lives in the store, not
@@ -25,18 +24,29 @@ from ccserver.storage.base import StorageError, Store
 
 log = Logger(namespace="ccserver.identity")
 
+#: the label of every container a daemon creates: the daemon's id
+DAEMON_LABEL = "io.curious-containers.daemon"
+
 COLLECTION = "daemon"
 _KIND = "identity"
 
 
 class DaemonIdentity:
     """``get()`` fires with the id (read once from the store, created there when missing);
-    ``value`` is the id once it was read."""
+    ``value`` is the id once it was read, ``known`` the id or ``None``.
+
+    The daemon does not wait for it to start (with the database down at start, the API still
+    answers 503): whatever needs the id asks ``get()``, and a failed read (the database is
+    unavailable) is not remembered, so the next ask reads again."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._value: str | None = None
         self._waiting: list[Deferred[str]] | None = None
+
+    @property
+    def known(self) -> str | None:
+        return self._value
 
     @property
     def value(self) -> str:
@@ -71,8 +81,9 @@ class DaemonIdentity:
             found = await self._read()
             if found is None:
                 raise StorageError(f"the daemon identity written to the {COLLECTION!r} collection cannot be read back")
-            log.info("this daemon's identity was created: {id}", id=found)
+            log.info("this daemon's identity was created and stored")
         self._value = found
+        log.info("daemon identity {id} (label {label} of its containers)", id=found, label=DAEMON_LABEL)
         return found
 
     async def _read(self) -> str | None:

@@ -18,7 +18,6 @@ from twisted.python.components import Componentized
 from ccserver import __version__, listeners, logs
 from ccserver.auth.guard import Authenticator
 from ccserver.callbacks import Callbacks
-from ccserver.cluster.docker_ops import DAEMON_LABEL
 from ccserver.cluster.engine import bridge_gateway
 from ccserver.cluster.service import Cluster
 from ccserver.config import Config
@@ -126,9 +125,12 @@ class CCServer(MultiService):
 
     @inlineCallbacks
     def _open(self) -> Any:
-        # before anything listens: the daemon must know which containers are its own
-        daemon = yield self.identity.get()
-        log.info("daemon identity {id} (label {label} of its containers)", id=daemon, label=DAEMON_LABEL)
+        # read (or made) now; not waited for: with the database down, the API answers 503 and
+        # the scheduler, which needs the id, asks again in its next round
+        self.identity.get().addErrback(
+            lambda f: log.warn("cannot read this daemon's identity yet ({error}); will try again",
+                               error=f.getErrorMessage())
+        )
         gateway = None
         if self.plan.needs_gateway:
             gateway = yield self._gateway()

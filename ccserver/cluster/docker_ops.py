@@ -2,8 +2,8 @@
 
 They run on the Docker thread pool (see :class:`ccserver.cluster.service.Cluster`), never on
 the reactor thread.  Containers ccserver starts carry the label :data:`KIND_LABEL` so that
-reconciliation and clean-up can find them, and :data:`DAEMON_LABEL` with the id of the daemon
-that made them (:mod:`ccserver.identity`), so that a daemon never takes another one's
+reconciliation and clean-up can find them, and ``DAEMON_LABEL`` (from :mod:`ccserver.identity`)
+with the id of the daemon that made them, so that a daemon never takes another one's
 containers for its own; their Docker name is their document id.
 """
 
@@ -17,11 +17,11 @@ import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 from twisted.logger import Logger
 
+from ccserver.identity import DAEMON_LABEL
+
 log = Logger(namespace="ccserver.docker")
 
 KIND_LABEL = "io.curious-containers.kind"
-#: the id of the daemon that created the container (see :mod:`ccserver.identity`)
-DAEMON_LABEL = "io.curious-containers.daemon"
 LOG_TAIL_BYTES = 4000
 
 
@@ -176,14 +176,19 @@ def run_inspection(
     image: str,
     command: str,
     timeout: float,
-    daemon: str,
+    daemon: str | None,
 ) -> tuple[int, str]:
-    """Run an inspection container to its end; (exit code, log tail).  Removed afterwards."""
+    """Run an inspection container to its end; (exit code, log tail).  Removed afterwards.
+    It carries the daemon label when the daemon's id is known (ends of inspection containers
+    are never acted on, so a database outage need not stop an inspection)."""
+    labels = {KIND_LABEL: "inspection"}
+    if daemon:
+        labels[DAEMON_LABEL] = daemon
     container = client.containers.create(
         image,
         command=shlex.split(command),
         name=name,
-        labels={KIND_LABEL: "inspection", DAEMON_LABEL: daemon},
+        labels=labels,
         mem_limit="128m",
         detach=True,
     )

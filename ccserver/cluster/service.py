@@ -224,7 +224,7 @@ class Cluster(Service):
         settings = {"container_type": "inspection", "inspection_url": url}
         name = f"ccserver-inspection-{node.name}-{int(self.reactor.seconds() * 1000)}"
         try:
-            daemon = await self.identity.get()
+            daemon = self.identity.known
             auth = dc.registry_auth.__dict__ if dc.registry_auth else None
             await self.call(
                 node.name, docker_ops.ensure_image, dc.image, self.config.docker.pull_policy, auth, node.name,

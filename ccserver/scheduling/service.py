@@ -290,8 +290,8 @@ class Scheduler(Service):
         except Exception as e:
             await self.lifecycle.container_failed(collection, doc["_id"], f"image {image}: {_message(e)}")
             return
+        daemon = await self.identity.get()  # read once; a database outage stops the round here
         try:
-            daemon = await self.identity.get()
             await self.cluster.call(
                 node, docker_ops.create_container, name, image, docker_ops.command_line(entry_point, settings),
                 doc["container_ram"], kind, self.config.docker.net, daemon,
