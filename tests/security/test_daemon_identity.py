@@ -21,10 +21,13 @@ import pytest
 import pytest_twisted
 from bson import ObjectId
 from twisted.internet.defer import DeferredList
+from twisted.internet.threads import deferToThread
 
 from ccserver.cluster.docker_ops import DAEMON_LABEL, KIND_LABEL
 from ccserver.identity import DaemonIdentity
 from ccserver.storage.base import Store
+from tests.e2e.conftest import ccserver, daemon_log, engine  # noqa: F401
+from tests.e2e.harness import Harness, sleep, wait_for
 from tests.resilience.conftest import gateway  # noqa: F401
 from tests.resilience.harness import Cluster, wait_until
 
@@ -47,8 +50,8 @@ def two_daemons(tmp_path: Path, gateway: str, request: pytest.FixtureRequest) ->
         b.close()
 
 
-def container(engine: docker.DockerClient, name: str) -> dict[str, Any] | None:
-    found = engine.api.containers(all=True, filters={"name": name})
+def container(client: docker.DockerClient, name: str) -> dict[str, Any] | None:
+    found = client.api.containers(all=True, filters={"name": name})
     return next((c for c in found if c["Names"][0].lstrip("/") == name), None)
 
 
@@ -73,16 +76,16 @@ def test_a_restarted_daemon_leaves_another_daemons_running_container_alone(
     b.start()
     assert a.identity and b.identity and a.identity != b.identity
     legacy_name = str(ObjectId())
-    engine = a.engine
-    engine.containers.run(BUSYBOX, ["sleep", "300"], name=legacy_name, labels={KIND_LABEL: "application"},
+    docker_engine = a.engine
+    docker_engine.containers.run(BUSYBOX, ["sleep", "300"], name=legacy_name, labels={KIND_LABEL: "application"},
                           detach=True)
     try:
         code, answer = b.call("POST", "/tasks", b.task("b-long", sleep=WATCH_SECONDS + 15))
         assert code == 200, answer
         b_task = answer["_id"]
         b_name = app_container_name(b, b_task)
-        running = wait_until(lambda: container(engine, b_name), lambda c: c is not None and c["State"] == "running",
-                             60, "B's container to run")
+        running = wait_until(lambda: container(docker_engine, b_name),
+                             lambda c: c is not None and c["State"] == "running", 60, "B's container to run")
         assert running["Labels"][DAEMON_LABEL] == b.identity
 
         # A runs a task of its own to its end (its containers are created, collected, removed)
@@ -90,7 +93,7 @@ def test_a_restarted_daemon_leaves_another_daemons_running_container_alone(
         assert code == 200, answer
         a_name = app_container_name(a, answer["_id"])
         assert wait_task(a, answer["_id"])["state"] == 3
-        wait_until(lambda: container(engine, a_name), lambda c: c is None, 60, "A's container to be removed")
+        wait_until(lambda: container(docker_engine, a_name), lambda c: c is None, 60, "A's container to be removed")
 
         # A restarts: its start-up reconcile, then full rounds with reconcile and clean-up
         identity = a.identity
@@ -99,10 +102,10 @@ def test_a_restarted_daemon_leaves_another_daemons_running_container_alone(
         assert a.identity == identity  # kept in its store
         deadline = time.monotonic() + WATCH_SECONDS
         while time.monotonic() < deadline:
-            seen = container(engine, b_name)
+            seen = container(docker_engine, b_name)
             assert seen is not None and seen["State"] == "running", f"B's running container was touched: {seen}"
             time.sleep(0.5)
-        assert container(engine, legacy_name) is not None  # an unlabelled stranger: left alone
+        assert container(docker_engine, legacy_name) is not None  # an unlabelled stranger: left alone
         assert a.daemon is not None
         assert a.daemon.output.count(f"container {legacy_name} on node") == 1  # warned about once per run
         # and B's own view: its task is still processing, on its first trial
@@ -110,7 +113,7 @@ def test_a_restarted_daemon_leaves_another_daemons_running_container_alone(
         assert task["state"] == 2 and task["trials"] == 0, task  # processing, never failed
     finally:
         try:
-            engine.api.remove_container(legacy_name, force=True)
+            docker_engine.api.remove_container(legacy_name, force=True)
         except docker.errors.NotFound:
             pass
 
@@ -133,3 +136,31 @@ async def test_the_identity_is_made_once_and_kept_in_the_store(store: Store) -> 
 def test_the_identity_is_unknown_before_it_was_read() -> None:
     with pytest.raises(RuntimeError, match="not read from the store yet"):
         assert DaemonIdentity(None).value  # type: ignore[arg-type]
+
+
+# --- the event stream: ends of other daemons' containers are none of ours ---------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_container_of_another_daemon_that_ends_is_left_alone(ccserver: Harness) -> None:  # noqa: F811
+    docker_engine = ccserver.engine
+    mine, foreign = str(ObjectId()), str(ObjectId())
+    other_daemon = "0" * 32
+    try:
+        for name, owner in ((foreign, other_daemon), (mine, ccserver.root.identity.value)):
+            labels = {KIND_LABEL: "application", DAEMON_LABEL: owner}
+            await deferToThread(docker_engine.containers.run, BUSYBOX, ["sleep", "0"], name=name, labels=labels,
+                                detach=True)
+        # ours ends unknown to our store: removed through the event stream (the control)
+        await wait_for(lambda: deferToThread(container, docker_engine, mine), lambda c: c is None, 30,
+                       "our ended, unknown container to be removed")
+        # the other daemon's ended at the same moment, and stays for its owner to collect
+        await sleep(2 * ccserver.root.config.server.scheduling_interval_seconds)
+        seen = await deferToThread(container, docker_engine, foreign)
+        assert seen is not None and seen["State"] == "exited", seen
+    finally:
+        for name in (mine, foreign):
+            try:
+                await deferToThread(docker_engine.api.remove_container, name, force=True)
+            except docker.errors.NotFound:
+                pass
