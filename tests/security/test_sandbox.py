@@ -22,6 +22,9 @@ import pytest
 import pytest_twisted
 
 from ccserver import states
+from ccserver.callbacks import APPLICATION as APP
+from ccserver.callbacks import Callbacks
+from ccserver.storage.base import Store
 from ccserver.worker import sandbox
 from tests.e2e.conftest import ccserver, daemon_log, engine, gateway  # noqa: F401
 from tests.e2e.harness import NOINPUT_IMAGE, Harness, app_task
@@ -126,9 +129,13 @@ def _limits_result(cc: FakeCC) -> list[dict[str, Any]]:
 
 def test_the_worker_sets_each_limit_in_the_application_only(cc: FakeCC, tmp_path: Path) -> None:
     cc.work = work(cc, result_files=_limits_result(cc))
-    cc.work["sandbox"] = {"limits": {"num_open_files": 64, "create_file_size": 1_000_000, "rss_size": None}}
+    cc.work["sandbox"] = {"limits": {"num_open_files": 64, "create_file_size": 1_000_000, "rss_size": None},
+                          "seccomp": {"mode": "whitelist"}}
+    cc.work["tracing"] = {"enabled": True}
     done = run_worker(cc.settings(), tmp_path, _limits_config(tmp_path))
     assert done.returncode == 0, done.stderr
+    assert "sandbox.seccomp was requested; this worker does not apply it" in done.stderr
+    assert "tracing was requested; this worker does not apply it" in done.stderr
     applied = json.loads(cc.uploaded("limits")[0]["body"])
     assert applied["num_open_files"] == 64 and applied["create_file_size"] == 1_000_000
     assert "with 2 resource limits" in done.stderr
@@ -173,3 +180,22 @@ def test_limit_names_are_those_of_0_10() -> None:
     assert set(sandbox.LIMITS) == {"cpu_usage", "create_file_size", "num_open_files", "heap_size", "stack_size",
                                    "rss_size", "child_processes"}
     assert sandbox.limits_of(None) == [] and sandbox.limits_of({}) == [] and sandbox.preexec([]) is None
+
+
+# --- the server's answer to callback 0, on both storage backends --------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_callback_0_answers_sandbox_and_tracing_of_the_description(store: Store) -> None:
+    description = {"image": "x", "container_ram": 64, "parameters": ["--a"], "sandbox": {"limits": LIMITS},
+                   "tracing": {"enabled": True}}
+    task_id = await store.insert_one("tasks", {"application_container_description": description,
+                                               "input_files": [], "result_files": [], "no_cache": True})
+    container_id = await store.insert_one(APP, {"task_id": [task_id], "state": states.PROCESSING,
+                                                "callback_key": "k" * 32, "callbacks": []})
+    callbacks = Callbacks(store, lifecycle=None, data_container_address=None, wake=lambda: None)  # type: ignore[arg-type]
+    body = {"callback_key": "k" * 32, "callback_type": 0, "container_id": container_id,
+            "content": {"state": states.SUCCESS, "description": "Container started."}}
+    answer = await callbacks.handle(APP, body)
+    assert answer["sandbox"] == {"limits": LIMITS} and answer["tracing"] == {"enabled": True}
+    assert answer["parameters"] == ["--a"] and answer["task_id"] == str(task_id)
