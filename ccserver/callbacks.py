@@ -96,13 +96,15 @@ class Callbacks:
             if task is None:
                 raise BadRequest("the task of this container is gone")
             task = await self.vault.reveal(task)
+            description = task.get("application_container_description") or {}
             return {
                 "task_id": str(task["_id"]),
                 "input_files": await self._input_files(task, container),
                 "result_files": task.get("result_files", []),
-                "parameters": task.get("application_container_description", {}).get("parameters"),
-                "sandbox": task.get("sandbox"),
-                "tracing": task.get("tracing"),
+                "parameters": description.get("parameters"),
+                # where the task schema (and 0.10) has them: inside the application container description
+                "sandbox": description.get("sandbox"),
+                "tracing": description.get("tracing"),
             }
         if callback_type == 3:
             await self.lifecycle.application_succeeded(container["_id"], "Results sent (callback 3).")

@@ -8,8 +8,10 @@ with a one-line message naming the file, the key and what was expected.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -165,6 +167,14 @@ class Defaults:
 
 
 @dataclass(frozen=True)
+class NotificationsConfig:
+    """``[notifications]``: where notifications may go; both empty: anywhere (as 0.10)."""
+
+    allowed_networks: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon was configured with; ``source`` is the file or ``None``."""
 
@@ -175,6 +185,7 @@ class Config:
     docker: DockerConfig
     defaults: Defaults
     ignored_sections: tuple[str, ...] = field(default=())
+    notifications: NotificationsConfig = field(default=NotificationsConfig())
 
 
 # --- where things live --------------------------------------------------------------------
@@ -294,7 +305,32 @@ def from_dict(raw: Mapping[str, Any], source: str | None, env: Mapping[str, str]
         docker=_docker(raw.get("docker", {}), label, env),
         defaults=_defaults(raw.get("defaults", {})),
         ignored_sections=("ipc",) if "ipc" in raw else (),
+        notifications=_notifications(raw.get("notifications", {}), label),
     )
+
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def _notifications(n: Mapping[str, Any], label: str) -> NotificationsConfig:
+    networks = tuple(entry.strip() for entry in n.get("allowed_networks", ()))
+    for index, entry in enumerate(networks):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{label}: notifications.allowed_networks[{index}]: expected an IP network "
+                f"such as '10.0.0.0/8' or an address, got {entry!r}"
+            ) from None
+    hosts = tuple(entry.strip() for entry in n.get("allowed_hosts", ()))
+    for index, entry in enumerate(hosts):
+        if not _HOST_NAME.fullmatch(entry):
+            raise ConfigError(
+                f"{label}: notifications.allowed_hosts[{index}]: expected a host name such as "
+                f"'hooks.example.org' or '*.example.org', got {entry!r}"
+            )
+    return NotificationsConfig(allowed_networks=networks, allowed_hosts=hosts)
 
 
 @overload

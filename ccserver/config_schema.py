@@ -157,6 +157,15 @@ SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        # where task and dead-node notifications may be sent (unrestricted when both are empty)
+        "notifications": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "allowed_networks": {"type": "array", "items": _STR},
+                "allowed_hosts": {"type": "array", "items": _STR},
+            },
+        },
         "defaults": {
             "type": "object",
             "additionalProperties": False,

@@ -12,6 +12,11 @@ not, as sending the same request again would get the same answer.  Each try is b
 ``timeout`` (connecting, sending and reading the answer), so one ``send`` lasts at most
 ``(retries + 1) * timeout`` plus the back-off delays (1 + 2 + 4 s with the defaults).
 
+Destinations: a notification URL is fetched from the daemon's network, so whoever submits a
+task chooses where the daemon sends a request.  ``[notifications] allowed_networks`` and
+``allowed_hosts`` restrict that (see :mod:`ccserver.destinations`); the same rule applies to
+the admin's ``dead_node_notification``.  A refused notification is logged and not sent.
+
 ``ssl_verify=False`` (as in 0.10, for receivers with self-signed certificates) uses a client whose
 TLS accepts ANY certificate: the notification is still encrypted, but anyone able to intercept
 the connection can pose as the receiver and read it, credentials included.  Prefer giving the
@@ -55,6 +60,7 @@ from twisted.web.client import (
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from ccserver.destinations import CheckedEndpointFactory, DestinationRefused, Destinations
 from ccserver.httpauth import DigestError, digest_authorization, find_digest_challenge
 
 log = Logger()
@@ -125,7 +131,8 @@ class Notifier:
 
     ``clock`` (default: the reactor) times the tries and the back-off; ``http_client`` replaces
     both real clients (a :class:`treq.testing.StubTreq` in unit tests); ``https_policy`` is the
-    policy for verified HTTPS (default: the platform's trust store).
+    policy for verified HTTPS (default: the platform's trust store); ``destinations`` the
+    rule of where notifications may go (default: anywhere, as 0.10).
     """
 
     def __init__(
@@ -138,14 +145,21 @@ class Notifier:
         backoff_seconds: float = 1.0,
         max_backoff_seconds: float = 30.0,
         make_cnonce: Callable[[], str] = lambda: os.urandom(16).hex(),
+        destinations: Destinations = Destinations(),
     ) -> None:
         self._clock: IReactorTime = clock if clock is not None else reactor
         if http_client is None:
             # not persistent: notifications are rare, and an idle pool would hold sockets open
             pool = HTTPConnectionPool(reactor, persistent=False)
             policy = https_policy if https_policy is not None else BrowserLikePolicyForHTTPS()
-            self._verified = HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
-            self._unverified = HTTPClient(Agent(reactor, contextFactory=InsecurePolicyForHTTPS(), pool=pool))
+
+            def agent(tls: IPolicyForHTTPS) -> Agent:
+                if not destinations.restricted:
+                    return Agent(reactor, contextFactory=tls, pool=pool)
+                return Agent.usingEndpointFactory(reactor, CheckedEndpointFactory(reactor, destinations, tls), pool)
+
+            self._verified = HTTPClient(agent(policy))
+            self._unverified = HTTPClient(agent(InsecurePolicyForHTTPS()))
         else:
             self._verified = self._unverified = http_client
         self._backoff = backoff_seconds
@@ -253,6 +267,9 @@ class Notifier:
                 status = await d
             except DigestError as e:
                 return self._failed(where, 401, attempts, f"digest authentication: {e}", password)
+            except DestinationRefused as e:
+                log.warn("notification to {url} refused, not sent: {reason}", url=where, reason=str(e))
+                return Delivery(where, False, None, attempts, str(e))
             except Exception as e:  # a notification must never fail its caller
                 if timed_out:
                     reason, retry = f"no answer within {timeout:g} s", True

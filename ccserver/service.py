@@ -22,6 +22,8 @@ from ccserver.cluster.engine import bridge_gateway
 from ccserver.cluster.service import Cluster
 from ccserver.collector import CollectorPause
 from ccserver.config import Config
+from ccserver.destinations import Destinations
+from ccserver.identity import DaemonIdentity
 from ccserver.lifecycle import Lifecycle
 from ccserver.notifications import Notifier
 from ccserver.scheduling.service import Scheduler
@@ -94,14 +96,20 @@ class CCServer(MultiService):
         self.placement_pool.setServiceParent(self)
         self.collector = CollectorPause(reactor)
 
-        self.cluster = Cluster(config, self.store, self.docker_pool, reactor)
+        #: this daemon's id, kept in its store: the label of its containers
+        self.identity = DaemonIdentity(self.store)
+        self.cluster = Cluster(config, self.store, self.docker_pool, reactor, self.identity)
         self.cluster.setServiceParent(self)
-        self.notifier = Notifier(reactor)
+        allowed = config.notifications
+        self.notifier = Notifier(
+            reactor, destinations=Destinations.from_strings(allowed.allowed_networks, allowed.allowed_hosts)
+        )
         self.lifecycle = Lifecycle(
             self.store, reactor, config.defaults.max_task_trials, self.vault, notify_task=self.notifier.notify_task
         )
         self.scheduler = Scheduler(
-            config, self.store, self.cluster, self.lifecycle, reactor, self.vault, self.placement_pool, self.collector
+            config, self.store, self.cluster, self.lifecycle, reactor, self.vault, self.identity,
+            self.placement_pool, self.collector,
         )
         self.scheduler.setServiceParent(self)
         self.lifecycle.wake = self.scheduler.wake
@@ -131,8 +139,8 @@ class CCServer(MultiService):
         """Events of the engines reach the scheduler; dead nodes are announced."""
         cluster, scheduler = self.cluster, self.scheduler
 
-        def died(node: str, name: str, code: int) -> None:
-            d = Deferred.fromCoroutine(scheduler.container_died(node, name, code))
+        def died(node: str, name: str, code: int, owner: str | None) -> None:
+            d = Deferred.fromCoroutine(scheduler.container_died(node, name, code, owner))
             d.addErrback(lambda f: log.failure("handling the end of container {name}", f, name=name))
 
         def dead(node: str) -> None:
@@ -179,6 +187,12 @@ class CCServer(MultiService):
 
     @inlineCallbacks
     def _open(self) -> Any:
+        # read (or made) now; not waited for: with the database down, the API answers 503 and
+        # the scheduler, which needs the id, asks again in its next round
+        self.identity.get().addErrback(
+            lambda f: log.warn("cannot read this daemon's identity yet ({error}); will try again",
+                               error=f.getErrorMessage())
+        )
         gateway = None
         if self.plan.needs_gateway:
             gateway = yield self._gateway()

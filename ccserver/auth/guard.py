@@ -55,6 +55,8 @@ from ccserver.web.errors import Unauthorized
 log = Logger(namespace="ccserver.auth")
 
 TOKEN_BYTES = 24
+#: the field of a ``tokens`` document holding :func:`token_digest` of the token (never the token)
+TOKEN_DIGEST_FIELD = "token_sha256"
 #: how many verified (username, password) pairs the cache keeps at most
 CACHE_SIZE = 10_000
 #: expired tokens and block entries are deleted at most this often (0.10 did it per request)
@@ -75,6 +77,13 @@ class Clock(Protocol):
 class User:
     username: str
     is_admin: bool
+
+
+def token_digest(token: str) -> str:
+    """What the store keeps of a token: its SHA-256, hex.  A token is 24 random bytes, so a
+    plain (unsalted, fast) hash is enough: nobody can guess one from its digest, and a copy of
+    the ``tokens`` collection no longer logs anybody in."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def parse_basic(header: bytes | None) -> tuple[str, str]:
@@ -301,16 +310,16 @@ class Authenticator:
         oldest = self.clock.seconds() - self.tokens_valid_for_seconds
         await self._purge("tokens", oldest)
         candidates = await self.store.find("tokens", {"username": username, "ip": ip})
-        # looked up by username and address, compared here in constant time: a lookup by
-        # token value would let response times hint at how much of a token matched
-        given = secret.encode("ascii")
+        # looked up by username and address, digests compared here in constant time: a lookup
+        # by value would let response times hint at how much of a digest matched
+        given = token_digest(secret)
         valid = False
         for doc in candidates:
-            token = doc.get("token")
+            digest = doc.get(TOKEN_DIGEST_FIELD)
             timestamp = doc.get("timestamp")
-            if not isinstance(token, str) or not isinstance(timestamp, (int, float)):
-                continue
-            matches = hmac.compare_digest(token.encode("utf-8"), given)
+            if not isinstance(digest, str) or not isinstance(timestamp, (int, float)):
+                continue  # also a plaintext token of an older ccserver: it no longer works
+            matches = hmac.compare_digest(digest.encode("ascii"), given.encode("ascii"))
             valid |= matches and timestamp >= oldest
         return valid
 
@@ -328,6 +337,9 @@ class Authenticator:
             return
         self._last_purge[collection] = now
         await self.store.delete_many(collection, {"timestamp": {"$lt": oldest}})
+        if collection == "tokens":
+            # plaintext tokens stored by an older ccserver: useless now, and secrets at rest
+            await self.store.delete_many(collection, {"token": {"$exists": True}})
 
     async def _issue_token(self, request: Any, user: User) -> tuple[str, float]:
         token = os.urandom(TOKEN_BYTES).hex()
@@ -336,7 +348,7 @@ class Authenticator:
             {
                 "username": user.username,
                 "ip": self.client_address(request),
-                "token": token,
+                TOKEN_DIGEST_FIELD: token_digest(token),
                 "timestamp": self.clock.seconds(),
             },
         )

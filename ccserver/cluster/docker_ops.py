@@ -2,7 +2,9 @@
 
 They run on the Docker thread pool (see :class:`ccserver.cluster.service.Cluster`), never on
 the reactor thread.  Containers ccserver starts carry the label :data:`KIND_LABEL` so that
-reconciliation and clean-up can find them, and their Docker name is their document id.
+reconciliation and clean-up can find them, and ``DAEMON_LABEL`` (from :mod:`ccserver.identity`)
+with the id of the daemon that made them, so that a daemon never takes another one's
+containers for its own; their Docker name is their document id.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 from twisted.logger import Logger
+
+from ccserver.identity import DAEMON_LABEL
 
 log = Logger(namespace="ccserver.docker")
 
@@ -81,6 +85,7 @@ def create_container(
     ram_mb: int,
     kind: str,
     net: str | None,
+    daemon: str,
 ) -> str:
     limit = f"{int(ram_mb)}m"
     # the low-level call: the high-level one inspects the new container afterwards, one more
@@ -92,7 +97,7 @@ def create_container(
         image,
         command=shlex.split(command),
         name=name,
-        labels={KIND_LABEL: kind},
+        labels={KIND_LABEL: kind, DAEMON_LABEL: daemon},
         host_config=host_config,
         networking_config=networking,
         detach=True,
@@ -152,13 +157,17 @@ def logs_tail(client: docker.DockerClient, name: str, limit: int = LOG_TAIL_BYTE
     return text[-limit:]
 
 
-def our_containers(client: docker.DockerClient) -> dict[str, tuple[str, str]]:
-    """name → (kind, status) of every container ccserver started on this engine."""
+def our_containers(client: docker.DockerClient, daemon: str) -> dict[str, tuple[str, str, bool]]:
+    """name → (kind, status, legacy) of every container the daemon ``daemon`` started on this
+    engine, and of those an older ccserver started without a daemon label (``legacy``: they
+    are ours only if our store knows them).  Other daemons' containers are not listed."""
     found = {}
     for c in client.api.containers(all=True, filters={"label": KIND_LABEL}):
         names = [n.lstrip("/") for n in c.get("Names", [])]
-        if names:
-            found[names[0]] = (c.get("Labels", {}).get(KIND_LABEL, ""), c.get("State", ""))
+        labels = c.get("Labels") or {}
+        owner = labels.get(DAEMON_LABEL)
+        if names and owner in (None, daemon):
+            found[names[0]] = (labels.get(KIND_LABEL, ""), c.get("State", ""), owner is None)
     return found
 
 
@@ -168,13 +177,19 @@ def run_inspection(
     image: str,
     command: str,
     timeout: float,
+    daemon: str | None,
 ) -> tuple[int, str]:
-    """Run an inspection container to its end; (exit code, log tail).  Removed afterwards."""
+    """Run an inspection container to its end; (exit code, log tail).  Removed afterwards.
+    It carries the daemon label when the daemon's id is known (ends of inspection containers
+    are never acted on, so a database outage need not stop an inspection)."""
+    labels = {KIND_LABEL: "inspection"}
+    if daemon:
+        labels[DAEMON_LABEL] = daemon
     container = client.containers.create(
         image,
         command=shlex.split(command),
         name=name,
-        labels={KIND_LABEL: "inspection"},
+        labels=labels,
         mem_limit="128m",
         detach=True,
     )

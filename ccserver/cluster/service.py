@@ -34,6 +34,7 @@ from ccserver import states
 from ccserver.cluster import docker_ops
 from ccserver.cluster.engine import describe_error, make_client
 from ccserver.config import Config, NodeConfig
+from ccserver.identity import DaemonIdentity
 from ccserver.storage.base import StorageError, Store
 from ccserver.threads import ThreadPoolService
 
@@ -69,16 +70,21 @@ class Node:
 class Cluster(Service):
     name = "cluster"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
-    def __init__(self, config: Config, store: Store, pool: ThreadPoolService, reactor: Any) -> None:
+    def __init__(
+        self, config: Config, store: Store, pool: ThreadPoolService, reactor: Any, identity: DaemonIdentity
+    ) -> None:
         self.config = config
         self.store = store
+        #: this daemon's id: the label of its inspection containers
+        self.identity = identity
         self.pool = pool
         self.reactor = reactor
         self.nodes = {n.name: Node(n) for n in config.docker.nodes}
         #: set by the daemon: the URL inspection containers GET (server.host)
         self.inspection_url: Callable[[], str | None] = lambda: None
-        #: called with (node name, container name, exit code) when a container of ours ends
-        self.on_container_died: Callable[[str, str, int], None] = lambda node, name, code: None
+        #: called with (node name, container name, exit code, daemon label or None) when a
+        #: container made by ccserver ends (the receiver decides whether it is its own)
+        self.on_container_died: Callable[[str, str, int, str | None], None] = lambda node, name, code, owner: None
         #: called with the node name when a node is declared dead / healthy again
         self.on_node_dead: Callable[[str], Any] = lambda node: None
         self.on_node_healthy: Callable[[str], Any] = lambda node: None
@@ -221,6 +227,7 @@ class Cluster(Service):
         settings = {"container_type": "inspection", "inspection_url": url}
         name = f"ccserver-inspection-{node.name}-{int(self.reactor.seconds() * 1000)}"
         try:
+            daemon = self.identity.known
             auth = dc.registry_auth.__dict__ if dc.registry_auth else None
             await self.call(
                 node.name, docker_ops.ensure_image, dc.image, self.config.docker.pull_policy, auth, node.name,
@@ -233,6 +240,7 @@ class Cluster(Service):
                 dc.image,
                 docker_ops.command_line(dc.entry_point, settings),
                 self.config.docker.api_timeout,
+                daemon,
                 timeout=2 * self.config.docker.api_timeout + CALL_SLACK,
                 health=True,
             )
@@ -322,7 +330,8 @@ class Cluster(Service):
                 attributes = event.get("Actor", {}).get("Attributes", {})
                 name = attributes.get("name", "")
                 code = int(attributes.get("exitCode") or 0)
-                self.reactor.callFromThread(self.on_container_died, node.name, name, code)
+                owner = attributes.get(docker_ops.DAEMON_LABEL)  # the event's attributes hold the labels
+                self.reactor.callFromThread(self.on_container_died, node.name, name, code, owner)
         except Exception as e:
             if not reader.closed:
                 self.reactor.callFromThread(self._events_ended, node, reader, e)

@@ -30,6 +30,7 @@ from ccserver.cluster import docker_ops
 from ccserver.cluster.service import PULL_TIMEOUT, Cluster
 from ccserver.collector import CollectorPause
 from ccserver.config import Config
+from ccserver.identity import DaemonIdentity
 from ccserver.lifecycle import Lifecycle
 from ccserver.scheduling import rounds
 from ccserver.scheduling.recovery import Recovery
@@ -57,6 +58,7 @@ class Scheduler(Service):
         lifecycle: Lifecycle,
         clock: Any,
         vault: Vault,
+        identity: DaemonIdentity,
         pool: ThreadPoolService | None = None,
         collector: CollectorPause | None = None,
     ) -> None:
@@ -68,6 +70,10 @@ class Scheduler(Service):
         self.pool = pool
         self.collector = collector
         self.store = store
+        #: this daemon's id: the label of the containers it creates, and the only ones it touches
+        self.identity = identity
+        #: containers of an older ccserver (no daemon label) unknown to our store, warned about once
+        self._foreign_warned: set[str] = set()
         self.cluster = cluster
         self.lifecycle = lifecycle
         self.clock = clock
@@ -319,10 +325,11 @@ class Scheduler(Service):
         except Exception as e:
             await self.lifecycle.container_failed(collection, doc["_id"], f"image {image}: {_message(e)}")
             return
+        daemon = await self.identity.get()  # read once; a database outage stops the round here
         try:
             await self.cluster.call(
                 node, docker_ops.create_container, name, image, docker_ops.command_line(entry_point, settings),
-                doc["container_ram"], kind, self.config.docker.net,
+                doc["container_ram"], kind, self.config.docker.net, daemon,
             )
         except Exception as e:
             if "Conflict" not in str(e):  # created before a restart: go on with it
@@ -364,15 +371,19 @@ class Scheduler(Service):
 
     # --- containers that ended, vanished or are left over ------------------------------------
 
-    async def container_died(self, node: str, name: str, code: int) -> None:
-        """A container of ours ended on ``node`` (from the engine's event stream, or found
-        ended by reconcile).  A database outage is noted; reconcile collects it later."""
+    async def container_died(self, node: str, name: str, code: int, owner: str | None = None) -> None:
+        """A container made by ccserver ended on ``node`` (from the engine's event stream, with
+        the daemon label it carries).  Another daemon's container is none of our business; one
+        of an older ccserver (no label) is ours only if our store knows it.  A database outage
+        is noted; reconcile collects the container later."""
         try:
-            await self._container_died(node, name, code)
+            if owner is not None and owner != await self.identity.get():
+                return
+            await self._container_died(node, name, code, legacy=owner is None)
         except StorageUnavailable as e:
             self.storage_unavailable(e)
 
-    async def _container_died(self, node: str, name: str, code: int) -> None:
+    async def _container_died(self, node: str, name: str, code: int, legacy: bool = False) -> None:
         try:
             _id = ObjectId(name)
         except Exception:
@@ -382,7 +393,10 @@ class Scheduler(Service):
             if doc is not None:
                 break
         else:
-            await self._remove(node, name)
+            if legacy:
+                self._leave_foreign(node, name)
+            else:
+                await self._remove(node, name)
             return
         if states.is_end(doc["state"]):
             await self._remove(node, name)
@@ -405,6 +419,15 @@ class Scheduler(Service):
         await self.lifecycle.container_failed(collection, _id, why)
         await self._remove(node, name)
 
+    def _leave_foreign(self, node: str, name: str) -> None:
+        if name not in self._foreign_warned:
+            self._foreign_warned.add(name)
+            log.warn(
+                "container {name} on node {node} was made by a ccserver without a daemon identity "
+                "and is unknown to this daemon's store: left alone (remove it by hand if it is nobody's)",
+                name=name, node=node,
+            )
+
     async def _remove(self, node: str, name: str) -> None:
         try:
             await self.cluster.call(node, docker_ops.remove_container, name)
@@ -420,9 +443,10 @@ class Scheduler(Service):
         whose container vanished, collect containers that ended unnoticed (e.g. while the
         daemon was down), remove containers of ended or unknown documents.  Containers that
         are still running are left alone: their callbacks are accepted as before."""
+        daemon = await self.identity.get()
         for node in nodes if nodes is not None else self.cluster.healthy_names():
             try:
-                present = await self.cluster.call(node, docker_ops.our_containers)
+                present = await self.cluster.call(node, docker_ops.our_containers, daemon)
             except Exception as e:
                 self.cluster.report_error(node, e)
                 continue
@@ -442,8 +466,8 @@ class Scheduler(Service):
                             await self.lifecycle.container_failed(
                                 collection, doc["_id"], "container vanished from Docker")
                             continue
-                        await self._container_died(node, name, code)
-            for name, (kind, _status) in present.items():
+                        await self._container_died(node, name, code, legacy=present[name][2])
+            for name, (kind, _status, legacy) in present.items():
                 if kind == "inspection":
                     continue
                 try:
@@ -452,7 +476,9 @@ class Scheduler(Service):
                     continue
                 collection = APP if kind == "application" else DATA
                 found = await self.store.find_one(collection, {"_id": _id}, {"state": 1})
-                if found is None or states.is_end(found["state"]):
+                if found is None and legacy:
+                    self._leave_foreign(node, name)
+                elif found is None or states.is_end(found["state"]):
                     await self._remove(node, name)
             self._reconciled.add(node)
 

@@ -28,7 +28,7 @@ Sort = Sequence[tuple[str, int]]
 #: Collections and the fields their hot lookups use; each backend creates an index per field.
 COLLECTIONS: dict[str, tuple[str, ...]] = {
     "users": ("username",),
-    "tokens": ("username", "token"),
+    "tokens": ("username",),
     "block_entries": ("username", "timestamp"),
     "task_groups": ("state", "username", "created_at"),
     "tasks": ("state", "username", "created_at", "task_group_id"),
@@ -37,6 +37,8 @@ COLLECTIONS: dict[str, tuple[str, ...]] = {
     "dead_nodes": ("name",),
     # secrets of tasks and data containers, by their ids (see ccserver.vault); never queried
     "secrets": ("task_group_id",),
+    #: this daemon's identity (ccserver.identity): one document
+    "daemon": (),
 }
 
 UPDATE_OPERATORS = frozenset({"$set", "$unset", "$inc", "$push"})

@@ -5,7 +5,8 @@ and started as `python3 /opt/container_worker '<settings JSON>'`; then __main__.
 directory as the package `container_worker` and the sibling modules import each other relatively.
 Importable as `ccserver.worker` (and runnable as `python -m ccserver.worker`) for tests.
 
-Modules: runner (dispatch, inspection), application, data, callbacks, connectors, common.
+Modules: runner (dispatch, inspection), application, sandbox (resource limits of the application),
+data, callbacks, connectors, common.
 
 Telemetry of callback 2 (units of 0.10): wall_time (s), return_code, std_out / std_err (the last
 64 KiB, decoded as UTF-8), max_rss_memory / max_vms_memory (MB, rounded up; best effort from

@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 
+from . import sandbox as sandboxing
 from .common import TAIL_BYTES, WorkerError, describe, exception_text, file_size_mb, log
 
 
@@ -132,14 +133,18 @@ class _MemorySampler(threading.Thread):
             self.stop.wait(MEMORY_SAMPLE_SECONDS)
 
 
-def run_command(command):
-    """Runs command through the shell; returns its telemetry (memory in MB, as CC-Container-Worker 0.10)."""
-    log("running the application")
+def run_command(command, limits=()):
+    """Runs command through the shell, under the resource ``limits`` ([(RLIMIT_*, value)], see
+    :mod:`sandbox`); returns its telemetry (memory in MB, as CC-Container-Worker 0.10)."""
+    log("running the application" + (f" with {len(limits)} resource limits" if limits else ""))
     start = time.time()
-    process = subprocess.Popen(
-        command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    try:
+        process = subprocess.Popen(
+            command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, preexec_fn=sandboxing.preexec(limits),
+        )
+    except subprocess.SubprocessError as e:  # setrlimit refused in the child (above the hard limit)
+        raise WorkerError(f"the sandbox limits could not be applied: {describe(e)}", exit_code=8) from e
     tails = [_Tail(process.stdout), _Tail(process.stderr)]
     sampler = _MemorySampler(process.pid)
     for thread in tails + [sampler]:
@@ -237,7 +242,10 @@ def run(settings, callbacks, redact):
 
     command = _step(callbacks, redact, "could not build the command", 8,
                     build_command, config["application_command"], work.get("parameters"))
-    telemetry = _step(callbacks, redact, "could not run the application", 8, run_command, command)
+    limits = _step(callbacks, redact, "could not apply the sandbox", 8, sandboxing.limits_of, work.get("sandbox"))
+    for part in sandboxing.ignored_parts(work.get("sandbox"), work.get("tracing")):
+        log(f"{part} was requested; this worker does not apply it")
+    telemetry = _step(callbacks, redact, "could not run the application", 8, run_command, command, limits)
     telemetry["input_file_sizes"] = [file_size_mb(_path(local)) for local in local_inputs]
     telemetry["result_file_sizes"] = {key: file_size_mb(_path(local)) for key, local in local_results.items()}
     if telemetry["return_code"] != 0:

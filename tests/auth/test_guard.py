@@ -262,7 +262,7 @@ async def test_token_bound_to_address_and_lifetime(store: Store, hash_pool: Coun
     token, valid_for = await within(env.auth.issue_token(make_request(ip="192.0.2.10"), User("alice", False)))
     assert len(token) == 48 and int(token, 16) >= 0 and valid_for == 3600
     doc = await within(store.find_one("tokens", {"username": "alice"}))
-    assert doc is not None and (doc["ip"], doc["token"], doc["timestamp"]) == ("192.0.2.10", token, 0)
+    assert doc is not None and (doc["ip"], doc["timestamp"]) == ("192.0.2.10", 0) and token not in str(doc)
     assert await env.login(token) == User("alice", False)
     assert hash_pool.verifications == 0  # a token costs no PBKDF2
     await env.refused(token, ip="192.0.2.99")  # another address

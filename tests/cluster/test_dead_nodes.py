@@ -14,7 +14,7 @@ from bson import ObjectId
 from twisted.internet import reactor
 
 from ccserver import states
-from ccserver.cluster.docker_ops import KIND_LABEL
+from ccserver.cluster.docker_ops import DAEMON_LABEL, KIND_LABEL
 from ccserver.cluster.service import HEALTH_SLACK, EventReader
 from tests.cluster.conftest import HEARTBEAT, Engines, MakeCluster, ccserver_containers, unix_node
 from tests.conftest import STORE_BACKENDS
@@ -138,14 +138,15 @@ async def test_post_nodes_revives_a_dead_node_and_its_event_stream(cluster: Make
     healthy, dead = await nodes_of(harness)
     assert "e2" in healthy and dead == {}
 
-    # the event stream was opened again: a container of ours that ends there is noticed and
-    # removed (its name is an id the store does not know)
+    # the event stream was opened again: a container of ours (our daemon label) that ends there
+    # is noticed and removed (its name is an id the store does not know)
     await wait_for(lambda: isinstance(node.events, EventReader) and node.events._stream is not None, bool, 30,
                    "the event stream of e2 to be open again")
     client = victim.client()
     try:
         name = str(ObjectId())
-        client.containers.run(NOINPUT_IMAGE, ["true"], name=name, labels={KIND_LABEL: "application"}, detach=True)
+        labels = {KIND_LABEL: "application", DAEMON_LABEL: harness.root.identity.value}
+        client.containers.run(NOINPUT_IMAGE, ["true"], name=name, labels=labels, detach=True)
         await wait_for(lambda: name in ccserver_containers(client), lambda present: not present, 30,
                        "the ended container to be removed through the event stream")
     finally:

@@ -67,6 +67,7 @@ async def start_harness(config: configuration.Config, engine: Any, gateway: str)
     root = CCServer(config, reactor)
     root.startService()
     await root.ready
+    await root.identity.get()  # read at start, not waited for by it; our_containers() needs it
     port = root.web.bound()[0][1]
     harness = Harness(root=root, url=f"http://{gateway}:{port}", archive=archive,
                       archive_url=f"http://{gateway}:{archive_port.getHost().port}", engine=engine)

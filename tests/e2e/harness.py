@@ -20,7 +20,7 @@ from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from ccserver.cluster.docker_ops import KIND_LABEL
+from ccserver.cluster.docker_ops import DAEMON_LABEL, KIND_LABEL
 
 APP_IMAGE = "ccserver-test/app:1"
 NOINPUT_IMAGE = "ccserver-test/app-noinput:1"
@@ -108,9 +108,10 @@ class Harness:
                               f"task {task_id} to reach {states}")
 
     def our_containers(self) -> list[str]:
-        """Names of the containers ccserver started that still exist (one API call, no
-        follow-up inspections that could race with a removal)."""
-        found = self.engine.api.containers(all=True, filters={"label": KIND_LABEL})
+        """Names of the containers this daemon started that still exist (one API call, no
+        follow-up inspections that could race with a removal); other daemons' are not ours."""
+        labels = [KIND_LABEL, f"{DAEMON_LABEL}={self.root.identity.value}"]
+        found = self.engine.api.containers(all=True, filters={"label": labels})
         return [c["Names"][0].lstrip("/") for c in found]
 
 

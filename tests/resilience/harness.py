@@ -25,7 +25,7 @@ from typing import Any
 
 import docker
 
-from ccserver.cluster.docker_ops import KIND_LABEL
+from ccserver.cluster.docker_ops import DAEMON_LABEL, KIND_LABEL
 from ccserver.testing.daemon import Daemon
 from ccserver.testing.ferretdb import free_port
 
@@ -106,6 +106,8 @@ class Cluster:
         self.engine = docker.from_env(timeout=60)
         self.daemon: Daemon | None = None
         self.runs: list[Daemon] = []
+        #: the daemon's identity (the label of its containers), known once it started
+        self.identity: str | None = None
         home = tmp / "home"
         home.mkdir(exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "CCSERVER_CONFIG"))}
@@ -145,6 +147,7 @@ class Cluster:
     def start(self, wait_node: bool = True) -> Daemon:
         self.daemon = Daemon(["--config", str(self.config)], env=self.env, cwd=str(self.tmp)).start()
         self.runs.append(self.daemon)
+        self.identity = self.daemon.wait_for(r"daemon identity ([0-9a-f]+)", timeout=60).group(1)
         self.daemon.wait_for("containers will call back at", timeout=60)
         if wait_node:
             self.daemon.wait_for(r"node \S+: \d+ MB", timeout=60)
@@ -213,7 +216,11 @@ class Cluster:
         }
 
     def our_containers(self) -> list[str]:
-        found = self.engine.api.containers(all=True, filters={"label": KIND_LABEL})
+        """This daemon's containers (another daemon on the same engine has its own)."""
+        if self.identity is None:
+            return []
+        labels = [KIND_LABEL, f"{DAEMON_LABEL}={self.identity}"]
+        found = self.engine.api.containers(all=True, filters={"label": labels})
         return [c["Names"][0].lstrip("/") for c in found]
 
     # --- the end of a run -------------------------------------------------------------------

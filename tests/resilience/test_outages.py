@@ -92,7 +92,8 @@ def test_sigterm_leaves_containers_running_and_the_next_start_collects_them(tmp_
         wait_until(lambda: c.query("application-containers", [{"$match": {"state": 2}}, {"$project": {"_id": 1}}]),
                    lambda running: len(running) == 10, 90, "10 running containers")
         assert c.terminate() == 0
-        running = c.engine.api.containers(filters={"label": "io.curious-containers.kind", "status": "running"})
+        ours = ["io.curious-containers.kind", f"io.curious-containers.daemon={c.identity}"]
+        running = c.engine.api.containers(filters={"label": ours, "status": "running"})
         assert len(running) == 10, "SIGTERM must leave the containers running"
         c.start()
         tasks = c.wait_all_ended(120)

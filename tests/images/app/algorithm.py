@@ -5,12 +5,15 @@ Parameters, as flags (array form) or as keys of one JSON object argument (object
   --alloc MB / {"alloc": MB}   allocate and touch MB megabytes (to hit a memory limit)
   --fail / {"fail": true}      print to stderr and exit 3
 Otherwise it copies input_files/data.txt (when present) to result_files/copy.txt and writes
-result_files/parameters.json = {"argv": [the arguments it got]}. result_files/never_written.txt
-is never written. The directory is /opt/app unless CC_APP_DIR says otherwise (unit tests).
+result_files/parameters.json = {"argv": [the arguments it got]} and result_files/limits.json
+= {its soft resource limits by the sandbox names of CC-Container-Worker 0.10; -1: unlimited}.
+result_files/never_written.txt is never written.
+The directory is /opt/app unless CC_APP_DIR says otherwise (unit tests).
 """
 
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -49,4 +52,13 @@ if os.path.exists(source):
     shutil.copyfile(source, os.path.join(results, "copy.txt"))
 with open(os.path.join(results, "parameters.json"), "w") as f:
     json.dump({"argv": argv}, f)
+limits = {
+    name: resource.getrlimit(getattr(resource, which))[0]
+    for name, which in (("cpu_usage", "RLIMIT_CPU"), ("create_file_size", "RLIMIT_FSIZE"),
+                        ("num_open_files", "RLIMIT_NOFILE"), ("heap_size", "RLIMIT_DATA"),
+                        ("stack_size", "RLIMIT_STACK"), ("rss_size", "RLIMIT_RSS"),
+                        ("child_processes", "RLIMIT_NPROC"))
+}
+with open(os.path.join(results, "limits.json"), "w") as f:
+    json.dump(limits, f)
 print("algorithm: done", flush=True)
