@@ -84,10 +84,8 @@ class Sizes:
     phase_limit: float  # hard limit per phase, seconds
 
 
-FULL = Sizes(single=8000, batches=20, nodes=8000, stored=100_000, queries=2000, serial_queries=100,
-             phase_limit=60.0)
-QUICK = Sizes(single=1500, batches=5, nodes=1500, stored=10_000, queries=500, serial_queries=30,
-              phase_limit=15.0)
+FULL = Sizes(single=8000, batches=20, nodes=8000, stored=100_000, queries=2000, serial_queries=100, phase_limit=60.0)
+QUICK = Sizes(single=1500, batches=5, nodes=1500, stored=10_000, queries=500, serial_queries=30, phase_limit=15.0)
 
 
 # --- diagnostics inside the daemon (only with --gc-log / --gc-freeze) --------------------------
@@ -137,12 +135,13 @@ class GCLog:
             lines = self.path.read_text().splitlines()
         except OSError:
             return "; daemon GC: no log"
-        new, self.seen = lines[self.seen:], len(lines)
+        new, self.seen = lines[self.seen :], len(lines)
         pauses = [float(line.split()[1]) for line in new if len(line.split()) == 3]
         if not pauses:
             return "; daemon full GCs: 0"
-        return (f"; daemon full GCs: {len(pauses)}, pause mean {sum(pauses) / len(pauses):.1f} ms, "
-                f"max {max(pauses):.1f} ms")
+        return (
+            f"; daemon full GCs: {len(pauses)}, pause mean {sum(pauses) / len(pauses):.1f} ms, max {max(pauses):.1f} ms"
+        )
 
 
 GC_LOG = GCLog(None)
@@ -363,7 +362,11 @@ def create_user(config: Path, env: dict[str, str]) -> bool:
     admin = str(Path(sys.executable).with_name("ccserver-admin"))
     done = subprocess.run(
         [admin, "--config", str(config), "create-user", USERNAME, "--password-stdin"],
-        input=PASSWORD + "\n", text=True, env=env, timeout=60, capture_output=True,
+        input=PASSWORD + "\n",
+        text=True,
+        env=env,
+        timeout=60,
+        capture_output=True,
     )
     if done.returncode != 0:
         print(f"ccserver-admin create-user failed ({done.returncode}): {done.stdout}{done.stderr}", file=sys.stderr)
@@ -417,82 +420,135 @@ async def run(
         checks.append(f"{verdict(passed)}  {text}")
 
     # warm-up: connections, imports and caches in the daemon
-    warm = await drive("warm-up", host, port, build_request("POST", "/tasks", where, by_token, single), 200, CLIENTS,
-                limit, pid)
+    warm = await drive(
+        "warm-up", host, port, build_request("POST", "/tasks", where, by_token, single), 200, CLIENTS, limit, pid
+    )
     if freeze:
         os.kill(pid, signal.SIGUSR2)
         await asyncio.sleep(1.0)
         print("daemon: gc.freeze() after the warm-up (--gc-freeze)", flush=True)
 
     # (a) single submissions with the token
-    a = await drive("(a) single POST /tasks, token", host, port,
-                    build_request("POST", "/tasks", where, by_token, single), sizes.single, CLIENTS, limit, pid)
+    a = await drive(
+        "(a) single POST /tasks, token",
+        host,
+        port,
+        build_request("POST", "/tasks", where, by_token, single),
+        sizes.single,
+        CLIENTS,
+        limit,
+        pid,
+    )
     print(a.line(), flush=True)
 
     # (b) 1,000-task batches, one at a time
-    b = await drive("(b) 1,000-task POST /tasks, 1 client", host, port,
-                    build_request("POST", "/tasks", where, by_token, batch), sizes.batches, 1, limit, pid)
+    b = await drive(
+        "(b) 1,000-task POST /tasks, 1 client",
+        host,
+        port,
+        build_request("POST", "/tasks", where, by_token, batch),
+        sizes.batches,
+        1,
+        limit,
+        pid,
+    )
     print(b.line("batches", BATCH), flush=True)
 
     # (c) GET /nodes
-    c = await drive("(c) GET /nodes", host, port, build_request("GET", "/nodes", where, by_token), sizes.nodes,
-                    CLIENTS, limit, pid)
+    c = await drive(
+        "(c) GET /nodes", host, port, build_request("GET", "/nodes", where, by_token), sizes.nodes, CLIENTS, limit, pid
+    )
     print(c.line(), flush=True)
 
     # (d) fill the store to sizes.stored tasks with batches from all clients, then query
     stored = warm.done + a.done + b.done * BATCH  # the tasks of the warm-up, (a) and (b)
     missing = max(0, sizes.stored - stored)
     fill_batches = -(-missing // BATCH)
-    fill = await drive(f"(d) fill: 1,000-task POST /tasks, {CLIENTS} clients", host, port,
-                       build_request("POST", "/tasks", where, by_token, batch), fill_batches, CLIENTS,
-                       max(limit, 120.0), pid)
+    fill = await drive(
+        f"(d) fill: 1,000-task POST /tasks, {CLIENTS} clients",
+        host,
+        port,
+        build_request("POST", "/tasks", where, by_token, batch),
+        fill_batches,
+        CLIENTS,
+        max(limit, 120.0),
+        pid,
+    )
     stored += fill.done * BATCH
     print(fill.line("batches", BATCH), flush=True)
     print(f"    tasks stored: about {stored:,}", flush=True)
     query = build_request("POST", "/tasks/query", where, by_token, json.dumps(QUERY).encode())
     d1 = await drive("(d) POST /tasks/query, 1 client", host, port, query, sizes.serial_queries, 1, limit, pid)
     print(d1.line(), flush=True)
-    d = await drive(f"(d) POST /tasks/query, {CLIENTS} clients", host, port, query, sizes.queries, CLIENTS,
-                    limit, pid)
+    d = await drive(f"(d) POST /tasks/query, {CLIENTS} clients", host, port, query, sizes.queries, CLIENTS, limit, pid)
     print(d.line(), flush=True)
     # the same query again and again is answered from the daemon's query cache (nothing is
     # written meanwhile); distinct pipelines ($skip n) show the cost of running each one
     distinct = [
-        build_request("POST", "/tasks/query", where, by_token,
-                      json.dumps({"aggregate": [*QUERY["aggregate"][:1], {"$skip": n}, *QUERY["aggregate"][1:]]})
-                      .encode())
+        build_request(
+            "POST",
+            "/tasks/query",
+            where,
+            by_token,
+            json.dumps({"aggregate": [*QUERY["aggregate"][:1], {"$skip": n}, *QUERY["aggregate"][1:]]}).encode(),
+        )
         for n in range(sizes.queries)
     ]
-    dd = await drive(f"(d) POST /tasks/query, distinct pipelines (no cache reuse), {CLIENTS} clients", host, port,
-                     distinct, sizes.queries, CLIENTS, limit, pid)
+    dd = await drive(
+        f"(d) POST /tasks/query, distinct pipelines (no cache reuse), {CLIENTS} clients",
+        host,
+        port,
+        distinct,
+        sizes.queries,
+        CLIENTS,
+        limit,
+        pid,
+    )
     print(dd.line(), flush=True)
 
     # (e) single submissions with the password on every request
-    e = await drive("(e) single POST /tasks, password", host, port,
-                    build_request("POST", "/tasks", where, by_password, single), sizes.single, CLIENTS, limit,
-                    pid)
+    e = await drive(
+        "(e) single POST /tasks, password",
+        host,
+        port,
+        build_request("POST", "/tasks", where, by_password, single),
+        sizes.single,
+        CLIENTS,
+        limit,
+        pid,
+    )
     print(e.line(), flush=True)
 
     def clean(r: Result) -> bool:
         return not r.errors and not r.timed_out
 
     clean_run = all(clean(r) for r in (warm, a, b, c, fill, d1, d, dd, e)) and stored >= sizes.stored
-    check(a.rate >= SINGLE_RATE and a.pct(99) < SINGLE_P99,
-          f"single submissions (token): {a.rate:,.0f}/s (>= {SINGLE_RATE:.0f}), "
-          f"p99 {a.pct(99) * 1000:.1f} ms (< {SINGLE_P99 * 1000:.0f})")
-    check(max(b.latencies, default=99) < BATCH_SECONDS,
-          f"1,000-task batch: p50 {b.pct(50) * 1000:.0f} ms, max {max(b.latencies, default=0) * 1000:.0f} ms "
-          f"(< {BATCH_SECONDS * 1000:.0f})")
-    check(d.pct(99) < QUERY_P99,
-          f"query over {stored:,} tasks, {CLIENTS} clients: p99 {d.pct(99) * 1000:.1f} ms "
-          f"(< {QUERY_P99 * 1000:.0f})")
-    checks.append(f"INFO  distinct queries (no cache reuse), {CLIENTS} clients: {dd.rate:,.0f}/s, "
-                  f"p99 {dd.pct(99) * 1000:.1f} ms")
+    check(
+        a.rate >= SINGLE_RATE and a.pct(99) < SINGLE_P99,
+        f"single submissions (token): {a.rate:,.0f}/s (>= {SINGLE_RATE:.0f}), "
+        f"p99 {a.pct(99) * 1000:.1f} ms (< {SINGLE_P99 * 1000:.0f})",
+    )
+    check(
+        max(b.latencies, default=99) < BATCH_SECONDS,
+        f"1,000-task batch: p50 {b.pct(50) * 1000:.0f} ms, max {max(b.latencies, default=0) * 1000:.0f} ms "
+        f"(< {BATCH_SECONDS * 1000:.0f})",
+    )
+    check(
+        d.pct(99) < QUERY_P99,
+        f"query over {stored:,} tasks, {CLIENTS} clients: p99 {d.pct(99) * 1000:.1f} ms (< {QUERY_P99 * 1000:.0f})",
+    )
+    checks.append(
+        f"INFO  distinct queries (no cache reuse), {CLIENTS} clients: {dd.rate:,.0f}/s, p99 {dd.pct(99) * 1000:.1f} ms"
+    )
     ratio = a.rate / e.rate if e.rate else float("inf")
-    check(ratio <= PASSWORD_RATIO,
-          f"password on every request: {e.rate:,.0f}/s, token/password = {ratio:.2f} (<= {PASSWORD_RATIO:.0f})")
-    checks.append(f"{verdict(clean_run)}  run complete: every request answered 200 within the time limits, "
-                  f"{stored:,} tasks stored (>= {sizes.stored:,})")
+    check(
+        ratio <= PASSWORD_RATIO,
+        f"password on every request: {e.rate:,.0f}/s, token/password = {ratio:.2f} (<= {PASSWORD_RATIO:.0f})",
+    )
+    checks.append(
+        f"{verdict(clean_run)}  run complete: every request answered 200 within the time limits, "
+        f"{stored:,} tasks stored (>= {sizes.stored:,})"
+    )
     return checks, ok, clean_run
 
 
@@ -501,8 +557,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a smaller run (10,000 stored tasks, < 1 minute)")
     parser.add_argument("--profile", metavar="FILE", help="run the daemon under cProfile; statistics to FILE")
     parser.add_argument("--gc-log", action="store_true", help="report the daemon's full garbage collections")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="experiment: gc.freeze() in the daemon after the warm-up")
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="experiment: gc.freeze() in the daemon after the warm-up"
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
 
@@ -556,10 +613,13 @@ def main() -> int:
                 clean_run = False
             if "Traceback" in daemon.output:
                 print("the daemon logged a traceback:", file=sys.stderr)
-                print(daemon.output[daemon.output.index("Traceback") - 500:][:3000], file=sys.stderr)
+                print(daemon.output[daemon.output.index("Traceback") - 500 :][:3000], file=sys.stderr)
                 clean_run = False
-    print(f"total: {time.monotonic() - started:.1f} s; CPU daemon {daemon_cpu:.1f} s, "
-          f"generator {own_cpu() - own_start:.1f} s", flush=True)
+    print(
+        f"total: {time.monotonic() - started:.1f} s; CPU daemon {daemon_cpu:.1f} s, "
+        f"generator {own_cpu() - own_start:.1f} s",
+        flush=True,
+    )
     print(load_line("end"))
     print("targets:")
     for line in checks:

@@ -89,8 +89,14 @@ def write_config(tmp: Path, max_body: int, interval: float) -> Path:
 
 def create_user(config: Path, env: dict[str, str]) -> None:
     admin = str(Path(sys.executable).with_name("ccserver-admin"))
-    done = subprocess.run([admin, "--config", str(config), "create-user", USERNAME, "--password-stdin"],
-                          input=PASSWORD + "\n", text=True, env=env, timeout=60, capture_output=True)
+    done = subprocess.run(
+        [admin, "--config", str(config), "create-user", USERNAME, "--password-stdin"],
+        input=PASSWORD + "\n",
+        text=True,
+        env=env,
+        timeout=60,
+        capture_output=True,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"ccserver-admin failed: {done.stdout}{done.stderr}")
 
@@ -99,8 +105,9 @@ def basic(user: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
 
 
-def call(host: str, port: int, method: str, path: str, auth: str, body: bytes | None = None,
-         timeout: float = 120.0) -> tuple[int, Any]:
+def call(
+    host: str, port: int, method: str, path: str, auth: str, body: bytes | None = None, timeout: float = 120.0
+) -> tuple[int, Any]:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         headers = {"authorization": auth}
@@ -181,8 +188,9 @@ def main() -> int:
             env["PYTHONPATH"] = str(tmp / "hooks") + os.pathsep + env["PYTHONPATH"]
             env["CCSERVER_BENCH_GC_LOG"] = str(tmp / "gc.log")
         create_user(config, env)
-        daemon = FileDaemon(["--config", str(config)], env=env, cwd=str(tmp), log=tmp / "daemon.log",
-                            profile=args.profile)
+        daemon = FileDaemon(
+            ["--config", str(config)], env=env, cwd=str(tmp), log=tmp / "daemon.log", profile=args.profile
+        )
         with daemon:
             _, host, port = daemon.listening(timeout=60)[0]
             daemon.done_following.set()
@@ -195,9 +203,11 @@ def main() -> int:
             output = daemon.output
             if args.gc_log:
                 lines = [line.split() for line in (tmp / "gc.log").read_text().splitlines()]
-                print(f"daemon collections of 10 ms or more: {len(lines)}; pause ms (generation) @ seconds after "
-                      f"the batch was sent (answer at {WALL.get('answer', 0) - WALL.get('batch', 0):.1f} s): "
-                      + " ".join(f"{float(p):.0f}({g})@{float(t) - WALL.get('batch', 0):.1f}" for t, p, g in lines))
+                print(
+                    f"daemon collections of 10 ms or more: {len(lines)}; pause ms (generation) @ seconds after "
+                    f"the batch was sent (answer at {WALL.get('answer', 0) - WALL.get('batch', 0):.1f} s): "
+                    + " ".join(f"{float(p):.0f}({g})@{float(t) - WALL.get('batch', 0):.1f}" for t, p, g in lines)
+                )
     print(f"end: load average {load()}; CPUs {os.cpu_count()}")
     if code != 0 or "Traceback" in output:
         clean = False

@@ -60,8 +60,9 @@ class Client:
         self.base, self.auth = base, auth
 
     def call(self, method: str, path: str, body: Any = None, timeout: float = 120) -> Any:
-        request = urllib.request.Request(self.base + path, method=method,
-                                         data=None if body is None else json.dumps(body).encode())
+        request = urllib.request.Request(
+            self.base + path, method=method, data=None if body is None else json.dumps(body).encode()
+        )
         request.add_header("authorization", self.auth)
         request.add_header("content-type", "application/json")
         try:
@@ -94,8 +95,14 @@ def main() -> int:
             "base_url = 'unix:///nonexistent/docker.sock'\n"
         )
         admin = str(Path(sys.executable).with_name("ccserver-admin"))
-        done = subprocess.run([admin, "--config", str(config), "create-user", USERNAME, "--password-stdin"],
-                              input=PASSWORD + "\n", text=True, env=env, timeout=60, capture_output=True)
+        done = subprocess.run(
+            [admin, "--config", str(config), "create-user", USERNAME, "--password-stdin"],
+            input=PASSWORD + "\n",
+            text=True,
+            env=env,
+            timeout=60,
+            capture_output=True,
+        )
         if done.returncode != 0:
             print(f"ccserver-admin failed: {done.stdout}{done.stderr}", file=sys.stderr)
             return 2
@@ -133,10 +140,12 @@ def main() -> int:
                         print("the cancelled tasks' groups did not end within 600 s", file=sys.stderr)
                         broken = True
                         break
-                    print(f"{(r + 1) * ROUND * BATCH:>7,} tasks through: submitted in {submitted:.1f} s, "
-                          f"cancelled in {cancelled:.1f} s, all ended {time.monotonic() - t0 - submitted:.1f} s after; "
-                          f"VmRSS {status_mb(pid, 'VmRSS'):.0f} MB, peak {status_mb(pid, 'VmHWM'):.0f} MB",
-                          flush=True)
+                    print(
+                        f"{(r + 1) * ROUND * BATCH:>7,} tasks through: submitted in {submitted:.1f} s, "
+                        f"cancelled in {cancelled:.1f} s, all ended {time.monotonic() - t0 - submitted:.1f} s after; "
+                        f"VmRSS {status_mb(pid, 'VmRSS'):.0f} MB, peak {status_mb(pid, 'VmHWM'):.0f} MB",
+                        flush=True,
+                    )
             except (RuntimeError, OSError) as e:
                 print(f"the run broke: {e}", file=sys.stderr)
                 broken = True
@@ -148,8 +157,10 @@ def main() -> int:
             print(f"the run broke (exit {code}):\n{output[-4000:]}", file=sys.stderr)
             return 2
         ok = rss < TARGET_MB
-        print(f"{'PASS' if ok else 'FAIL'}  VmRSS after {rounds * ROUND * BATCH:,} tasks < {TARGET_MB:.0f} MB "
-              f"({rss:.0f} MB; peak {peak:.0f} MB)")
+        print(
+            f"{'PASS' if ok else 'FAIL'}  VmRSS after {rounds * ROUND * BATCH:,} tasks < {TARGET_MB:.0f} MB "
+            f"({rss:.0f} MB; peak {peak:.0f} MB)"
+        )
         return 0 if ok else 1
 
 

@@ -87,27 +87,50 @@ def fill(path: Path, tasks: int, containers: int) -> None:
     for _ in range(GROUPS):
         gid = ObjectId()
         ids = [ObjectId() for _ in range(per_group)]
-        docs["task_groups"].append({
-            "_id": gid, "state": 2, "created_at": now, "transitions": [transition(0, now), transition(2, now)],
-            "username": USERNAME, "task_ids": ids, "tasks_count": per_group,
-        })
+        docs["task_groups"].append(
+            {
+                "_id": gid,
+                "state": 2,
+                "created_at": now,
+                "transitions": [transition(0, now), transition(2, now)],
+                "username": USERNAME,
+                "task_ids": ids,
+                "tasks_count": per_group,
+            }
+        )
         for tid in ids:
             state = 2 if processing < containers else 1
-            docs["tasks"].append({
-                "_id": tid, "state": state, "created_at": now,
-                "transitions": [transition(0, now), transition(state, now)],
-                "username": USERNAME, "trials": 0, "task_group_id": [gid],
-                "application_container_description": {"image": "ccserver-test/app-noinput:1", "container_ram": 64},
-                "input_files": [], "result_files": [],
-            })
+            docs["tasks"].append(
+                {
+                    "_id": tid,
+                    "state": state,
+                    "created_at": now,
+                    "transitions": [transition(0, now), transition(state, now)],
+                    "username": USERNAME,
+                    "trials": 0,
+                    "task_group_id": [gid],
+                    "application_container_description": {"image": "ccserver-test/app-noinput:1", "container_ram": 64},
+                    "input_files": [],
+                    "result_files": [],
+                }
+            )
             if state == 2:
                 processing += 1
-                docs["application_containers"].append({
-                    "_id": ObjectId(), "state": 2, "created_at": now,
-                    "transitions": [transition(0, now), transition(1, now), transition(2, now)],
-                    "username": USERNAME, "task_id": [tid], "data_container_ids": [], "callbacks": [],
-                    "callback_key": "k" * 48, "cluster_node": "none", "container_ram": 64,
-                })
+                docs["application_containers"].append(
+                    {
+                        "_id": ObjectId(),
+                        "state": 2,
+                        "created_at": now,
+                        "transitions": [transition(0, now), transition(1, now), transition(2, now)],
+                        "username": USERNAME,
+                        "task_id": [tid],
+                        "data_container_ids": [],
+                        "callbacks": [],
+                        "callback_key": "k" * 48,
+                        "cluster_node": "none",
+                        "container_ram": 64,
+                    }
+                )
     conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -157,16 +180,25 @@ def main() -> int:
         port = free_port()
         config = write_config(tmp, port)
         admin = str(Path(sys.executable).with_name("ccserver-admin"))
-        done = subprocess.run([admin, "--config", str(config), "create-user", USERNAME, "--password-stdin"],
-                              input=PASSWORD + "\n", text=True, env=env, timeout=60, capture_output=True)
+        done = subprocess.run(
+            [admin, "--config", str(config), "create-user", USERNAME, "--password-stdin"],
+            input=PASSWORD + "\n",
+            text=True,
+            env=env,
+            timeout=60,
+            capture_output=True,
+        )
         if done.returncode != 0:
             print(f"ccserver-admin failed: {done.stdout}{done.stderr}", file=sys.stderr)
             return 2
         began = time.monotonic()
         fill(tmp / "data" / "ccserver.sqlite3", args.tasks, args.containers)
         size = (tmp / "data" / "ccserver.sqlite3").stat().st_size / 1e6
-        print(f"store written: {args.tasks:,} live tasks, {args.containers:,} live containers "
-              f"in {time.monotonic() - began:.1f} s ({size:.1f} MB)", flush=True)
+        print(
+            f"store written: {args.tasks:,} live tasks, {args.containers:,} live containers "
+            f"in {time.monotonic() - began:.1f} s ({size:.1f} MB)",
+            flush=True,
+        )
 
         base = f"http://127.0.0.1:{port}"
         auth = "Basic " + base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
@@ -180,8 +212,9 @@ def main() -> int:
             live_query = {"aggregate": [{"$match": {"state": {"$in": [0, 1, 2]}}}, {"$count": "n"}]}
 
             def no_live_containers() -> bool:
-                request = urllib.request.Request(base + "/application-containers/query", method="POST",
-                                                 data=json.dumps(live_query).encode())
+                request = urllib.request.Request(
+                    base + "/application-containers/query", method="POST", data=json.dumps(live_query).encode()
+                )
                 request.add_header("authorization", auth)
                 request.add_header("content-type", "application/json")
                 with urllib.request.urlopen(request, timeout=10) as answer:
@@ -191,8 +224,12 @@ def main() -> int:
             failed = until(no_live_containers, start + 180, 0.25)
             code = daemon.stop(timeout=60)
             output = daemon.output
-        figures = {"GET / answers": root, "GET /nodes answers": nodes, "start-up recovery ran": recovered,
-                   "live containers failed": failed}
+        figures = {
+            "GET / answers": root,
+            "GET /nodes answers": nodes,
+            "start-up recovery ran": recovered,
+            "live containers failed": failed,
+        }
         for what, when in figures.items():
             print(f"  {what}: " + (f"{when - start:.2f} s after start" if when else "NOT WITHIN THE LIMIT"))
         match = re.search(r"start-up recovery: (.*)", output)
@@ -202,8 +239,10 @@ def main() -> int:
             print(f"the run broke (exit {code}):\n{output[-4000:]}", file=sys.stderr)
             return 2
         ok = root is not None and nodes is not None and max(root, nodes) - start < TARGET_SECONDS
-        print(f"{'PASS' if ok else 'FAIL'}  the API answers within {TARGET_SECONDS:.0f} s of the start "
-              f"(GET / {root - start:.2f} s, GET /nodes {nodes - start:.2f} s)")
+        print(
+            f"{'PASS' if ok else 'FAIL'}  the API answers within {TARGET_SECONDS:.0f} s of the start "
+            f"(GET / {root - start:.2f} s, GET /nodes {nodes - start:.2f} s)"
+        )
         return 0 if ok else 1
 
 

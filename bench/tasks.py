@@ -152,8 +152,11 @@ class Meter:
     share of the machine over one phase."""
 
     def __init__(self, daemon_pid: int | None) -> None:
-        self.pids = {"daemon": daemon_pid, "dockerd": pid_of("dockerd", SOCKET[len("unix://"):]),
-                     "containerd": pid_of("containerd", "/var/run/docker/containerd/")}
+        self.pids = {
+            "daemon": daemon_pid,
+            "dockerd": pid_of("dockerd", SOCKET[len("unix://") :]),
+            "containerd": pid_of("containerd", "/var/run/docker/containerd/"),
+        }
         self.daemon_pid = daemon_pid
         self.start = self._read()
 
@@ -174,11 +177,14 @@ class Meter:
             parts.append(f"daemon {d['daemon']:.1f} s (reactor thread {d['reactor']:.1f})")
         whole = d["busy"] / hz
         known = sum(d[k] for k in ("daemon", "dockerd", "containerd", "containers") if d[k] == d[k])
-        parts += [f"dockerd {d['dockerd']:.1f} s", f"containerd {d['containerd']:.1f} s",
-                  f"inside containers {d['containers']:.1f} s ({d['containers'] / n * 1000:.0f} ms each)",
-                  f"whole machine {whole:.1f} s ({whole / n * 1000:.0f} ms per container, busy {busy * 100:.0f}%), "
-                  f"of which the rest (kernel, runc, shims, this script, other work on the machine) "
-                  f"{whole - known:.1f} s"]
+        parts += [
+            f"dockerd {d['dockerd']:.1f} s",
+            f"containerd {d['containerd']:.1f} s",
+            f"inside containers {d['containers']:.1f} s ({d['containers'] / n * 1000:.0f} ms each)",
+            f"whole machine {whole:.1f} s ({whole / n * 1000:.0f} ms per container, busy {busy * 100:.0f}%), "
+            f"of which the rest (kernel, runc, shims, this script, other work on the machine) "
+            f"{whole - known:.1f} s",
+        ]
         return "CPU: " + ", ".join(parts)
 
 
@@ -259,8 +265,11 @@ def wait_quiet(client: docker.DockerClient, seconds: float, calm: float = 20.0) 
         if now > deadline:
             return left or [f"(none for less than {calm:.0f} s)"]
         if left and not announced:
-            print(f"    waiting up to {seconds:.0f} s for {len(left)} container(s) of another ccserver to go "
-                  f"(several daemons on one engine remove each other's containers)", flush=True)
+            print(
+                f"    waiting up to {seconds:.0f} s for {len(left)} container(s) of another ccserver to go "
+                f"(several daemons on one engine remove each other's containers)",
+                flush=True,
+            )
             announced = True
         time.sleep(1.0)
 
@@ -300,7 +309,11 @@ def create_user(config: Path, env: dict[str, str]) -> None:
     admin = str(Path(sys.executable).with_name("ccserver-admin"))
     done = subprocess.run(
         [admin, "--config", str(config), "create-user", USERNAME, "--password-stdin"],
-        input=PASSWORD + "\n", text=True, env=env, timeout=60, capture_output=True,
+        input=PASSWORD + "\n",
+        text=True,
+        env=env,
+        timeout=60,
+        capture_output=True,
     )
     if done.returncode != 0:
         raise RuntimeError(f"ccserver-admin create-user failed ({done.returncode}): {done.stdout}{done.stderr}")
@@ -348,8 +361,9 @@ class Broken(Exception):
     """The run cannot give a figure (a failed task, a timeout, a daemon error)."""
 
 
-def run_ccserver(n: int, gateway: str, client: docker.DockerClient, events: Events, args: argparse.Namespace,
-                 out: dict[str, Any]) -> None:
+def run_ccserver(
+    n: int, gateway: str, client: docker.DockerClient, events: Events, args: argparse.Namespace, out: dict[str, Any]
+) -> None:
     limit = args.timeout_base + n * args.timeout_per_task
     with tempfile.TemporaryDirectory(prefix="ccserver-bench-tasks-") as name:
         tmp = Path(name)
@@ -360,8 +374,7 @@ def run_ccserver(n: int, gateway: str, client: docker.DockerClient, events: Even
         profile = None
         if args.profile:
             profile = str(Path(f"{args.profile}.{n}" if len(args.n) > 1 else args.profile).resolve())
-        daemon = FileDaemon(["--config", str(config)], env=env, cwd=str(tmp), log=tmp / "daemon.log",
-                            profile=profile)
+        daemon = FileDaemon(["--config", str(config)], env=env, cwd=str(tmp), log=tmp / "daemon.log", profile=profile)
         callback_port = None
         began = time.time()
         try:
@@ -394,14 +407,22 @@ def run_ccserver(n: int, gateway: str, client: docker.DockerClient, events: Even
                 tag = ids[0][8:18]
 
                 def check_alone() -> None:
-                    others = [c for c in events.names()
-                              if events.kinds.get(c) and events.get(c).get("create", 0) >= began
-                              and not c.startswith("ccserver-inspection") and c[8:18] != tag]
+                    others = [
+                        c
+                        for c in events.names()
+                        if events.kinds.get(c)
+                        and events.get(c).get("create", 0) >= began
+                        and not c.startswith("ccserver-inspection")
+                        and c[8:18] != tag
+                    ]
                     out["foreign"] = len(others)
                     if others and not args.share_engine:
-                        raise Broken(f"another ccserver created {len(others)} container(s) on the engine during the "
-                                     f"run (e.g. {others[0]}): the daemons remove each other's containers, and the "
-                                     f"figures would be wrong")
+                        raise Broken(
+                            f"another ccserver created {len(others)} container(s) on the engine during the "
+                            f"run (e.g. {others[0]}): the daemons remove each other's containers, and the "
+                            f"figures would be wrong"
+                        )
+
                 # wait for every task to end
                 pipeline = [{"$match": {"state": {"$in": list(END_STATES)}}}, {"$count": "ended"}]
                 ended = 0
@@ -417,8 +438,9 @@ def run_ccserver(n: int, gateway: str, client: docker.DockerClient, events: Even
                     check_alone()
                     time.sleep(0.25)
                 seen_all_ended = time.time()
-                apps = api.query("application-containers", [{"$project": {"_id": 1, "state": 1, "transitions": 1,
-                                                                          "created_at": 1}}])
+                apps = api.query(
+                    "application-containers", [{"$project": {"_id": 1, "state": 1, "transitions": 1, "created_at": 1}}]
+                )
                 names = {str(a["_id"]) for a in apps}
                 # wait for every container of this daemon to be removed
                 while True:
@@ -436,19 +458,28 @@ def run_ccserver(n: int, gateway: str, client: docker.DockerClient, events: Even
                 failed = [t for t in tasks if t["state"] != 3]
                 if failed:
                     last = failed[0]["transitions"][-1]["description"]
-                    raise Broken(f"{len(failed)} of {n} tasks did not succeed; e.g. "
-                                 f"{STATE_NAMES[failed[0]['state']]}: {last[:400]}")
+                    raise Broken(
+                        f"{len(failed)} of {n} tasks did not succeed; e.g. "
+                        f"{STATE_NAMES[failed[0]['state']]}: {last[:400]}"
+                    )
                 check_alone()
                 task_end = max(tr["timestamp"] for t in tasks for tr in t["transitions"] if tr["state"] in END_STATES)
                 removed = max(events.get(c)["destroy"] for c in names)
-                out.update(t0=t0, submit=submitted - t0, end=task_end - t0, removed=removed - t0,
-                           seen_ended=seen_all_ended - t0, names=names, apps=apps)
+                out.update(
+                    t0=t0,
+                    submit=submitted - t0,
+                    end=task_end - t0,
+                    removed=removed - t0,
+                    seen_ended=seen_all_ended - t0,
+                    names=names,
+                    apps=apps,
+                )
                 code = daemon.stop(timeout=30)
                 if code != 0:
                     raise Broken(f"the daemon exited with {code}")
                 text = daemon.output
                 if "Traceback" in text:
-                    raise Broken("a traceback in the daemon's log:\n" + text[text.index("Traceback"):][:3000])
+                    raise Broken("a traceback in the daemon's log:\n" + text[text.index("Traceback") :][:3000])
                 out["log_lines"] = text.count("\n")
             finally:
                 if daemon.process and daemon.process.poll() is None:
@@ -479,8 +510,9 @@ def remove_ours(client: docker.DockerClient, marker: str) -> None:
 # --- the same containers, directly ----------------------------------------------------------
 
 
-def run_direct(n: int, client: docker.DockerClient, events: Events, args: argparse.Namespace,
-               out: dict[str, Any]) -> None:
+def run_direct(
+    n: int, client: docker.DockerClient, events: Events, args: argparse.Namespace, out: dict[str, Any]
+) -> None:
     run = uuid.uuid4().hex[:12]
     label = {BENCH_LABEL: run}
     limit = args.timeout_base + n * args.timeout_per_task
@@ -488,8 +520,15 @@ def run_direct(n: int, client: docker.DockerClient, events: Events, args: argpar
     limit_text = f"{RAM_MB}m"
 
     def one(name: str) -> tuple[float, float, int]:
-        container = client.containers.create(APP_IMAGE, command=DIRECT_COMMAND, name=name, mem_limit=limit_text,
-                                             memswap_limit=limit_text, labels=label, detach=True)
+        container = client.containers.create(
+            APP_IMAGE,
+            command=DIRECT_COMMAND,
+            name=name,
+            mem_limit=limit_text,
+            memswap_limit=limit_text,
+            labels=label,
+            detach=True,
+        )
         try:
             container.start()
             code = int(container.wait(timeout=limit).get("StatusCode", -1))
@@ -510,8 +549,9 @@ def run_direct(n: int, client: docker.DockerClient, events: Events, args: argpar
         bad = [code for _, _, code in results if code != 0]
         if bad:
             raise Broken(f"{len(bad)} of {n} direct containers exited non-zero (e.g. {bad[0]})")
-        out.update(t0=t0, end=max(r[0] for r in results) - t0, removed=max(r[1] for r in results) - t0,
-                   names=set(names))
+        out.update(
+            t0=t0, end=max(r[0] for r in results) - t0, removed=max(r[1] for r in results) - t0, names=set(names)
+        )
     finally:
         for c in client.api.containers(all=True, filters={"label": f"{BENCH_LABEL}={run}"}):
             try:
@@ -531,16 +571,24 @@ def breakdown(label: str, names: set[str], events: Events, t0: float, created: d
         return
     first = {a: min(v[a] for v in rows.values()) - t0 for a in Events.ACTIONS}
     last = {a: max(v[a] for v in rows.values()) - t0 for a in Events.ACTIONS}
-    print(f"    {label}: engine events, seconds after submission, first..last: "
-          + ", ".join(f"{a} {first[a]:.1f}..{last[a]:.1f}" for a in Events.ACTIONS), flush=True)
+    print(
+        f"    {label}: engine events, seconds after submission, first..last: "
+        + ", ".join(f"{a} {first[a]:.1f}..{last[a]:.1f}" for a in Events.ACTIONS),
+        flush=True,
+    )
     if created:
         placed = spread(created[k] - t0 for k in rows if k in created)
         print(f"      submission -> document created (placement) {placed}", flush=True)
-        print(f"      document created -> create event           "
-              f"{spread(v['create'] - created[k] for k, v in rows.items() if k in created)}", flush=True)
+        print(
+            f"      document created -> create event           "
+            f"{spread(v['create'] - created[k] for k, v in rows.items() if k in created)}",
+            flush=True,
+        )
     print(f"      create -> start   {spread(v['start'] - v['create'] for v in rows.values())}", flush=True)
-    print(f"      start -> die      {spread(v['die'] - v['start'] for v in rows.values())}  (the container runs)",
-          flush=True)
+    print(
+        f"      start -> die      {spread(v['die'] - v['start'] for v in rows.values())}  (the container runs)",
+        flush=True,
+    )
     print(f"      die -> destroy    {spread(v['destroy'] - v['die'] for v in rows.values())}", flush=True)
     # how many containers existed / ran at once, at most
     points = sorted([(v["create"], 1) for v in rows.values()] + [(v["destroy"], -1) for v in rows.values()])
@@ -559,17 +607,32 @@ def _peak(points: list[tuple[float, int]]) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, action="append", help="tasks per run (repeatable; default 40 and 200)")
-    parser.add_argument("--profile", metavar="FILE",
-                        help="run the daemon under twistd's cProfile (reactor thread); statistics to FILE[.N]")
-    parser.add_argument("--interval", type=float, default=600.0,
-                        help="scheduling_interval_seconds of the daemon (default 600: no reconciliation "
-                             "during a run, which would remove other daemons' containers)")
-    parser.add_argument("--quiet-wait", type=float, default=300.0,
-                        help="seconds to wait for other ccserver daemons' containers to go (default 300)")
-    parser.add_argument("--share-engine", action="store_true",
-                        help="run even if another ccserver has containers on the engine (figures marked)")
-    parser.add_argument("--api-timeout", type=float,
-                        help="docker.api_timeout of the daemon (default: the daemon's own default)")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run the daemon under twistd's cProfile (reactor thread); statistics to FILE[.N]",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=600.0,
+        help="scheduling_interval_seconds of the daemon (default 600: no reconciliation "
+        "during a run, which would remove other daemons' containers)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=300.0,
+        help="seconds to wait for other ccserver daemons' containers to go (default 300)",
+    )
+    parser.add_argument(
+        "--share-engine",
+        action="store_true",
+        help="run even if another ccserver has containers on the engine (figures marked)",
+    )
+    parser.add_argument(
+        "--api-timeout", type=float, help="docker.api_timeout of the daemon (default: the daemon's own default)"
+    )
     parser.add_argument("--direct-only", action="store_true", help="skip the ccserver runs")
     parser.add_argument("--timeout-base", type=float, default=120.0, help=argparse.SUPPRESS)
     parser.add_argument("--timeout-per-task", type=float, default=3.0, help=argparse.SUPPRESS)
@@ -586,8 +649,10 @@ def main() -> int:
         print(f"missing test image ({e}); build it with scripts/build-test-images", file=sys.stderr)
         return 2
     gateway = bridge_gateway(NodeConfig(name="local", base_url=SOCKET, tls=None), 30)
-    print(f"engine {SOCKET}; bridge gateway {gateway}; {PARALLELISM} Docker threads; {RAM_MB} MB per container",
-          flush=True)
+    print(
+        f"engine {SOCKET}; bridge gateway {gateway}; {PARALLELISM} Docker threads; {RAM_MB} MB per container",
+        flush=True,
+    )
     events_client = docker.DockerClient(base_url=SOCKET, timeout=None)
     events = Events(events_client)
     checks: list[str] = []
@@ -603,9 +668,11 @@ def main() -> int:
                 left = wait_quiet(client, args.quiet_wait)
                 if left:
                     if not args.share_engine:
-                        print(f"BROKEN  N={n}: {len(left)} container(s) of another ccserver still on the engine "
-                              f"after {args.quiet_wait:.0f} s (e.g. {left[0]}); --share-engine runs anyway",
-                              flush=True)
+                        print(
+                            f"BROKEN  N={n}: {len(left)} container(s) of another ccserver still on the engine "
+                            f"after {args.quiet_wait:.0f} s (e.g. {left[0]}); --share-engine runs anyway",
+                            flush=True,
+                        )
                         broken = True
                         continue
                     shared = True
@@ -616,9 +683,12 @@ def main() -> int:
                     broken = True
                     continue
                 mark = " (ENGINE SHARED with another ccserver)" if shared or cc.get("foreign") else ""
-                print(f"  ccserver: {n} tasks; submission answered in {cc['submit']:.2f} s; last task end "
-                      f"{cc['end']:.2f} s ({n / cc['end']:.2f} tasks/s); last container removed {cc['removed']:.2f} s; "
-                      f"load {cc['load_before']:.2f} -> {cc['load_after']:.2f}{mark}", flush=True)
+                print(
+                    f"  ccserver: {n} tasks; submission answered in {cc['submit']:.2f} s; last task end "
+                    f"{cc['end']:.2f} s ({n / cc['end']:.2f} tasks/s); last container removed {cc['removed']:.2f} s; "
+                    f"load {cc['load_before']:.2f} -> {cc['load_after']:.2f}{mark}",
+                    flush=True,
+                )
                 print(f"    {cc['cpu']}; daemon log {cc['log_lines']} lines", flush=True)
                 created = {str(a["_id"]): a["transitions"][0]["timestamp"] for a in cc["apps"]}
                 breakdown("ccserver containers", cc["names"], events, cc["t0"], created)
@@ -628,9 +698,12 @@ def main() -> int:
                 print(f"BROKEN  direct, N={n}: {e!r}", flush=True)
                 broken = True
                 continue
-            print(f"  direct:   {n} containers, {PARALLELISM} threads; last exit {direct['end']:.2f} s "
-                  f"({n / direct['end']:.2f}/s); last removal {direct['removed']:.2f} s; "
-                  f"load {direct['load_before']:.2f} -> {direct['load_after']:.2f}", flush=True)
+            print(
+                f"  direct:   {n} containers, {PARALLELISM} threads; last exit {direct['end']:.2f} s "
+                f"({n / direct['end']:.2f}/s); last removal {direct['removed']:.2f} s; "
+                f"load {direct['load_before']:.2f} -> {direct['load_after']:.2f}",
+                flush=True,
+            )
             print(f"    {direct['cpu']}", flush=True)
             breakdown("direct containers", direct["names"], events, direct["t0"])
             if args.direct_only:
@@ -639,11 +712,14 @@ def main() -> int:
             ratio = cc["removed"] / direct["removed"]
             passed = ratio <= TARGET
             ok = ok and passed
-            checks.append(f"{'PASS' if passed else 'FAIL'}  N={n}: ccserver/direct = {ratio:.2f} to the last "
-                          f"removal ({cc['removed']:.1f} s / {direct['removed']:.1f} s), {ratio_end:.2f} to the "
-                          f"last end ({cc['end']:.1f} s / {direct['end']:.1f} s); target <= {TARGET}")
-            print(f"  ratio ccserver/direct: {ratio_end:.2f} to the last end, {ratio:.2f} to the last removal",
-                  flush=True)
+            checks.append(
+                f"{'PASS' if passed else 'FAIL'}  N={n}: ccserver/direct = {ratio:.2f} to the last "
+                f"removal ({cc['removed']:.1f} s / {direct['removed']:.1f} s), {ratio_end:.2f} to the "
+                f"last end ({cc['end']:.1f} s / {direct['end']:.1f} s); target <= {TARGET}"
+            )
+            print(
+                f"  ratio ccserver/direct: {ratio_end:.2f} to the last end, {ratio:.2f} to the last removal", flush=True
+            )
     finally:
         events.close()
         events_client.close()

@@ -137,7 +137,10 @@ class Callbacks:
             return {"input_files": inputs, "input_file_keys": keys}
         if callback_type == 1:
             if await self.lifecycle.transition(
-                DATA, container["_id"], states.PROCESSING, "Input files available in data container.",
+                DATA,
+                container["_id"],
+                states.PROCESSING,
+                "Input files available in data container.",
                 from_states=(states.CREATED, states.WAITING),
             ):
                 self.wake()

@@ -294,9 +294,7 @@ def from_dict(raw: Mapping[str, Any], source: str | None, env: Mapping[str, str]
     data_dir = _expand(server.get("data_dir"), env) or str(default_data_dir(env))
     auth = raw.get("defaults", {}).get("authorization", {})
     if "num_login_attempts" in auth and "number_login_attempts" in auth:
-        raise ConfigError(
-            f"{label}: defaults.authorization.number_login_attempts: give only num_login_attempts"
-        )
+        raise ConfigError(f"{label}: defaults.authorization.number_login_attempts: give only num_login_attempts")
     return Config(
         source=source,
         server=_server(server, data_dir, env),
@@ -433,7 +431,7 @@ def _embedded(e: Mapping[str, Any], data_dir: str, env: Mapping[str, str]) -> Em
 def normalize_base_url(url: str) -> str:
     """Accept the 0.10 spelling ``unix://var/run/docker.sock`` (relative) and bare ``IP:PORT``."""
     if url.startswith("unix://") and not url.startswith("unix:///"):
-        return "unix:///" + url[len("unix://"):]
+        return "unix:///" + url[len("unix://") :]
     if "://" not in url:
         return "tcp://" + url
     return url
@@ -482,9 +480,7 @@ def read_machines_dir(directory: str, label: str) -> list[NodeConfig]:
             info = json.loads((sub / "config.json").read_text())
             ip = info["Driver"]["IPAddress"]
         except (OSError, ValueError, KeyError, TypeError):
-            raise ConfigError(
-                f"{label}: docker.machines_dir: {sub}/config.json has no Driver.IPAddress"
-            ) from None
+            raise ConfigError(f"{label}: docker.machines_dir: {sub}/config.json has no Driver.IPAddress") from None
         nodes.append(
             NodeConfig(
                 name=sub.name,

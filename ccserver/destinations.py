@@ -54,8 +54,7 @@ class Destinations:
     @classmethod
     def from_strings(cls, networks: tuple[str, ...], hosts: tuple[str, ...]) -> Destinations:
         """From configuration values already checked by :mod:`ccserver.config`."""
-        return cls(tuple(ipaddress.ip_network(n, strict=False) for n in networks),
-                   tuple(_name(h) for h in hosts))
+        return cls(tuple(ipaddress.ip_network(n, strict=False) for n in networks), tuple(_name(h) for h in hosts))
 
     @property
     def restricted(self) -> bool:
@@ -128,8 +127,10 @@ class _CheckedEndpoint:
         if not self.rule.allows_host(host):
             addresses = [a for a in addresses if self.rule.allows_address(a)]
             if not addresses:
-                raise DestinationRefused(f"{host} is not an allowed notification destination "
-                                         "(notifications.allowed_networks / allowed_hosts)")
+                raise DestinationRefused(
+                    f"{host} is not an allowed notification destination "
+                    "(notifications.allowed_networks / allowed_hosts)"
+                )
         last: Exception | None = None
         for address in addresses[:MAX_ADDRESSES]:  # in the resolver's order, as HostnameEndpoint
             kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint

@@ -52,7 +52,8 @@ def to_client(value: Any, mask: bool = True) -> Any:
     if kind is dict:
         return {
             (k if type(k) is str else str(k)): (
-                MASK if mask and type(k) is str and _secret_name(k)
+                MASK
+                if mask and type(k) is str and _secret_name(k)
                 else (v if type(v) in _PLAIN else to_client(v, mask))
             )
             for k, v in value.items()

@@ -106,9 +106,7 @@ class Lifecycle:
         if collection == "application_containers":
             container = await self.store.find_one(collection, {"_id": _id}, {"task_id": 1})
             if container:
-                await self.task_failed(
-                    container["task_id"][0], description, {"application_container_id": _id}
-                )
+                await self.task_failed(container["task_id"][0], description, {"application_container_id": _id})
         else:
             dependants = await self.store.find(
                 "application_containers",
@@ -160,7 +158,12 @@ class Lifecycle:
         if trials < self.max_task_trials:
             why = f"Task waiting again (trial {trials} of {self.max_task_trials}): {description}"
             moved = await self.transition(
-                "tasks", task_id, states.WAITING, why, caused_by=caused_by, extra={"trials": trials},
+                "tasks",
+                task_id,
+                states.WAITING,
+                why,
+                caused_by=caused_by,
+                extra={"trials": trials},
                 from_states=from_states,
             )
             self.wake()
@@ -188,8 +191,11 @@ class Lifecycle:
         )
         for app in apps:
             await self.transition(
-                "application_containers", app["_id"], states.CANCELLED,
-                f"Application container cancelled: {description}", caused_by={"task_id": task_id},
+                "application_containers",
+                app["_id"],
+                states.CANCELLED,
+                f"Application container cancelled: {description}",
+                caused_by={"task_id": task_id},
             )
         await self.task_ended(task_id)
         self.wake()
@@ -224,11 +230,19 @@ class Lifecycle:
 
     async def task_processing(self, task_id: ObjectId, group_id: ObjectId, caused_by: dict[str, Any]) -> None:
         await self.transition(
-            "tasks", task_id, states.PROCESSING, "Task processing.", caused_by=caused_by,
+            "tasks",
+            task_id,
+            states.PROCESSING,
+            "Task processing.",
+            caused_by=caused_by,
             from_states=(states.WAITING,),
         )
         await self.transition(
-            "task_groups", group_id, states.PROCESSING, "Task group processing.", caused_by={"task_id": task_id},
+            "task_groups",
+            group_id,
+            states.PROCESSING,
+            "Task group processing.",
+            caused_by={"task_id": task_id},
             from_states=(states.WAITING, states.CREATED),
         )
 

@@ -287,13 +287,16 @@ class Notifier:
                     timer.cancel()
             if not retry:
                 break
-            log.info("notification to {url}: {reason}, try {n} of {m}", url=where, reason=_scrub(reason, password),
-                     n=attempts, m=retries + 1)
+            log.info(
+                "notification to {url}: {reason}, try {n} of {m}",
+                url=where,
+                reason=_scrub(reason, password),
+                n=attempts,
+                m=retries + 1,
+            )
         return self._failed(where, status, attempts, reason, password)
 
-    async def _exchange(
-        self, client: Any, url: str, body: bytes, credentials: tuple[str, str, str] | None
-    ) -> int:
+    async def _exchange(self, client: Any, url: str, body: bytes, credentials: tuple[str, str, str] | None) -> int:
         """One try: the request, and for digest the second request answering the challenge."""
         headers = {b"Content-Type": [b"application/json"]} if body else {}
         kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False}
@@ -306,8 +309,13 @@ class Notifier:
             if challenge is None:
                 return int(response.code)
             authorization = digest_authorization(
-                challenge, "POST", _request_target(url), credentials[1], credentials[2],
-                cnonce=self._make_cnonce(), body=body,
+                challenge,
+                "POST",
+                _request_target(url),
+                credentials[1],
+                credentials[2],
+                cnonce=self._make_cnonce(),
+                body=body,
             )
             kwargs["headers"] = {**headers, b"Authorization": [authorization.encode("utf-8")]}
             response = await client.post(url, data=body, **kwargs)
@@ -316,8 +324,9 @@ class Notifier:
 
     def _failed(self, where: str, status: int | None, attempts: int, reason: str, password: str | None) -> Delivery:
         reason = _scrub(reason, password)
-        log.warn("notification to {url} failed after {attempts} tries: {reason}", url=where, attempts=attempts,
-                 reason=reason)
+        log.warn(
+            "notification to {url} failed after {attempts} tries: {reason}", url=where, attempts=attempts, reason=reason
+        )
         return Delivery(where, False, status, attempts, reason)
 
     def _unexpected(self, failure: Failure, where: str) -> Delivery:

@@ -85,7 +85,7 @@ def vet(pipeline: Any, username: str | None) -> list[dict[str, Any]]:
         where = f"aggregate[{i}]"
         if not isinstance(stage, dict) or len(stage) != 1:
             raise BadRequest(f"{where}: each stage must be an object with exactly one key")
-        (name, spec), = stage.items()
+        ((name, spec),) = stage.items()
         if name not in ALLOWED_STAGES:
             allowed = " ".join(sorted(ALLOWED_STAGES))
             raise BadRequest(f"{where}: stage {name!r} is not allowed (allowed: {allowed})")

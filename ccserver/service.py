@@ -108,8 +108,15 @@ class CCServer(MultiService):
             self.store, reactor, config.defaults.max_task_trials, self.vault, notify_task=self.notifier.notify_task
         )
         self.scheduler = Scheduler(
-            config, self.store, self.cluster, self.lifecycle, reactor, self.vault, self.identity,
-            self.placement_pool, self.collector,
+            config,
+            self.store,
+            self.cluster,
+            self.lifecycle,
+            reactor,
+            self.vault,
+            self.identity,
+            self.placement_pool,
+            self.collector,
         )
         self.scheduler.setServiceParent(self)
         self.lifecycle.wake = self.scheduler.wake
@@ -120,9 +127,16 @@ class CCServer(MultiService):
 
         self.authenticator = Authenticator(self.store, config, reactor, self.hash_pool)
         self.api = API(
-            config, self.store, self.authenticator, self.cluster, self.scheduler, reactor, self.vault,
+            config,
+            self.store,
+            self.authenticator,
+            self.cluster,
+            self.scheduler,
+            reactor,
+            self.vault,
             callbacks=self.callbacks,
-            work=RequestWork(self.request_pool, config.server.inline_body_bytes), collector=self.collector,
+            work=RequestWork(self.request_pool, config.server.inline_body_bytes),
+            collector=self.collector,
         )
         site = CCSite(
             self.api.resource(),
@@ -190,8 +204,9 @@ class CCServer(MultiService):
         # read (or made) now; not waited for: with the database down, the API answers 503 and
         # the scheduler, which needs the id, asks again in its next round
         self.identity.get().addErrback(
-            lambda f: log.warn("cannot read this daemon's identity yet ({error}); will try again",
-                               error=f.getErrorMessage())
+            lambda f: log.warn(
+                "cannot read this daemon's identity yet ({error}); will try again", error=f.getErrorMessage()
+            )
         )
         gateway = None
         if self.plan.needs_gateway:

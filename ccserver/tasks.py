@@ -133,8 +133,11 @@ async def _remove(store: Store, group_ids: list[ObjectId]) -> bool:
         await remove_submissions(store, group_ids)
     except Exception as e:
         _leftovers.update(group_ids)
-        log.warn("could not remove {n} unanswered task group(s) yet ({error}); will retry",
-                 n=len(group_ids), error=str(e) or e.__class__.__name__)
+        log.warn(
+            "could not remove {n} unanswered task group(s) yet ({error}); will retry",
+            n=len(group_ids),
+            error=str(e) or e.__class__.__name__,
+        )
         return False
     _leftovers.difference_update(group_ids)
     return True
@@ -155,9 +158,7 @@ async def remove_submissions(store: Store, group_ids: list[ObjectId]) -> None:
     await store.delete_many(SECRETS, {"task_group_id": {"$in": group_ids}})
 
 
-async def submit(
-    store: Store, user: Principal, body: dict[str, Any], clock: Clock, vault: Vault
-) -> dict[str, Any]:
+async def submit(store: Store, user: Principal, body: dict[str, Any], clock: Clock, vault: Vault) -> dict[str, Any]:
     """Store one task group and its tasks; fire with the answer of ``POST /tasks``."""
     submission = prepare(user, body, clock.seconds(), vault)
     await store_submissions(store, [submission])
@@ -306,4 +307,4 @@ CANCEL_CHUNK = 250
 
 
 def _chunks(ids: list[ObjectId]) -> list[list[ObjectId]]:
-    return [ids[i:i + CANCEL_CHUNK] for i in range(0, len(ids), CANCEL_CHUNK)]
+    return [ids[i : i + CANCEL_CHUNK] for i in range(0, len(ids), CANCEL_CHUNK)]

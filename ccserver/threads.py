@@ -70,8 +70,11 @@ class ThreadPoolService(Service):
 
         def abandon() -> None:
             if not stopped.called:
-                log.warn("{name}: work still running after {s} s at shutdown is abandoned",
-                         name=self.name, s=self.stop_timeout)
+                log.warn(
+                    "{name}: work still running after {s} s at shutdown is abandoned",
+                    name=self.name,
+                    s=self.stop_timeout,
+                )
                 stopped.callback(None)
 
         call = self.reactor.callLater(self.stop_timeout, abandon)  # type: ignore[attr-defined]

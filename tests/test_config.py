@@ -64,8 +64,10 @@ def test_explicit_missing_file_is_named(tmp_path: Path) -> None:
     [
         ("[docker]\nthread_limit = 'eight'\n", "docker.thread_limit: expected integer, got 'eight'"),
         ("[server]\nhots = 'x'\n", "server.hots: unknown key"),
-        ("[defaults.scheduling_strategies]\ncontainer_allocation = 'random'\n",
-         "defaults.scheduling_strategies.container_allocation: expected one of 'spread', 'binpack'"),
+        (
+            "[defaults.scheduling_strategies]\ncontainer_allocation = 'random'\n",
+            "defaults.scheduling_strategies.container_allocation: expected one of 'spread', 'binpack'",
+        ),
         ("[docker.nodes.n1]\ntls = {verify = true}\n", "docker.nodes.n1.base_url: required key is missing"),
         ("[server]\ninternal_port = 70000\n", "server.internal_port: 70000 is greater than the maximum"),
         ("[server\n", "not valid TOML"),

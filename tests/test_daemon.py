@@ -32,8 +32,9 @@ def env_for(home: Path) -> dict[str, str]:
     return env
 
 
-def get(url: str, context: ssl.SSLContext | None = None, data: bytes | None = None,
-        method: str | None = None) -> tuple[int, dict]:
+def get(
+    url: str, context: ssl.SSLContext | None = None, data: bytes | None = None, method: str | None = None
+) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=data, method=method)
     try:
         with urllib.request.urlopen(request, timeout=10, context=context) as answer:

@@ -40,7 +40,7 @@ def test_unconfigured_daemon_is_reachable_from_a_container(tmp_path: Path, engin
         # the verdict is the container's exit status (containers.run raises on a non-zero one):
         # the logs of a container this short-lived can come back empty
         expected = json.dumps({"version": __version__})
-        script = f'[ "$(wget -q -O - http://{gateway}:5000/)" = \'{expected}\' ]'
+        script = f"[ \"$(wget -q -O - http://{gateway}:5000/)\" = '{expected}' ]"
         engine.containers.run(IMAGE, ["sh", "-c", script], remove=True, network_mode="bridge")
         with pytest.raises(docker.errors.ContainerError):  # and the check can fail
             engine.containers.run(IMAGE, ["sh", "-c", script.replace("version", "versio")], remove=True)

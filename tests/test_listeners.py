@@ -43,9 +43,7 @@ def test_internal_port_and_tls_from_file(tmp_path: Path) -> None:
 
 def test_tls_only_and_cli_override(tmp_path: Path) -> None:
     cfg = load(tmp_path, "[server.tls]\ncertificate = 'c.pem'\nprivate_key = 'k.pem'\n")
-    assert listeners.plan(cfg, []).endpoints == (
-        "ssl:8443:interface=0.0.0.0:privateKey=k.pem:certKey=c.pem",
-    )
+    assert listeners.plan(cfg, []).endpoints == ("ssl:8443:interface=0.0.0.0:privateKey=k.pem:certKey=c.pem",)
     plan = listeners.plan(cfg, ["tcp:6000:interface=127.0.0.1"])
     assert plan.endpoints == ("tcp:6000:interface=127.0.0.1",)
     assert plan.needs_gateway

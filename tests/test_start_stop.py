@@ -80,8 +80,10 @@ class HangingRegistry:
                     line = head.split(b"\r\n", 1)[0].decode("latin-1")
                     self.requests.append(line)
                     if line.split()[1] in ("/v2", "/v2/"):
-                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                     b"Docker-Distribution-API-Version: registry/2.0\r\nContent-Length: 2\r\n\r\n{}")
+                        conn.sendall(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            b"Docker-Distribution-API-Version: registry/2.0\r\nContent-Length: 2\r\n\r\n{}"
+                        )
                         continue
                     self.release.wait(120)  # never answer (bounded, for the test's sake)
                     return
@@ -115,17 +117,32 @@ def test_sigterm_with_hanging_pulls_exits_within_the_bound(tmp_path: Path, regis
     )
     env = daemon_env(tmp_path, REPO)
     admin = str(Path(__import__("sys").executable).with_name("ccserver-admin"))
-    subprocess.run([admin, "--config", str(config), "create-user", "alice", "--password-stdin"],
-                   input="alice-pw-1\n", text=True, env=env, check=True, timeout=60, capture_output=True)
+    subprocess.run(
+        [admin, "--config", str(config), "create-user", "alice", "--password-stdin"],
+        input="alice-pw-1\n",
+        text=True,
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
     with Daemon(["--config", str(config), "--listen", LOOPBACK], env=env) as d:
         url = d.url()
         image = f"127.0.0.1:{registry.port}/hang/app-{time.monotonic_ns()}:1"
-        task = {"application_container_description": {"image": image, "container_ram": 64},
-                "input_files": [], "result_files": []}
+        task = {
+            "application_container_description": {"image": image, "container_ram": 64},
+            "input_files": [],
+            "result_files": [],
+        }
         request = urllib.request.Request(
-            url + "/tasks", data=json.dumps({"tasks": [task] * 4}).encode(), method="POST",
-            headers={"content-type": "application/json",
-                     "authorization": "Basic " + __import__("base64").b64encode(b"alice:alice-pw-1").decode()})
+            url + "/tasks",
+            data=json.dumps({"tasks": [task] * 4}).encode(),
+            method="POST",
+            headers={
+                "content-type": "application/json",
+                "authorization": "Basic " + __import__("base64").b64encode(b"alice:alice-pw-1").decode(),
+            },
+        )
         with urllib.request.urlopen(request, timeout=30) as answer:
             assert answer.status == 200
         deadline = time.monotonic() + 60

@@ -219,9 +219,7 @@ class Authenticator:
             return str(host) if host else "local"
         if not self._trusted(address):
             return str(address)
-        hops = ",".join(
-            h.decode("latin-1") for h in request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])
-        )
+        hops = ",".join(h.decode("latin-1") for h in request.requestHeaders.getRawHeaders(b"x-forwarded-for", []))
         if hops.strip():
             # walk from the right: each trusted proxy vouches for the hop left of it; the first
             # hop that is not a trusted proxy is the client.  A hop that is not an address
@@ -252,8 +250,11 @@ class Authenticator:
         recent = await self._recent_failures(username)
         waiting = self._guesses.get(username, {})
         if recent + len(waiting.keys() - {guess}) > self.num_login_attempts:
-            log.warn("login refused for {user} from {ip}: locked out", user=printable(username),
-                     ip=printable(self.client_address(request)))
+            log.warn(
+                "login refused for {user} from {ip}: locked out",
+                user=printable(username),
+                ip=printable(self.client_address(request)),
+            )
             raise Unauthorized(_LOCKED)
         stored = _stored_hash(user)
         if stored is not None and self.cache.hit(guess, stored[0] + stored[1], self.clock.seconds()):
@@ -272,8 +273,9 @@ class Authenticator:
                 del waiting[guess]
             if not waiting:
                 self._guesses.pop(username, None)
-        log.info("failed login for {user} from {ip}", user=printable(username),
-                 ip=printable(self.client_address(request)))
+        log.info(
+            "failed login for {user} from {ip}", user=printable(username), ip=printable(self.client_address(request))
+        )
         raise Unauthorized(_DENIED)
 
     def _accept(self, request: Any, user: Any, how: str) -> User:

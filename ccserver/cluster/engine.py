@@ -80,7 +80,7 @@ def make_client(node: NodeConfig, timeout: float) -> docker.DockerClient:
         )
     base_url = node.base_url
     if tls and base_url.startswith("tcp://"):
-        base_url = "https://" + base_url[len("tcp://"):]
+        base_url = "https://" + base_url[len("tcp://") :]
     return docker.DockerClient(base_url=base_url, tls=tls, timeout=int(max(1, timeout)), version="auto")
 
 
@@ -123,8 +123,10 @@ def describe_error(node: NodeConfig, error: BaseException, timeout: float | None
         expected = tls.assert_hostname if tls is not None and isinstance(tls.assert_hostname, str) else None
         host = urlsplit(node.base_url).hostname or node.base_url
         name = f"the name {expected!r} (tls.assert_hostname)" if expected else f"{host} (the host of base_url)"
-        return (f"TLS error: the certificate of the {where} is not valid for {name} ({detail}); set "
-                "tls.assert_hostname to a name the certificate carries, or to false to check the CA only")
+        return (
+            f"TLS error: the certificate of the {where} is not valid for {name} ({detail}); set "
+            "tls.assert_hostname to a name the certificate carries, or to false to check the CA only"
+        )
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
         ca = tls.verify if tls is not None and isinstance(tls.verify, str) else tls.ca_cert if tls else None
         trusted = f"the CA in tls.verify ({ca})" if ca else "the system's trusted CAs"
@@ -142,8 +144,12 @@ def describe_error(node: NodeConfig, error: BaseException, timeout: float | None
     if isinstance(error, TimeoutError) or "timed out" in text.lower() or "TimeoutError" in text:
         limit = f" within {timeout:g} s (api_timeout)" if timeout else ""
         return f"the {where} did not answer{limit}"
-    if "Connection refused" in text or "ConnectionRefused" in text or "FileNotFoundError" in text \
-            or "No such file or directory" in text:
+    if (
+        "Connection refused" in text
+        or "ConnectionRefused" in text
+        or "FileNotFoundError" in text
+        or "No such file or directory" in text
+    ):
         return f"the {where} is not running (nothing listens there): {_first_line(str(error) or text)}"
     return f"the {where} does not answer: {_first_line(str(error) or text)}"
 

@@ -139,8 +139,9 @@ class Cluster(Service):
         if client is not None:
             self.health_pool.run(client.close).addErrback(lambda _: None)
 
-    def call(self, name: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
-             health: bool = False) -> Deferred[Any]:
+    def call(
+        self, name: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None, health: bool = False
+    ) -> Deferred[Any]:
         """Run ``fn(client, *args)`` for node ``name`` on the Docker pool (``health``: on the
         health pool)."""
         node = self.nodes[name]
@@ -182,8 +183,11 @@ class Cluster(Service):
                 continue
             d = self.check(node.name, inspect=False)
             # ignore: mypy cannot type a lambda with default arguments
-            d.addErrback(lambda f, name=node.name: log.error(  # type: ignore[call-overload]
-                "health check of node {node} failed: {error}", node=name, error=f.getErrorMessage()))
+            d.addErrback(
+                lambda f, name=node.name: log.error(  # type: ignore[call-overload]
+                    "health check of node {node} failed: {error}", node=name, error=f.getErrorMessage()
+                )
+            )
 
     def check(self, name: str, inspect: bool = True) -> Deferred[bool]:
         """Check a node now; concurrent checks of one node share one run."""
@@ -230,8 +234,14 @@ class Cluster(Service):
             daemon = self.identity.known
             auth = dc.registry_auth.__dict__ if dc.registry_auth else None
             await self.call(
-                node.name, docker_ops.ensure_image, dc.image, self.config.docker.pull_policy, auth, node.name,
-                timeout=PULL_TIMEOUT, health=True,
+                node.name,
+                docker_ops.ensure_image,
+                dc.image,
+                self.config.docker.pull_policy,
+                auth,
+                node.name,
+                timeout=PULL_TIMEOUT,
+                health=True,
             )
             code, logs = await self.call(
                 node.name,
@@ -305,8 +315,9 @@ class Cluster(Service):
         if node.events is not None or self._stopping:
             return
         reader = node.events = EventReader(node.name, self.reactor.seconds())
-        threading.Thread(target=self._read_events, args=(node, reader), name=f"ccserver-events-{node.name}",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._read_events, args=(node, reader), name=f"ccserver-events-{node.name}", daemon=True
+        ).start()
 
     def _stop_events(self, node: Node) -> None:
         reader, node.events = node.events, None
@@ -346,8 +357,11 @@ class Cluster(Service):
         node.events = None
         if self._stopping or not node.healthy:
             return
-        log.info("event stream of node {node} ended ({error}); checking the node", node=node.name,
-                 error=_message(error) if error else "closed by the engine")
+        log.info(
+            "event stream of node {node} ended ({error}); checking the node",
+            node=node.name,
+            error=_message(error) if error else "closed by the engine",
+        )
         # the engine closed the stream: check the node at once, which restarts the reader (but
         # not in a tight loop when the engine answers and keeps closing the stream)
         if self.reactor.seconds() - reader.started < EVENTS_RETRY_SECONDS:
@@ -361,8 +375,7 @@ class Cluster(Service):
         if self._stopping:
             return
         d = self.check(name, inspect=False)
-        d.addErrback(lambda f: log.error("check of node {node} failed: {error}", node=name,
-                                         error=f.getErrorMessage()))
+        d.addErrback(lambda f: log.error("check of node {node} failed: {error}", node=name, error=f.getErrorMessage()))
 
     # --- status for GET /nodes ---------------------------------------------------------
 
@@ -388,8 +401,11 @@ class Cluster(Service):
                     "active_data_containers": data_rams,
                 }
             )
-        dead = [{"name": n.name, "description": n.description or "not checked yet"}
-                for n in self.nodes.values() if not n.healthy]
+        dead = [
+            {"name": n.name, "description": n.description or "not checked yet"}
+            for n in self.nodes.values()
+            if not n.healthy
+        ]
         return {"healthy_nodes": healthy, "dead_nodes": dead}
 
     def nodes_status(self) -> Deferred[dict[str, Any]]:

@@ -316,9 +316,13 @@ def _colocated(
             node_free = free.free[node]
             if node_free < app_ram + (0 if n_hits == len(keys) else dc_ram):
                 continue
-            if best is None or n_hits > best_hits or (
-                n_hits == best_hits
-                and ((node_free, node) > (best_free, best) if spread else (node_free, node) < (best_free, best))
+            if (
+                best is None
+                or n_hits > best_hits
+                or (
+                    n_hits == best_hits
+                    and ((node_free, node) > (best_free, best) if spread else (node_free, node) < (best_free, best))
+                )
             ):
                 best, best_hits, best_free = node, n_hits, node_free
     if best is None:
@@ -329,4 +333,3 @@ def _colocated(
     missing = None in sources
     free.take(best, app_ram + (dc_ram if missing else 0))
     return best, sources, best if missing else None
-

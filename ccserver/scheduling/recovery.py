@@ -139,7 +139,8 @@ class Recovery:
                 incomplete.append(g["_id"])
         known = {g["_id"] for g in groups}
         referenced = {
-            t["task_group_id"][0] for t in live_tasks
+            t["task_group_id"][0]
+            for t in live_tasks
             if t.get("task_group_id") and t.get("created_at", 0.0) < cutoff and t["task_group_id"][0] not in known
         }
         if referenced:
@@ -151,9 +152,7 @@ class Recovery:
         if not doomed:
             return False
         task_ids = [
-            t["_id"] for t in await self.store.find(
-                "tasks", {"task_group_id": {"$in": doomed}}, projection={"_id": 1}
-            )
+            t["_id"] for t in await self.store.find("tasks", {"task_group_id": {"$in": doomed}}, projection={"_id": 1})
         ]
         if task_ids:
             # their containers' Docker containers, if any, are removed by reconcile as unknown
@@ -161,7 +160,8 @@ class Recovery:
         await tasks.remove_submissions(self.store, doomed)
         log.warn(
             "removed {n} submission(s) interrupted before they were answered ({t} task(s))",
-            n=len(doomed), t=len(task_ids),
+            n=len(doomed),
+            t=len(task_ids),
         )
         report.add("unanswered submissions removed", len(doomed))
         return True
@@ -192,10 +192,16 @@ class Recovery:
             if len(live) > 1:
                 live.sort(key=lambda a: (_RANK.get(a["state"], 3), a.get("created_at", 0.0)))
                 for extra in live[1:]:
-                    log.error("task {task} had more than one live application container; cancelling {app}",
-                              task=str(task_id), app=str(extra["_id"]))
+                    log.error(
+                        "task {task} had more than one live application container; cancelling {app}",
+                        task=str(task_id),
+                        app=str(extra["_id"]),
+                    )
                     if await self.lifecycle.transition(
-                        APP, extra["_id"], states.CANCELLED, "Another application container of its task is live.",
+                        APP,
+                        extra["_id"],
+                        states.CANCELLED,
+                        "Another application container of its task is live.",
                         caused_by={"task_id": task_id},
                     ):
                         report.add("duplicate application containers cancelled")
@@ -214,7 +220,10 @@ class Recovery:
         orphans = [t["_id"] for t in processing if t["_id"] not in by_task]
         for task_id in orphans:
             latest = await self.store.find(
-                APP, {"task_id": task_id}, sort=[("created_at", -1)], limit=1,
+                APP,
+                {"task_id": task_id},
+                sort=[("created_at", -1)],
+                limit=1,
                 projection={"state": 1, "transitions": 1, "created_at": 1},
             )
             if latest and _ended_at(latest[0]) >= cutoff:
@@ -225,13 +234,18 @@ class Recovery:
             elif latest and states.is_end(latest[0]["state"]):
                 description = (latest[0].get("transitions") or [{}])[-1].get("description") or "container ended"
                 if await self.lifecycle.task_failed(
-                    task_id, description, {"application_container_id": latest[0]["_id"]},
+                    task_id,
+                    description,
+                    {"application_container_id": latest[0]["_id"]},
                     from_states=(states.PROCESSING,),
                 ):
                     report.add("failures completed")
             elif not latest:
                 if await self.lifecycle.transition(
-                    "tasks", task_id, states.WAITING, "Task waiting again: it had no application container.",
+                    "tasks",
+                    task_id,
+                    states.WAITING,
+                    "Task waiting again: it had no application container.",
                     from_states=(states.PROCESSING,),
                 ):
                     report.add("tasks waiting again")
@@ -246,7 +260,10 @@ class Recovery:
                 for i, c in enumerate(received[:2])
             ):
                 if await self.lifecycle.transition(
-                    DATA, dc["_id"], states.PROCESSING, "Input files available in data container (recovered).",
+                    DATA,
+                    dc["_id"],
+                    states.PROCESSING,
+                    "Input files available in data container (recovered).",
                     from_states=(states.CREATED, states.WAITING),
                 ):
                     report.add("data containers made processing")
@@ -269,7 +286,10 @@ class Recovery:
             if g["_id"] in busy:
                 if g["state"] != states.PROCESSING and g["_id"] in started:
                     if await self.lifecycle.transition(
-                        "task_groups", g["_id"], states.PROCESSING, "Task group processing.",
+                        "task_groups",
+                        g["_id"],
+                        states.PROCESSING,
+                        "Task group processing.",
                         from_states=(states.WAITING, states.CREATED),
                     ):
                         report.add("groups made processing")

@@ -95,10 +95,7 @@ def decide_now(
             for t in tasks
         ],
         [placement.NodeCapacity(name, total, reserved.get(name, 0)) for name, total in healthy],
-        [
-            placement.LiveDataContainer(str(d["_id"]), d["cluster_node"], tuple(digests_of(d)))
-            for d in dcs
-        ],
+        [placement.LiveDataContainer(str(d["_id"]), d["cluster_node"], tuple(digests_of(d))) for d in dcs],
         data_container_ram=config.defaults.data_container.container_ram,
         strategy=config.defaults.container_allocation,
         colocate=config.docker.net is None,
@@ -107,8 +104,10 @@ def decide_now(
     decisions = Decisions()
     for task_id in plan.too_large:
         decisions.too_large.append(
-            (ObjectId(task_id), f"Task too large for the cluster: no node has enough RAM even when empty "
-                                f"(largest node: {largest} MB).")
+            (
+                ObjectId(task_id),
+                f"Task too large for the cluster: no node has enough RAM even when empty (largest node: {largest} MB).",
+            )
         )
     new_ids = [ObjectId() for _ in plan.new_data_containers]
     owned: dict[str, list[NewData]] = {}

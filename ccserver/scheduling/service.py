@@ -174,7 +174,8 @@ class Scheduler(Service):
             self.outage = True
             log.warn(
                 "the database is unavailable ({error}); scheduling paused, retrying every {s} s",
-                error=_message(error), s=self.config.server.scheduling_interval_seconds,
+                error=_message(error),
+                s=self.config.server.scheduling_interval_seconds,
             )
 
     # --- a round -----------------------------------------------------------------------
@@ -300,8 +301,11 @@ class Scheduler(Service):
         if collection == DATA:
             dc = self.config.defaults.data_container
             image, entry_point = dc.image, dc.entry_point
-            auth = {"username": dc.registry_auth.username, "password": dc.registry_auth.password} \
-                if dc.registry_auth else None
+            auth = (
+                {"username": dc.registry_auth.username, "password": dc.registry_auth.password}
+                if dc.registry_auth
+                else None
+            )
             kind, path = "data", "/data-containers/callback"
         else:
             task = await self.store.find_one("tasks", {"_id": doc["task_id"][0]})
@@ -328,8 +332,15 @@ class Scheduler(Service):
         daemon = await self.identity.get()  # read once; a database outage stops the round here
         try:
             await self.cluster.call(
-                node, docker_ops.create_container, name, image, docker_ops.command_line(entry_point, settings),
-                doc["container_ram"], kind, self.config.docker.net, daemon,
+                node,
+                docker_ops.create_container,
+                name,
+                image,
+                docker_ops.command_line(entry_point, settings),
+                doc["container_ram"],
+                kind,
+                self.config.docker.net,
+                daemon,
             )
         except Exception as e:
             if "Conflict" not in str(e):  # created before a restart: go on with it
@@ -415,7 +426,8 @@ class Scheduler(Service):
             why = f"container exited with code {code}" + (f"; last output:\n{logs.strip()}" if logs.strip() else "")
         else:
             why = "container exited before it sent all its callbacks" + (
-                f"; last output:\n{logs.strip()}" if logs.strip() else "")
+                f"; last output:\n{logs.strip()}" if logs.strip() else ""
+            )
         await self.lifecycle.container_failed(collection, _id, why)
         await self._remove(node, name)
 
@@ -425,7 +437,8 @@ class Scheduler(Service):
             log.warn(
                 "container {name} on node {node} was made by a ccserver without a daemon identity "
                 "and is unknown to this daemon's store: left alone (remove it by hand if it is nobody's)",
-                name=name, node=node,
+                name=name,
+                node=node,
             )
 
     async def _remove(self, node: str, name: str) -> None:
@@ -452,7 +465,8 @@ class Scheduler(Service):
                 continue
             for collection in (APP, DATA):
                 docs = await self.store.find(
-                    collection, {"cluster_node": node, "state": {"$in": [states.WAITING, states.PROCESSING]}},
+                    collection,
+                    {"cluster_node": node, "state": {"$in": [states.WAITING, states.PROCESSING]}},
                     projection={"_id": 1},
                 )
                 for doc in docs:
@@ -464,7 +478,8 @@ class Scheduler(Service):
                             _, code = await self.cluster.call(node, docker_ops.container_state, name)
                         except docker_ops.ContainerGone:
                             await self.lifecycle.container_failed(
-                                collection, doc["_id"], "container vanished from Docker")
+                                collection, doc["_id"], "container vanished from Docker"
+                            )
                             continue
                         await self._container_died(node, name, code, legacy=present[name][2])
             for name, (kind, _status, legacy) in present.items():
@@ -485,15 +500,15 @@ class Scheduler(Service):
     async def cleanup(self) -> None:
         """Data containers that no live application container needs succeed and go;
         containers of ended (e.g. cancelled) documents are removed."""
-        live_dcs = await self.store.find(DATA, {"state": LIVE}, projection={"_id": 1, "cluster_node": 1,
-                                                                             "state": 1})
+        live_dcs = await self.store.find(DATA, {"state": LIVE}, projection={"_id": 1, "cluster_node": 1, "state": 1})
         if live_dcs:
             apps = await self.store.find(APP, {"state": LIVE}, projection={"data_container_ids": 1})
             used = {i for a in apps for i in a.get("data_container_ids", [])}
             for dc in live_dcs:
                 if dc["_id"] not in used:
-                    if await self.lifecycle.transition(DATA, dc["_id"], states.SUCCESS,
-                                                       "No application container needs this data container."):
+                    if await self.lifecycle.transition(
+                        DATA, dc["_id"], states.SUCCESS, "No application container needs this data container."
+                    ):
                         await self._remove(dc["cluster_node"], str(dc["_id"]))
         # cancelled application containers are killed and removed
         cancelled = await self.store.find(
@@ -515,7 +530,7 @@ class Scheduler(Service):
             try:
                 groups: dict[ObjectId, None] = {}
                 for start in range(0, len(ids), CANCEL_CHUNK):
-                    chunk = ids[start:start + CANCEL_CHUNK]
+                    chunk = ids[start : start + CANCEL_CHUNK]
                     for task in await self.store.find("tasks", {"_id": {"$in": chunk}}):
                         await self.lifecycle.finish_ended(task)
                         groups.update(dict.fromkeys(task.get("task_group_id") or []))

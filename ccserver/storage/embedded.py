@@ -85,9 +85,7 @@ class EmbeddedStore(Store):
     kind = "embedded"
     log = Logger()
 
-    def __init__(
-        self, config: EmbeddedConfig, reactor: Any, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS
-    ) -> None:
+    def __init__(self, config: EmbeddedConfig, reactor: Any, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
         if config.synchronous not in ("normal", "full"):
             raise ValueError(f"embedded.synchronous: expected 'normal' or 'full', got {config.synchronous!r}")
         self.config = config
@@ -222,7 +220,7 @@ class EmbeddedStore(Store):
         def write(rows: list[Any], start: int = 0) -> Any:
             if start >= len(rows):
                 return ids
-            d = self._call(self._write, functools.partial(_insert, collection, rows[start:start + chunk]))
+            d = self._call(self._write, functools.partial(_insert, collection, rows[start : start + chunk]))
             d.addCallback(ids.extend)
             d.addCallback(lambda _: write(rows, start + chunk))
             return d

@@ -158,7 +158,7 @@ def plan_pipeline(pipeline: Sequence[Mapping[str, Any]]) -> PipelinePlan:
 def _window(stages: list[dict[str, Any]]) -> tuple[int, int | None] | None:
     skip, limit = 0, None
     for stage in stages:
-        (name, value), = stage.items()
+        ((name, value),) = stage.items()
         if name not in ("$skip", "$limit"):
             return None
         if isinstance(value, float) and value.is_integer():
@@ -232,9 +232,7 @@ def filtered(docs: Iterable[Document], filter: Filter, deadline: Deadline) -> It
             yield doc
 
 
-def run_stages(
-    docs: list[Document], stages: Sequence[Mapping[str, Any]], deadline: Deadline
-) -> list[Document]:
+def run_stages(docs: list[Document], stages: Sequence[Mapping[str, Any]], deadline: Deadline) -> list[Document]:
     """Run ``stages`` one by one through mongomock, checking the clock between stages."""
     for stage in stages:
         deadline.check()

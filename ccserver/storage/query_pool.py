@@ -147,9 +147,7 @@ class QueryWorkerPool(Service):
 
     log = Logger()
 
-    def __init__(
-        self, path: str, size: int, memory_mb: int, reactor: Any, *, executable: str = sys.executable
-    ) -> None:
+    def __init__(self, path: str, size: int, memory_mb: int, reactor: Any, *, executable: str = sys.executable) -> None:
         if size < 1:
             raise ValueError(f"query_workers: expected at least 1, got {size}")
         self.path = path

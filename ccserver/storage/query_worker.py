@@ -88,9 +88,7 @@ def answer(conn: sqlite3.Connection, request: dict[str, Any], memory_mb: int) ->
 
 def serve(path: str, memory_mb: int, stdin: BinaryIO, stdout: BinaryIO) -> None:
     # built before the cap, so that it can still be sent when memory has run out
-    out_of_memory = frame(
-        {"error": "memory", "message": f"the query needs more than {memory_mb} MiB", "retire": True}
-    )
+    out_of_memory = frame({"error": "memory", "message": f"the query needs more than {memory_mb} MiB", "retire": True})
     try:
         os.nice(NICENESS)
     except OSError:

@@ -192,7 +192,11 @@ class FileDaemon(Daemon):
         with open(self.log, "w") as out:
             self.process = subprocess.Popen(
                 [twistd_path(), *options, "ccserver", *self.args],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, text=True, env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=self.env,
                 cwd=self.cwd,
             )
         threading.Thread(target=self._follow, daemon=True).start()

@@ -224,8 +224,9 @@ def _kill(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
 class Engine:
     """One extra ``dockerd`` with all of its state below ``root``."""
 
-    def __init__(self, name: str, root: Path, tls: TLSFiles | None = None,
-                 tcp_hosts: Sequence[str] = ("127.0.0.1",)) -> None:
+    def __init__(
+        self, name: str, root: Path, tls: TLSFiles | None = None, tcp_hosts: Sequence[str] = ("127.0.0.1",)
+    ) -> None:
         self.name = name
         self.root = Path(root)
         self.tls = tls
@@ -298,26 +299,42 @@ class Engine:
             stale.unlink(missing_ok=True)
         args = [
             shutil.which("dockerd") or "dockerd",
-            "--config-file", str(config),
-            "--host", self.base_url,
-            "--data-root", str(self.root / "data"),
-            "--exec-root", str(self.root / "exec"),
-            "--pidfile", str(self.root / "docker.pid"),
-            "--bridge", self.bridge,
+            "--config-file",
+            str(config),
+            "--host",
+            self.base_url,
+            "--data-root",
+            str(self.root / "data"),
+            "--exec-root",
+            str(self.root / "exec"),
+            "--pidfile",
+            str(self.root / "docker.pid"),
+            "--bridge",
+            self.bridge,
             "--iptables=false",
             "--ip-masq=false",
-            "--shutdown-timeout", "3",
-            "--log-level", "warn",
+            "--shutdown-timeout",
+            "3",
+            "--log-level",
+            "warn",
         ]
         if self.tls is not None:
             if self.tcp_port is None:
                 self.tcp_port = free_port(*self.tcp_hosts)
-            args += ["--tlsverify", "--tlscacert", self.tls.ca, "--tlscert", self.tls.server_cert,
-                     "--tlskey", self.tls.server_key]
+            args += [
+                "--tlsverify",
+                "--tlscacert",
+                self.tls.ca,
+                "--tlscert",
+                self.tls.server_cert,
+                "--tlskey",
+                self.tls.server_key,
+            ]
             args += [f"--host=tcp://{host}:{self.tcp_port}" for host in self.tcp_hosts]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self._wait_answering(timeout)
 
     def _remove_stale_containerd(self) -> None:
@@ -341,8 +358,10 @@ class Engine:
         last = ""
         while time.monotonic() < deadline:
             if not self.running:
-                raise EngineError(f"dockerd of engine {self.name} exited "
-                                  f"({self.process.returncode if self.process else None}):\n{self.log_tail()}")
+                raise EngineError(
+                    f"dockerd of engine {self.name} exited "
+                    f"({self.process.returncode if self.process else None}):\n{self.log_tail()}"
+                )
             if os.path.exists(self.socket):
                 try:
                     client = docker.DockerClient(base_url=self.base_url, timeout=2, version="1.41")

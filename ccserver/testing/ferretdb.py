@@ -99,15 +99,11 @@ class FerretDB:
             "--log-level=WARN",
         ]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
+            self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise FerretDBError(
-                    f"FerretDB exited with {self.process.returncode} at start; log: {self._log_tail()}"
-                )
+                raise FerretDBError(f"FerretDB exited with {self.process.returncode} at start; log: {self._log_tail()}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
                     return

@@ -104,6 +104,8 @@ def summary(samples: list[Sample]) -> str:
     """``n, p50, p99, max`` in milliseconds, and the failed requests."""
     times = [s.seconds for s in samples]
     failed = sum(1 for s in samples if s.status != 200)
-    text = (f"n {len(times):5d}  p50 {percentile(times, 50) * 1000:8.1f} ms  p99 {percentile(times, 99) * 1000:8.1f} ms"
-            f"  max {max(times, default=0) * 1000:8.1f} ms")
+    text = (
+        f"n {len(times):5d}  p50 {percentile(times, 50) * 1000:8.1f} ms  p99 {percentile(times, 99) * 1000:8.1f} ms"
+        f"  max {max(times, default=0) * 1000:8.1f} ms"
+    )
     return text + (f"  FAILED {failed}" if failed else "")

@@ -80,9 +80,11 @@ def _parse_in_pieces(text: str, decoder: json.JSONDecoder) -> Any:
     milliseconds on a loaded machine): even in a pool thread, the reactor thread could not run
     meanwhile.  Small C calls, one per task, let it in between."""
     scan = decoder.raw_decode
+
     def skip(text: str, i: int) -> int:
         """The index after the whitespace at ``i`` (``[ \t\n\r]*`` always matches)."""
         return _WHITESPACE.match(text, i).end()  # type: ignore[union-attr]  # the pattern matches the empty string
+
     end = len(text)
     i = skip(text, 0)
     if i >= end or text[i] != "{":
@@ -244,9 +246,7 @@ def convert_ids(value: Any, path: str = "", under_id: bool = False) -> Any:
 
     :class:`BadRequest` names the first string that is not an id."""
     if isinstance(value, dict):
-        return {
-            k: convert_ids(v, path_text([k], path), under_id or is_id_key(k)) for k, v in value.items()
-        }
+        return {k: convert_ids(v, path_text([k], path), under_id or is_id_key(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [convert_ids(v, f"{path}[{i}]", under_id) for i, v in enumerate(value)]
     if under_id and isinstance(value, str):

@@ -69,9 +69,7 @@ def render_failure(request: Any, failure: Failure) -> bytes:
         return write_json(request, error.status, {"error": error.message})
     if isinstance(error, HTTPException):
         code = error.code or 500
-        message = {404: "no such endpoint", 405: "method not allowed for this endpoint"}.get(
-            code, error.name
-        )
+        message = {404: "no such endpoint", 405: "method not allowed for this endpoint"}.get(code, error.name)
         valid_methods = getattr(error, "valid_methods", None)  # only a MethodNotAllowed has them
         if code == 405 and valid_methods:
             request.setHeader(b"allow", ", ".join(valid_methods).encode())

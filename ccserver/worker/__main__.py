@@ -17,8 +17,9 @@ PACKAGE = "container_worker"
 
 def _runner_as_directory():
     here = os.path.dirname(os.path.abspath(__file__))
-    spec = importlib.util.spec_from_file_location(PACKAGE, os.path.join(here, "__init__.py"),
-                                                  submodule_search_locations=[here])
+    spec = importlib.util.spec_from_file_location(
+        PACKAGE, os.path.join(here, "__init__.py"), submodule_search_locations=[here]
+    )
     if spec is None or spec.loader is None:
         raise ImportError(f"{here} is not the worker package")
     package = importlib.util.module_from_spec(spec)

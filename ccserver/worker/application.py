@@ -19,6 +19,7 @@ def _connectors():
 
     return connectors
 
+
 CONFIG_PATH = "/opt/config.json"
 MEMORY_SAMPLE_SECONDS = 0.5
 
@@ -37,8 +38,9 @@ def load_config(path):
         raise ValueError("application_command must be a non-empty string")
     if not isinstance(inputs, list) or not all(isinstance(i, dict) and "dir" in i and "name" in i for i in inputs):
         raise ValueError("local_input_files must be a list of {dir, name}")
-    if not isinstance(results, dict) or not all(isinstance(r, dict) and "dir" in r and "name" in r
-                                                for r in results.values()):
+    if not isinstance(results, dict) or not all(
+        isinstance(r, dict) and "dir" in r and "name" in r for r in results.values()
+    ):
         raise ValueError("local_result_files must map keys to {dir, name, optional}")
     return {"application_command": command, "local_input_files": inputs, "local_result_files": results}
 
@@ -140,8 +142,13 @@ def run_command(command, limits=()):
     start = time.time()
     try:
         process = subprocess.Popen(
-            command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, preexec_fn=sandboxing.preexec(limits),
+            command,
+            shell=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=sandboxing.preexec(limits),
         )
     except subprocess.SubprocessError as e:  # setrlimit refused in the child (above the hard limit)
         raise WorkerError(f"the sandbox limits could not be applied: {describe(e)}", exit_code=8) from e
@@ -240,8 +247,15 @@ def run(settings, callbacks, redact):
     _step(callbacks, redact, "could not retrieve the input files", 6, _download_inputs, input_files, local_inputs)
     callbacks.success("Input files retrieved.")
 
-    command = _step(callbacks, redact, "could not build the command", 8,
-                    build_command, config["application_command"], work.get("parameters"))
+    command = _step(
+        callbacks,
+        redact,
+        "could not build the command",
+        8,
+        build_command,
+        config["application_command"],
+        work.get("parameters"),
+    )
     limits = _step(callbacks, redact, "could not apply the sandbox", 8, sandboxing.limits_of, work.get("sandbox"))
     for part in sandboxing.ignored_parts(work.get("sandbox"), work.get("tracing")):
         log(f"{part} was requested; this worker does not apply it")
@@ -249,8 +263,9 @@ def run(settings, callbacks, redact):
     telemetry["input_file_sizes"] = [file_size_mb(_path(local)) for local in local_inputs]
     telemetry["result_file_sizes"] = {key: file_size_mb(_path(local)) for key, local in local_results.items()}
     if telemetry["return_code"] != 0:
-        callbacks.failed("Processing failed: the application exited with {}.".format(telemetry["return_code"]),
-                         telemetry=telemetry)
+        callbacks.failed(
+            "Processing failed: the application exited with {}.".format(telemetry["return_code"]), telemetry=telemetry
+        )
         return 9
     callbacks.success("Processing succeeded.", telemetry=telemetry)
 

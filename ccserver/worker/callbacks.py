@@ -43,8 +43,9 @@ class Callbacks:
             if self._https:
                 from .openers import ssl_context
 
-                self._connection = http.client.HTTPSConnection(self._host, timeout=self.timeout,
-                                                               context=ssl_context(True))
+                self._connection = http.client.HTTPSConnection(
+                    self._host, timeout=self.timeout, context=ssl_context(True)
+                )
             else:
                 self._connection = http.client.HTTPConnection(self._host, timeout=self.timeout)
         return self._connection
@@ -85,8 +86,12 @@ class Callbacks:
                 backoff(attempt - 1)
             try:
                 connection = self._connect()
-                connection.request("POST", self._path, body=data,
-                                   headers={"Content-Type": "application/json", "Accept": "application/json"})
+                connection.request(
+                    "POST",
+                    self._path,
+                    body=data,
+                    headers={"Content-Type": "application/json", "Accept": "application/json"},
+                )
                 answer = connection.getresponse()
                 status, raw = answer.status, answer.read()
             except (TimeoutError, http.client.HTTPException, OSError) as e:

@@ -63,7 +63,9 @@ def upload_http(access, path, entry, meta):
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         request = urllib.request.Request(
-            access["url"], data=f, method=method,
+            access["url"],
+            data=f,
+            method=method,
             headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
         )
         with opener.open(request, timeout=NET_TIMEOUT) as answer:
@@ -88,7 +90,9 @@ def upload_http_json(access, path, entry, meta):
     document = _json_document(path, entry, meta)
     opener = opener_for(access["url"], access.get("auth"), access.get("ssl_verify", True))
     request = urllib.request.Request(
-        access["url"], data=json.dumps(document).encode("utf-8"), method="POST",
+        access["url"],
+        data=json.dumps(document).encode("utf-8"),
+        method="POST",
         headers={"Content-Type": "application/json"},
     )
     with opener.open(request, timeout=NET_TIMEOUT) as answer:
@@ -132,9 +136,15 @@ class _sftp:
         self.client = self.paramiko.SSHClient()
         self.client.set_missing_host_key_policy(self.paramiko.AutoAddPolicy())
         self.client.connect(
-            a["host"], port=int(a.get("port", 22)), username=a["username"], password=a.get("password"),
-            timeout=NET_TIMEOUT, banner_timeout=NET_TIMEOUT, auth_timeout=NET_TIMEOUT,
-            allow_agent=False, look_for_keys=False,
+            a["host"],
+            port=int(a.get("port", 22)),
+            username=a["username"],
+            password=a.get("password"),
+            timeout=NET_TIMEOUT,
+            banner_timeout=NET_TIMEOUT,
+            auth_timeout=NET_TIMEOUT,
+            allow_agent=False,
+            look_for_keys=False,
         )
         self.sftp = self.client.open_sftp()
         self.sftp.get_channel().settimeout(NET_TIMEOUT)
@@ -198,8 +208,9 @@ def download(file_spec, path):
     connector_type, access = _spec(file_spec, "an input file")
     function = DOWNLOADERS.get(connector_type)
     if function is None:
-        raise WorkerError("unknown input connector_type {!r} (known: {})".format(
-            connector_type, ", ".join(sorted(DOWNLOADERS))))
+        raise WorkerError(
+            "unknown input connector_type {!r} (known: {})".format(connector_type, ", ".join(sorted(DOWNLOADERS)))
+        )
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     function(access, path)
 
@@ -209,6 +220,7 @@ def upload(entry, path, meta):
     connector_type, access = _spec(entry, "a result file")
     function = UPLOADERS.get(connector_type)
     if function is None:
-        raise WorkerError("unknown result connector_type {!r} (known: {})".format(
-            connector_type, ", ".join(sorted(UPLOADERS))))
+        raise WorkerError(
+            "unknown result connector_type {!r} (known: {})".format(connector_type, ", ".join(sorted(UPLOADERS)))
+        )
     function(access, path, entry, meta)

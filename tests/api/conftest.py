@@ -172,7 +172,13 @@ async def start_server(accounts: Store, hash_pool: ThreadPoolService, tmp_path: 
         cluster, scheduler = FakeCluster(), FakeScheduler()
         auth = Authenticator(accounts, config, reactor, hash_pool)
         api = API(
-            config, accounts, auth, cluster, scheduler, reactor, Vault(accounts, b"k" * 32),
+            config,
+            accounts,
+            auth,
+            cluster,
+            scheduler,
+            reactor,
+            Vault(accounts, b"k" * 32),
             KeyCheckingCallbacks(accounts),
         )
         site = CCSite(api.resource(), max_body_bytes=config.server.max_body_bytes)

@@ -15,13 +15,52 @@ from hypothesis import strategies as st
 
 FIELDS = ["username", "state", "_id", "task_id", "task_group_id", "created_at", "tags", "x", "a.b", "trials"]
 OPERATORS = [
-    "$eq", "$ne", "$gt", "$in", "$nin", "$and", "$or", "$not", "$exists", "$regex", "$size", "$expr",
-    "$sum", "$push", "$first", "$literal", "$where", "$function", "$lookup", "$unionWith", "$out",
-    "$merge", "$accumulator", "$graphLookup", "$facet", "$documents", "$elemMatch", "$type",
+    "$eq",
+    "$ne",
+    "$gt",
+    "$in",
+    "$nin",
+    "$and",
+    "$or",
+    "$not",
+    "$exists",
+    "$regex",
+    "$size",
+    "$expr",
+    "$sum",
+    "$push",
+    "$first",
+    "$literal",
+    "$where",
+    "$function",
+    "$lookup",
+    "$unionWith",
+    "$out",
+    "$merge",
+    "$accumulator",
+    "$graphLookup",
+    "$facet",
+    "$documents",
+    "$elemMatch",
+    "$type",
 ]
 STAGES = [
-    "$match", "$project", "$limit", "$skip", "$count", "$sort", "$unwind", "$group", "$sample",
-    "$replaceRoot", "$addFields", "$lookup", "$out", "$facet", "$set", "$unionWith",
+    "$match",
+    "$project",
+    "$limit",
+    "$skip",
+    "$count",
+    "$sort",
+    "$unwind",
+    "$group",
+    "$sample",
+    "$replaceRoot",
+    "$addFields",
+    "$lookup",
+    "$out",
+    "$facet",
+    "$set",
+    "$unionWith",
 ]
 
 scalars = st.one_of(
@@ -73,8 +112,13 @@ def _typed(schema: dict[str, Any], components: dict[str, Any], depth: int) -> st
         low = schema.get("minimum")
         return st.one_of(
             st.integers(min_value=int(low) + 1 if low is not None else None, max_value=2**40),
-            st.floats(min_value=low, exclude_min=bool(schema.get("exclusiveMinimum")), allow_nan=False,
-                      allow_infinity=False, max_value=1e12),
+            st.floats(
+                min_value=low,
+                exclude_min=bool(schema.get("exclusiveMinimum")),
+                allow_nan=False,
+                allow_infinity=False,
+                max_value=1e12,
+            ),
         )
     if kind == "integer":
         return st.integers(min_value=schema.get("minimum"), max_value=2**40)

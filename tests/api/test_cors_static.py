@@ -8,8 +8,11 @@ import pytest_twisted
 
 from tests.api.conftest import Server, StartServer
 
-PREFLIGHT = {"Origin": "https://ui.example.org", "Access-Control-Request-Method": "POST",
-             "Access-Control-Request-Headers": "authorization, content-type"}
+PREFLIGHT = {
+    "Origin": "https://ui.example.org",
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization, content-type",
+}
 
 
 @pytest_twisted.ensureDeferred

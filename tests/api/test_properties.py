@@ -31,16 +31,17 @@ from tests.api.test_openapi import _routes
 DOCUMENT = openapi.document()
 COMPONENTS = DOCUMENT["components"]["schemas"]
 OPERATIONS = sorted(
-    (path, method)
-    for path, item in DOCUMENT["paths"].items()
-    for method in item
-    if (path, method) in _routes()
+    (path, method) for path, item in DOCUMENT["paths"].items() for method in item if (path, method) in _routes()
 )
 EXAMPLES = 60
 #: operations whose generated requests must succeed at least once, or the generator is broken
 #: (random ids, node names and callback keys do not exist, so those may never succeed)
-MAY_NEVER_SUCCEED = {("/tasks/cancel", "post"), ("/nodes", "post"), ("/application-containers/callback", "post"),
-                     ("/data-containers/callback", "post")}
+MAY_NEVER_SUCCEED = {
+    ("/tasks/cancel", "post"),
+    ("/nodes", "post"),
+    ("/application-containers/callback", "post"),
+    ("/data-containers/callback", "post"),
+}
 MUST_SUCCEED = {(p, m) for p, m in OPERATIONS if (p, m) not in MAY_NEVER_SUCCEED}
 
 
@@ -73,9 +74,17 @@ async def test_no_request_gets_a_5xx(api_server: Server, path: str, method: str)
     validator = _response_validator(path, method)
     statuses: list[int] = []
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                     HealthCheck.filter_too_much, HealthCheck.data_too_large])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.data_too_large,
+        ],
+    )
     @given(body=bodies, user=st.sampled_from([ALICE, ADMIN]))
     def check(body: Any, user: tuple[str, str]) -> None:
         answer = blockingCallFromThread(

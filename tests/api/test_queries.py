@@ -29,8 +29,13 @@ async def _load(server: Server) -> dict[str, list[str]]:
         await server.store.insert_many(
             collection,
             [
-                {"username": name, "state": states.PROCESSING, "callback_key": "secret-" + name,
-                 "input_file_keys": ["k1"], "task_id": [ObjectId(ids[name][0])]}
+                {
+                    "username": name,
+                    "state": states.PROCESSING,
+                    "callback_key": "secret-" + name,
+                    "input_file_keys": ["k1"],
+                    "task_id": [ObjectId(ids[name][0])],
+                }
                 for name in ("alice", "bob")
             ],
         )
@@ -64,8 +69,10 @@ async def test_answers_mask_secrets_and_show_ids_as_hex(api_server: Server) -> N
     assert isinstance(task["task_group_id"][0], str) and len(task["task_group_id"][0]) == 24
     assert task["application_container_description"]["registry_auth"] == {"username": "U", "password": "**********"}
     assert task["notifications"][0]["connector_access"]["auth"]["password"] == "**********"
-    for path, collection in (("/application-containers/query", "application_containers"),
-                             ("/data-containers/query", "data_containers")):
+    for path, collection in (
+        ("/application-containers/query", "application_containers"),
+        ("/data-containers/query", "data_containers"),
+    ):
         (doc,) = (await api_server.post(path, {"aggregate": []})).json[collection]
         assert doc["callback_key"] == "**********"
         assert doc["input_file_keys"] == "**********"
@@ -97,9 +104,17 @@ async def test_ids_in_match_are_converted(api_server: Server) -> None:
 @pytest_twisted.ensureDeferred
 async def test_pipeline_stages_work(api_server: Server) -> None:
     await _load(api_server)
-    answer = await api_server.post("/tasks/query", {"aggregate": [
-        {"$sort": {"created_at": -1}}, {"$skip": 1}, {"$limit": 1}, {"$project": {"state": 1, "_id": 0}},
-    ]})
+    answer = await api_server.post(
+        "/tasks/query",
+        {
+            "aggregate": [
+                {"$sort": {"created_at": -1}},
+                {"$skip": 1},
+                {"$limit": 1},
+                {"$project": {"state": 1, "_id": 0}},
+            ]
+        },
+    )
     assert answer.json == {"tasks": [{"state": states.WAITING}]}
     answer = await api_server.post("/tasks/query", {"aggregate": [{"$count": "n"}]}, user=ADMIN)
     assert answer.json == {"tasks": [{"n": 3}]}
@@ -169,7 +184,12 @@ async def test_engine_refusals_are_400(api_server: Server) -> None:
         answer = await api_server.post("/tasks/query", {"aggregate": pipeline}, user=ADMIN)
         assert answer.status == 400, (pipeline, answer.raw)
     # the engines differ in what they let pass; neither may fail with a 5xx
-    for pipeline in ([{"$sort": {"x": 7}}], [{"$project": {}}], [{"$sample": {"size": -1}}],
-                     [{"$replaceRoot": {"newRoot": "$tags"}}], [{"$group": {"x": 1}}]):
+    for pipeline in (
+        [{"$sort": {"x": 7}}],
+        [{"$project": {}}],
+        [{"$sample": {"size": -1}}],
+        [{"$replaceRoot": {"newRoot": "$tags"}}],
+        [{"$group": {"x": 1}}],
+    ):
         answer = await api_server.post("/tasks/query", {"aggregate": pipeline}, user=ADMIN)
         assert answer.status in (200, 400), (pipeline, answer.raw)

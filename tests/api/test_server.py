@@ -76,8 +76,14 @@ async def test_unknown_path_is_404_and_wrong_method_405_as_json(api_server: Serv
         answer = await api_server.post(path, {})
         assert answer.status == 404, path
         assert answer.json == {"error": "no such endpoint"}
-    for method, path in [("GET", "/tasks"), ("DELETE", "/tasks"), ("PUT", "/nodes"), ("POST", "/"),
-                         ("GET", "/tasks/query"), ("POST", "/token")]:
+    for method, path in [
+        ("GET", "/tasks"),
+        ("DELETE", "/tasks"),
+        ("PUT", "/nodes"),
+        ("POST", "/"),
+        ("GET", "/tasks/query"),
+        ("POST", "/token"),
+    ]:
         answer = await api_server.request(method, path)
         assert answer.status == 405, (method, path)
         assert answer.json == {"error": "method not allowed for this endpoint"}
@@ -108,8 +114,13 @@ async def test_nodes_status_is_the_cluster_answer(api_server: Server) -> None:
     assert [n["name"] for n in answer.json["healthy_nodes"]] == ["node1"]
     assert answer.json["dead_nodes"] == [{"name": "node2", "description": "unreachable"}]
     assert set(answer.json["healthy_nodes"][0]) == {
-        "name", "total_ram", "reserved_ram", "total_cpus", "reserved_cpus",
-        "active_application_containers", "active_data_containers",
+        "name",
+        "total_ram",
+        "reserved_ram",
+        "total_cpus",
+        "reserved_cpus",
+        "active_application_containers",
+        "active_data_containers",
     }
 
 
@@ -137,9 +148,17 @@ async def test_post_nodes_refuses_unknown_names_and_bad_bodies(api_server: Serve
 
 
 def _callback(container_id: str, key: str, callback_type: int = 0) -> dict[str, Any]:
-    return {"callback_key": key, "callback_type": callback_type, "container_id": container_id,
-            "content": {"state": 3, "description": "ok", "exception": None,
-                        "telemetry": {"wall_time": 1.5, "std_out": "", "return_code": 0}}}
+    return {
+        "callback_key": key,
+        "callback_type": callback_type,
+        "container_id": container_id,
+        "content": {
+            "state": 3,
+            "description": "ok",
+            "exception": None,
+            "telemetry": {"wall_time": 1.5, "std_out": "", "return_code": 0},
+        },
+    }
 
 
 @pytest_twisted.ensureDeferred
@@ -157,15 +176,22 @@ async def test_callbacks_reach_the_handler_with_ids_and_answer_unmasked(api_serv
     assert collection == "data_containers" and body["container_id"] == container_id
     wrong = await api_server.post("/data-containers/callback", _callback(str(container_id), "nope"), user=None)
     assert wrong.status == 401
-    elsewhere = await api_server.post("/application-containers/callback", _callback(str(container_id), "the-key"),
-                                      user=None)
+    elsewhere = await api_server.post(
+        "/application-containers/callback", _callback(str(container_id), "the-key"), user=None
+    )
     assert elsewhere.status == 401
 
 
-@pytest.mark.parametrize("body", [
-    {}, _callback("xyz", "k"), {**_callback("0" * 24, "k"), "extra": 1},
-    {**_callback("0" * 24, "k"), "content": {"state": 3}}, _callback("0" * 24, "k", callback_type=-1),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        _callback("xyz", "k"),
+        {**_callback("0" * 24, "k"), "extra": 1},
+        {**_callback("0" * 24, "k"), "content": {"state": 3}},
+        _callback("0" * 24, "k", callback_type=-1),
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_invalid_callbacks_are_400(api_server: Server, body: Any) -> None:
     answer = await api_server.post("/application-containers/callback", body, user=None)

@@ -84,19 +84,31 @@ async def test_ten_thousand_tasks_fit_under_the_default_limit(api_server: Server
 
 
 INVALID_TASKS = [
-    ({"tasks": [sample_task(), sample_task(), sample_task(),
-                {**sample_task(), "application_container_description": {"image": "i", "container_ram": "x"}}]},
-     "tasks[3].application_container_description.container_ram: 'x' is not of type 'number'"),
+    (
+        {
+            "tasks": [
+                sample_task(),
+                sample_task(),
+                sample_task(),
+                {**sample_task(), "application_container_description": {"image": "i", "container_ram": "x"}},
+            ]
+        },
+        "tasks[3].application_container_description.container_ram: 'x' is not of type 'number'",
+    ),
     ({**sample_task(), "unknown_field": 1}, "unknown_field"),
     ({k: v for k, v in sample_task().items() if k != "input_files"}, "'input_files' is a required property"),
     (sample_task(application_container_description={"image": "i"}), "'container_ram' is a required property"),
     (sample_task(application_container_description={"image": "i", "container_ram": 0}), "container_ram"),
-    (sample_task(application_container_description={"image": "i", "container_ram": 1, "registry_auth": {}}),
-     "registry_auth"),
+    (
+        sample_task(application_container_description={"image": "i", "container_ram": 1, "registry_auth": {}}),
+        "registry_auth",
+    ),
     (sample_task(tags="t"), "tags"),
     (sample_task(result_files=[{"connector_type": "http"}]), "result_files[0]"),
-    (sample_task(notifications=[{"connector_access": {"url": "u", "auth": {"auth_type": "ntlm"}}}]),
-     "notifications[0]"),
+    (
+        sample_task(notifications=[{"connector_access": {"url": "u", "auth": {"auth_type": "ntlm"}}}]),
+        "notifications[0]",
+    ),
     ({"tasks": []}, "tasks"),
     ({"tasks": {}}, "tasks"),
     ({"tasks": [sample_task()], "more": 1}, "more"),
@@ -218,8 +230,7 @@ async def test_cancel_cancels_live_application_containers(api_server: Server) ->
 async def test_standard_users_cancel_only_their_own_tasks(api_server: Server) -> None:
     alice_tasks = await _submit(api_server, ALICE, 2)
     (bob_task,) = await _submit(api_server, BOB, 1)
-    answer = await api_server.post("/tasks/cancel", {"tasks": [{"_id": bob_task}, {"_id": alice_tasks[0]}]},
-                                   user=BOB)
+    answer = await api_server.post("/tasks/cancel", {"tasks": [{"_id": bob_task}, {"_id": alice_tasks[0]}]}, user=BOB)
     assert answer.status == 400
     assert alice_tasks[0] in answer.json["error"]
     # all or nothing: bob's own task was not cancelled either
@@ -229,16 +240,25 @@ async def test_standard_users_cancel_only_their_own_tasks(api_server: Server) ->
     answer = await api_server.post("/tasks/cancel", {"_id": unknown}, user=BOB)
     assert answer.status == 400 and unknown in answer.json["error"]
     # an admin may cancel anybody's
-    answer = await api_server.post("/tasks/cancel", {"tasks": [{"_id": bob_task}, {"_id": alice_tasks[1]}]},
-                                   user=ADMIN)
+    answer = await api_server.post("/tasks/cancel", {"tasks": [{"_id": bob_task}, {"_id": alice_tasks[1]}]}, user=ADMIN)
     assert answer.status == 200
     assert [t["state"] for t in answer.json["tasks"]] == [states.CANCELLED, states.CANCELLED]
 
 
-@pytest.mark.parametrize("body", [
-    {"_id": "xyz"}, {"_id": 5}, {"_id": None}, {}, {"tasks": []}, {"tasks": [{"_id": "0" * 23}]},
-    {"tasks": [{}]}, {"_id": "0" * 24, "x": 1}, {"tasks": "all"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"_id": "xyz"},
+        {"_id": 5},
+        {"_id": None},
+        {},
+        {"tasks": []},
+        {"tasks": [{"_id": "0" * 23}]},
+        {"tasks": [{}]},
+        {"_id": "0" * 24, "x": 1},
+        {"tasks": "all"},
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_invalid_cancel_bodies_are_400(api_server: Server, body: Any) -> None:
     answer = await api_server.post("/tasks/cancel", body)

@@ -54,8 +54,7 @@ def test_to_client_masks_at_any_depth_and_converts_ids() -> None:
 def test_mask_secrets_keeps_ids() -> None:
     oid = ObjectId()
     doc = {"_id": oid, "registry_auth": {"username": "u", "password": "p"}, "callback_key": "x"}
-    assert mask_secrets(doc) == {"_id": oid, "registry_auth": {"username": "u", "password": MASK},
-                                 "callback_key": MASK}
+    assert mask_secrets(doc) == {"_id": oid, "registry_auth": {"username": "u", "password": MASK}, "callback_key": MASK}
     assert doc["registry_auth"]["password"] == "p"  # a copy
 
 
@@ -80,10 +79,22 @@ def test_to_client_always_renders_as_strict_json(value: Any) -> None:
 
 def test_convert_ids_below_id_keys_only() -> None:
     a, b = ObjectId(), ObjectId()
-    body = {"_id": str(a), "task_ids": [str(a), str(b)], "x": str(a), "t": {"$in": [str(a)]},
-            "task_group_id": {"$in": [str(b)]}, "n": {"data_container_ids": {"$all": [str(a)]}}}
-    assert convert_ids(body) == {"_id": a, "task_ids": [a, b], "x": str(a), "t": {"$in": [str(a)]},
-                                 "task_group_id": {"$in": [b]}, "n": {"data_container_ids": {"$all": [a]}}}
+    body = {
+        "_id": str(a),
+        "task_ids": [str(a), str(b)],
+        "x": str(a),
+        "t": {"$in": [str(a)]},
+        "task_group_id": {"$in": [str(b)]},
+        "n": {"data_container_ids": {"$all": [str(a)]}},
+    }
+    assert convert_ids(body) == {
+        "_id": a,
+        "task_ids": [a, b],
+        "x": str(a),
+        "t": {"$in": [str(a)]},
+        "task_group_id": {"$in": [b]},
+        "n": {"data_container_ids": {"$all": [a]}},
+    }
     with pytest.raises(BadRequest, match=r"tasks\[1\]\._id: 'nope' is not a valid id"):
         convert_ids({"tasks": [{"_id": str(a)}, {"_id": "nope"}]})
 
@@ -135,7 +146,10 @@ def test_validation_message_names_the_path() -> None:
 
 def test_parse_accepts_64_bit_integers_and_refuses_larger() -> None:
     assert parse(b'{"a": 9223372036854775807, "b": -9223372036854775808, "c": 1.5e300}') == {
-        "a": 2**63 - 1, "b": -(2**63), "c": 1.5e300}
+        "a": 2**63 - 1,
+        "b": -(2**63),
+        "c": 1.5e300,
+    }
     with pytest.raises(BadRequest):
         parse(b'{"a": 9223372036854775808}')
     assert parse(b'{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}
@@ -206,7 +220,12 @@ def test_submitter_groups_concurrent_submissions_and_survives_gone_clients() -> 
     for _ in range(3):
         store.release()
     assert store.calls == [
-        ("secrets", 1), ("task_groups", 1), ("tasks", 1), ("secrets", 5), ("task_groups", 5), ("tasks", 5)
+        ("secrets", 1),
+        ("task_groups", 1),
+        ("tasks", 1),
+        ("secrets", 5),
+        ("task_groups", 5),
+        ("tasks", 5),
     ]
     assert all(isinstance(d.result["_id"], ObjectId) for d in waiting[1:])
 

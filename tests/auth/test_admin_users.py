@@ -45,7 +45,10 @@ def config_file(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 def admin(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [ADMIN, "--config", str(config), *args],
-        input=stdin, capture_output=True, text=True, timeout=COMMAND_SECONDS,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_SECONDS,
     )
 
 

@@ -148,29 +148,55 @@ class Notifications:
 
 
 @pytest_twisted.async_yield_fixture
-async def cluster(request: pytest.FixtureRequest, tmp_path: Path, engine: Any, gateway: str,  # noqa: F811
-                  daemon_log: Any, running_engines: Engines) -> AsyncIterator[MakeCluster]:  # noqa: F811
+async def cluster(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    engine: Any,  # noqa: F811 (the e2e fixture, imported above)
+    gateway: str,  # noqa: F811
+    daemon_log: Any,  # noqa: F811
+    running_engines: Engines,
+) -> AsyncIterator[MakeCluster]:
     """``await cluster(backend, nodes, allocation=..., docker_settings={...}, errors={...})``: a started
     ccserver with these ``docker.nodes``; ``harness.notifications`` receives its dead-node
     notifications (basic auth ``cc``/``dead-pw``).  Stopped after the test."""
     started: list[Harness] = []
     clients: list[Any] = []
 
-    async def make(backend: str, nodes: dict[str, dict[str, Any]], allocation: str = "spread",
-                   docker_settings: dict[str, Any] | None = None, server_settings: dict[str, Any] | None = None,
-                   errors: dict[str, Any] | None = None, wait_healthy: bool = True,
-                   main_engine: bool = False) -> Harness:
+    async def make(
+        backend: str,
+        nodes: dict[str, dict[str, Any]],
+        allocation: str = "spread",
+        docker_settings: dict[str, Any] | None = None,
+        server_settings: dict[str, Any] | None = None,
+        errors: dict[str, Any] | None = None,
+        wait_healthy: bool = True,
+        main_engine: bool = False,
+    ) -> Harness:
         notify_archive = Archive()
         notify_port = reactor.listenTCP(0, Site(notify_archive), interface="127.0.0.1")
-        notifications = Notifications(notify_archive, f"http://127.0.0.1:{notify_port.getHost().port}/notify",
-                                      notify_port)
+        notifications = Notifications(
+            notify_archive, f"http://127.0.0.1:{notify_port.getHost().port}/notify", notify_port
+        )
         port = free_port(gateway)
         config = e2e_config(
-            tmp_path / f"ccserver-{len(started)}", gateway, backend, request,
-            server={"listen": [f"tcp:{port}:interface={gateway}"], "host": f"http://{gateway}:{port}",
-                    "scheduling_interval_seconds": 2, **(server_settings or {})},
-            docker={"pull_policy": "never", "thread_limit": 8, "api_timeout": API_TIMEOUT,
-                    "heartbeat_seconds": HEARTBEAT, "nodes": nodes, **(docker_settings or {})},
+            tmp_path / f"ccserver-{len(started)}",
+            gateway,
+            backend,
+            request,
+            server={
+                "listen": [f"tcp:{port}:interface={gateway}"],
+                "host": f"http://{gateway}:{port}",
+                "scheduling_interval_seconds": 2,
+                **(server_settings or {}),
+            },
+            docker={
+                "pull_policy": "never",
+                "thread_limit": 8,
+                "api_timeout": API_TIMEOUT,
+                "heartbeat_seconds": HEARTBEAT,
+                "nodes": nodes,
+                **(docker_settings or {}),
+            },
             defaults={
                 "data_container_description": {"image": APP_IMAGE, "container_ram": 128},
                 "scheduling_strategies": {"container_allocation": allocation},
@@ -197,8 +223,12 @@ async def cluster(request: pytest.FixtureRequest, tmp_path: Path, engine: Any, g
         harness.notifications = notifications  # type: ignore[attr-defined]
         started.append(harness)
         if wait_healthy:
-            await wait_for(lambda: harness.root.cluster.healthy_names(), lambda names: len(names) == len(nodes), 30,
-                           "every node to be healthy")
+            await wait_for(
+                lambda: harness.root.cluster.healthy_names(),
+                lambda names: len(names) == len(nodes),
+                30,
+                "every node to be healthy",
+            )
         return harness
 
     yield make
@@ -221,8 +251,12 @@ async def wait_for_no_containers(harness: Harness, engines: Engines) -> None:
     """Every container ccserver started on the extra engines is removed (bounded)."""
     clients = {e.name: e.client(timeout=30) for e in engines.all if e.running}
     try:
-        await wait_for(lambda: {n: ccserver_containers(c) for n, c in clients.items()},
-                       lambda found: not any(found.values()), 60, "the task containers on the extra engines to go")
+        await wait_for(
+            lambda: {n: ccserver_containers(c) for n, c in clients.items()},
+            lambda found: not any(found.values()),
+            60,
+            "the task containers on the extra engines to go",
+        )
     finally:
         for client in clients.values():
             client.close()

@@ -25,8 +25,9 @@ MEASURING_SLACK = 3.0
 
 
 def sleeping_task(harness: Harness, seconds: float) -> dict[str, Any]:
-    task = app_task(harness.archive_url, uuid.uuid4().hex[:10], [], params=["--sleep", str(seconds)],
-                    results=["parameters"])
+    task = app_task(
+        harness.archive_url, uuid.uuid4().hex[:10], [], params=["--sleep", str(seconds)], results=["parameters"]
+    )
     task["application_container_description"]["image"] = NOINPUT_IMAGE
     return task
 
@@ -38,20 +39,31 @@ async def nodes_of(harness: Harness) -> tuple[set[str], dict[str, str]]:
 
 
 async def wait_dead(harness: Harness, name: str, timeout: float) -> dict[str, str]:
-    _, dead = await wait_for(lambda: nodes_of(harness), lambda r: name in r[1], timeout,
-                             f"node {name} to be listed under dead_nodes", interval=0.1)
+    _, dead = await wait_for(
+        lambda: nodes_of(harness),
+        lambda r: name in r[1],
+        timeout,
+        f"node {name} to be listed under dead_nodes",
+        interval=0.1,
+    )
     return dead
 
 
 async def wait_healthy(harness: Harness, name: str, timeout: float) -> None:
-    await wait_for(lambda: nodes_of(harness), lambda r: name in r[0], timeout,
-                   f"node {name} to be listed under healthy_nodes", interval=0.1)
+    await wait_for(
+        lambda: nodes_of(harness),
+        lambda r: name in r[0],
+        timeout,
+        f"node {name} to be listed under healthy_nodes",
+        interval=0.1,
+    )
 
 
 @pytest.mark.parametrize("backend", STORE_BACKENDS)
 @pytest_twisted.ensureDeferred
 async def test_a_killed_node_is_dead_its_tasks_finish_elsewhere_and_it_comes_back(
-        cluster: MakeCluster, running_engines: Engines, backend: str) -> None:
+    cluster: MakeCluster, running_engines: Engines, backend: str
+) -> None:
     victim = running_engines.e2
     harness = await cluster(backend, {"e1": unix_node(running_engines.e1), "e2": unix_node(victim)})
     code, body = await harness.post("/tasks", {"tasks": [sleeping_task(harness, 20) for _ in range(4)]})
@@ -60,7 +72,8 @@ async def test_a_killed_node_is_dead_its_tasks_finish_elsewhere_and_it_comes_bac
     apps = await wait_for(
         lambda: harness.root.store.find("application_containers", {"task_id": {"$in": ids}}),
         lambda found: len(found) == 4 and all(a["state"] == states.PROCESSING for a in found),
-        120, "four application containers to run",
+        120,
+        "four application containers to run",
     )
     on_victim = {a["task_id"][0] for a in apps if a["cluster_node"] == "e2"}
     assert len(on_victim) == 2  # spread over two equal nodes
@@ -87,8 +100,12 @@ async def test_a_killed_node_is_dead_its_tasks_finish_elsewhere_and_it_comes_bac
         assert task["state"] == states.SUCCESS, task["transitions"]
         if task_id in on_victim:
             assert task["trials"] == 1, task["transitions"]
-            assert any(t["state"] == states.WAITING and "trial 1 of 3" in t["description"]
-                       and "node e2 is dead" in t["description"] for t in task["transitions"]), task["transitions"]
+            assert any(
+                t["state"] == states.WAITING
+                and "trial 1 of 3" in t["description"]
+                and "node e2 is dead" in t["description"]
+                for t in task["transitions"]
+            ), task["transitions"]
             last = await harness.root.store.find("application_containers", {"task_id": task_id})
             assert [a["cluster_node"] for a in sorted(last, key=lambda a: a["created_at"])] == ["e2", "e1"]
         else:
@@ -110,18 +127,26 @@ async def test_a_killed_node_is_dead_its_tasks_finish_elsewhere_and_it_comes_bac
 
 
 @pytest_twisted.ensureDeferred
-async def test_post_nodes_revives_a_dead_node_and_its_event_stream(cluster: MakeCluster,
-                                                                   running_engines: Engines) -> None:
+async def test_post_nodes_revives_a_dead_node_and_its_event_stream(
+    cluster: MakeCluster, running_engines: Engines
+) -> None:
     """No heartbeat and no periodic reconciliation here: the kill is noticed through the
     node's event stream, the return only through ``POST /nodes``, and a container that ends
     afterwards only through the new event stream."""
     victim = running_engines.e2
-    harness = await cluster("embedded", {"e1": unix_node(running_engines.e1), "e2": unix_node(victim)},
-                            docker_settings={"heartbeat_seconds": 3600},
-                            server_settings={"scheduling_interval_seconds": 3600})
+    harness = await cluster(
+        "embedded",
+        {"e1": unix_node(running_engines.e1), "e2": unix_node(victim)},
+        docker_settings={"heartbeat_seconds": 3600},
+        server_settings={"scheduling_interval_seconds": 3600},
+    )
     node = harness.root.cluster.nodes["e2"]
-    await wait_for(lambda: isinstance(node.events, EventReader) and node.events._stream is not None, bool, 30,
-                   "the event stream of e2 to be open")
+    await wait_for(
+        lambda: isinstance(node.events, EventReader) and node.events._stream is not None,
+        bool,
+        30,
+        "the event stream of e2 to be open",
+    )
     killed_at = reactor.seconds()
     victim.kill()
     await wait_dead(harness, "e2", 30)
@@ -140,15 +165,23 @@ async def test_post_nodes_revives_a_dead_node_and_its_event_stream(cluster: Make
 
     # the event stream was opened again: a container of ours (our daemon label) that ends there
     # is noticed and removed (its name is an id the store does not know)
-    await wait_for(lambda: isinstance(node.events, EventReader) and node.events._stream is not None, bool, 30,
-                   "the event stream of e2 to be open again")
+    await wait_for(
+        lambda: isinstance(node.events, EventReader) and node.events._stream is not None,
+        bool,
+        30,
+        "the event stream of e2 to be open again",
+    )
     client = victim.client()
     try:
         name = str(ObjectId())
         labels = {KIND_LABEL: "application", DAEMON_LABEL: harness.root.identity.value}
         client.containers.run(NOINPUT_IMAGE, ["true"], name=name, labels=labels, detach=True)
-        await wait_for(lambda: name in ccserver_containers(client), lambda present: not present, 30,
-                       "the ended container to be removed through the event stream")
+        await wait_for(
+            lambda: name in ccserver_containers(client),
+            lambda present: not present,
+            30,
+            "the ended container to be removed through the event stream",
+        )
     finally:
         client.close()
 
@@ -159,8 +192,11 @@ async def test_a_hanging_node_is_dead_within_the_bound(cluster: MakeCluster, run
     heartbeat's timeout: at most heartbeat_seconds + api_timeout + HEALTH_SLACK later."""
     victim = running_engines.e3
     api_timeout = 3.0
-    harness = await cluster("embedded", {"e1": unix_node(running_engines.e1), "e3": unix_node(victim)},
-                            docker_settings={"api_timeout": api_timeout})
+    harness = await cluster(
+        "embedded",
+        {"e1": unix_node(running_engines.e1), "e3": unix_node(victim)},
+        docker_settings={"api_timeout": api_timeout},
+    )
     paused_at = reactor.seconds()
     victim.pause()
     try:
@@ -178,14 +214,17 @@ async def test_a_hanging_node_is_dead_within_the_bound(cluster: MakeCluster, run
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_node_missing_at_start_up_does_not_stop_the_daemon(cluster: MakeCluster, running_engines: Engines,
-                                                                   tmp_path: Any) -> None:
+async def test_a_node_missing_at_start_up_does_not_stop_the_daemon(
+    cluster: MakeCluster, running_engines: Engines, tmp_path: Any
+) -> None:
     missing = f"unix://{tmp_path}/no-engine-here.sock"
     # the missing node comes first: nothing of the start-up depends on the first node
-    harness = await cluster("embedded", {"gone": {"base_url": missing}, "e1": unix_node(running_engines.e1)},
-                            wait_healthy=False)
-    healthy, dead = await wait_for(lambda: nodes_of(harness), lambda r: r[0] == {"e1"} and "gone" in r[1], 30,
-                                   "e1 healthy and gone dead")
+    harness = await cluster(
+        "embedded", {"gone": {"base_url": missing}, "e1": unix_node(running_engines.e1)}, wait_healthy=False
+    )
+    healthy, dead = await wait_for(
+        lambda: nodes_of(harness), lambda r: r[0] == {"e1"} and "gone" in r[1], 30, "e1 healthy and gone dead"
+    )
     assert "not running" in dead["gone"] and "no-engine-here.sock" in dead["gone"], dead["gone"]
     notifications = harness.notifications.archive  # type: ignore[attr-defined]
     await wait_for(lambda: notifications.notifications, bool, 30, "the dead-node notification")

@@ -50,9 +50,11 @@ class Recording(dict[Any, str]):
 
 @pytest_twisted.ensureDeferred
 async def test_containers_join_docker_net_and_data_containers_are_reached_by_name(
-        docker_net: str, cluster: MakeCluster, engine: Any) -> None:
-    harness = await cluster("embedded", {"local": {"base_url": MAIN_URL}}, docker_settings={"net": docker_net},
-                            main_engine=True)
+    docker_net: str, cluster: MakeCluster, engine: Any
+) -> None:
+    harness = await cluster(
+        "embedded", {"local": {"base_url": MAIN_URL}}, docker_settings={"net": docker_net}, main_engine=True
+    )
     addresses = harness.root.scheduler._addresses = Recording()
     data = b"through the data container, by name\n"
     harness.archive.inputs["net.txt"] = data
@@ -61,8 +63,10 @@ async def test_containers_join_docker_net_and_data_containers_are_reached_by_nam
     assert code == 200, body
     app = await wait_for(
         lambda: harness.root.store.find_one("application_containers", {"task_id": ObjectId(body["_id"])}),
-        lambda a: a is not None and a["state"] in (states.PROCESSING, *states.END_STATES), 120,
-        "the application container to run")
+        lambda a: a is not None and a["state"] in (states.PROCESSING, *states.END_STATES),
+        120,
+        "the application container to run",
+    )
     assert app["state"] == states.PROCESSING, app["transitions"]
     dc_id = app["data_container_ids"][0]
     for name in (str(app["_id"]), str(dc_id)):

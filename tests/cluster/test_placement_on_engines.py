@@ -16,8 +16,9 @@ from tests.e2e.harness import NOINPUT_IMAGE, Harness, app_task, wait_for
 
 
 def sleeping_task(harness: Harness, seconds: float) -> dict[str, Any]:
-    task = app_task(harness.archive_url, uuid.uuid4().hex[:10], [], params=["--sleep", str(seconds)],
-                    results=["parameters"])
+    task = app_task(
+        harness.archive_url, uuid.uuid4().hex[:10], [], params=["--sleep", str(seconds)], results=["parameters"]
+    )
     task["application_container_description"]["image"] = NOINPUT_IMAGE
     return task
 
@@ -34,10 +35,15 @@ async def run_batch(harness: Harness, count: int, seconds: float) -> tuple[list[
         for app in sorted(found, key=lambda a: a["created_at"]):
             firsts.setdefault(app["task_id"][0], app)
         return len(firsts) == count and all(
-            any(t["state"] == states.PROCESSING for t in a["transitions"]) for a in firsts.values())
+            any(t["state"] == states.PROCESSING for t in a["transitions"]) for a in firsts.values()
+        )
 
-    apps = await wait_for(lambda: harness.root.store.find("application_containers", {"task_id": {"$in": ids}}),
-                          started, 120, f"{count} application containers to start")
+    apps = await wait_for(
+        lambda: harness.root.store.find("application_containers", {"task_id": {"$in": ids}}),
+        started,
+        120,
+        f"{count} application containers to start",
+    )
     firsts: dict[Any, dict[str, Any]] = {}
     for app in sorted(apps, key=lambda a: a["created_at"]):
         firsts.setdefault(app["task_id"][0], app)

@@ -22,8 +22,9 @@ from tests.e2e.harness import NOINPUT_IMAGE, app_task, wait_for
 
 
 @pytest_twisted.ensureDeferred
-async def test_tls_nodes_work_and_wrong_settings_are_refused_clearly(cluster: MakeCluster,
-                                                                     running_engines: Engines) -> None:
+async def test_tls_nodes_work_and_wrong_settings_are_refused_clearly(
+    cluster: MakeCluster, running_engines: Engines
+) -> None:
     e, tls = running_engines.tls_engine, running_engines.tls
     nodes = {
         # the certificate names 127.0.0.1: the default hostname check passes
@@ -43,10 +44,15 @@ async def test_tls_nodes_work_and_wrong_settings_are_refused_clearly(cluster: Ma
     }
     good = {"tls", "no-hostname-check", "named"}
     harness = await cluster("embedded", nodes, wait_healthy=False)
-    status = await wait_for(lambda: harness.get("/nodes"),
-                            lambda r: len(r[1]["healthy_nodes"]) + len(r[1]["dead_nodes"]) == len(nodes)
-                            and all(d["description"] != "not checked yet" for d in r[1]["dead_nodes"]),
-                            30, "every node to be checked")
+    status = await wait_for(
+        lambda: harness.get("/nodes"),
+        lambda r: (
+            len(r[1]["healthy_nodes"]) + len(r[1]["dead_nodes"]) == len(nodes)
+            and all(d["description"] != "not checked yet" for d in r[1]["dead_nodes"])
+        ),
+        30,
+        "every node to be checked",
+    )
     code, body = status
     assert code == 200
     assert {n["name"] for n in body["healthy_nodes"]} == good
@@ -85,20 +91,34 @@ def test_make_client_tls_semantics(running_engines: Engines, monkeypatch: Any) -
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", running_engines.other_ca)
 
     def node(host: str, assert_hostname: Any) -> NodeConfig:
-        return NodeConfig(name="n", base_url=e.tcp_url(host), tls=NodeTLS(
-            verify=tls.ca, client_cert=(tls.client_cert, tls.client_key), assert_hostname=assert_hostname,
-            ca_cert=None))
+        return NodeConfig(
+            name="n",
+            base_url=e.tcp_url(host),
+            tls=NodeTLS(
+                verify=tls.ca,
+                client_cert=(tls.client_cert, tls.client_key),
+                assert_hostname=assert_hostname,
+                ca_cert=None,
+            ),
+        )
 
-    for host, assert_hostname in (("127.0.0.1", None), ("127.0.0.1", True), ("127.0.0.2", False),
-                                  ("127.0.0.2", ENGINE_HOSTNAME)):
+    for host, assert_hostname in (
+        ("127.0.0.1", None),
+        ("127.0.0.1", True),
+        ("127.0.0.2", False),
+        ("127.0.0.2", ENGINE_HOSTNAME),
+    ):
         client = make_client(node(host, assert_hostname), 10)
         try:
             assert client.ping(), (host, assert_hostname)
         finally:
             client.close()
     # docker-machine style: verify = true with ca_cert given separately
-    config = NodeConfig(name="n", base_url=e.tcp_url(), tls=NodeTLS(
-        verify=True, client_cert=(tls.client_cert, tls.client_key), assert_hostname=None, ca_cert=tls.ca))
+    config = NodeConfig(
+        name="n",
+        base_url=e.tcp_url(),
+        tls=NodeTLS(verify=True, client_cert=(tls.client_cert, tls.client_key), assert_hostname=None, ca_cert=tls.ca),
+    )
     client = make_client(config, 10)
     try:
         assert client.ping()

@@ -38,8 +38,9 @@ def gateway(engine: Any) -> str:
     return bridge_gateway(LOCAL, 10)
 
 
-def e2e_config(tmp_path: Any, gateway: str, backend: str, request: pytest.FixtureRequest,
-               **overrides: Any) -> configuration.Config:
+def e2e_config(
+    tmp_path: Any, gateway: str, backend: str, request: pytest.FixtureRequest, **overrides: Any
+) -> configuration.Config:
     raw: dict[str, Any] = {
         "server": {
             "listen": [f"tcp:0:interface={gateway}"],
@@ -53,8 +54,11 @@ def e2e_config(tmp_path: Any, gateway: str, backend: str, request: pytest.Fixtur
         },
     }
     if backend != "embedded":
-        uri = request.getfixturevalue("ferretdb").uri if backend == "ferretdb" else __import__("os").environ[
-            "CCSERVER_TEST_MONGODB_URI"]
+        uri = (
+            request.getfixturevalue("ferretdb").uri
+            if backend == "ferretdb"
+            else __import__("os").environ["CCSERVER_TEST_MONGODB_URI"]
+        )
         raw["mongo"] = {"uri": uri, "db": "cce2e_" + uuid.uuid4().hex[:12]}
     for section, values in overrides.items():
         raw.setdefault(section, {}).update(values)
@@ -69,8 +73,13 @@ async def start_harness(config: configuration.Config, engine: Any, gateway: str)
     await root.ready
     await root.identity.get()  # read at start, not waited for by it; our_containers() needs it
     port = root.web.bound()[0][1]
-    harness = Harness(root=root, url=f"http://{gateway}:{port}", archive=archive,
-                      archive_url=f"http://{gateway}:{archive_port.getHost().port}", engine=engine)
+    harness = Harness(
+        root=root,
+        url=f"http://{gateway}:{port}",
+        archive=archive,
+        archive_url=f"http://{gateway}:{archive_port.getHost().port}",
+        engine=engine,
+    )
     harness.archive_port = archive_port  # type: ignore[attr-defined]
     for name, admin in (("alice", False), ("bob", False), ("admin", True)):
         password = "pw-" + uuid.uuid4().hex
@@ -100,8 +109,9 @@ def daemon_log(tmp_path: Any) -> Any:
 
 
 @pytest_twisted.async_yield_fixture(params=STORE_BACKENDS)
-async def ccserver(request: pytest.FixtureRequest, tmp_path: Any, engine: Any, gateway: str,
-                   daemon_log: Any) -> AsyncIterator[Harness]:
+async def ccserver(
+    request: pytest.FixtureRequest, tmp_path: Any, engine: Any, gateway: str, daemon_log: Any
+) -> AsyncIterator[Harness]:
     config = e2e_config(tmp_path, gateway, request.param, request)
     harness = await start_harness(config, engine, gateway)
     try:

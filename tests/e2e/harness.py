@@ -47,6 +47,7 @@ class Archive(Resource):
             name = path[8:]
             self.downloads[name] = self.downloads.get(name, 0) + 1
             if name in self.delays:
+
                 def answer() -> None:
                     if not request.finished and not request._disconnected:
                         request.write(self.inputs[name])
@@ -104,8 +105,9 @@ class Harness:
         return doc
 
     async def wait_task(self, task_id: str, states: tuple[int, ...], timeout: float = 120) -> dict[str, Any]:
-        return await wait_for(lambda: self.task(task_id), lambda t: t["state"] in states, timeout,
-                              f"task {task_id} to reach {states}")
+        return await wait_for(
+            lambda: self.task(task_id), lambda t: t["state"] in states, timeout, f"task {task_id} to reach {states}"
+        )
 
     def our_containers(self) -> list[str]:
         """Names of the containers this daemon started that still exist (one API call, no
@@ -137,8 +139,15 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def app_task(archive_url: str, tag: str, inputs: list[str], params: Any = None, results: list[str] | None = None,
-             ram: int = 256, **extra: Any) -> dict[str, Any]:
+def app_task(
+    archive_url: str,
+    tag: str,
+    inputs: list[str],
+    params: Any = None,
+    results: list[str] | None = None,
+    ram: int = 256,
+    **extra: Any,
+) -> dict[str, Any]:
     """A task for the sample app; its result files arrive at the archive as ``TAG-KEY``."""
     results = ["copy", "parameters"] if results is None else results
     task = {
@@ -147,8 +156,11 @@ def app_task(archive_url: str, tag: str, inputs: list[str], params: Any = None, 
             {"connector_type": "http", "connector_access": {"url": f"{archive_url}/inputs/{name}"}} for name in inputs
         ],
         "result_files": [
-            {"local_result_file": key, "connector_type": "http",
-             "connector_access": {"url": f"{archive_url}/results/{tag}-{key}", "method": "PUT"}}
+            {
+                "local_result_file": key,
+                "connector_type": "http",
+                "connector_access": {"url": f"{archive_url}/results/{tag}-{key}", "method": "PUT"},
+            }
             for key in results
         ],
     }

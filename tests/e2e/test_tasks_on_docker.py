@@ -26,8 +26,12 @@ async def test_one_task_succeeds_and_its_results_arrive_intact(ccserver: Harness
     assert task["state"] == states.SUCCESS, task["transitions"]
     assert ccserver.archive.results[f"{t}-copy"] == data
     assert b"--x" in ccserver.archive.results[f"{t}-parameters"]
-    group = await wait_for(lambda: ccserver.root.store.find_one("task_groups", {"_id": task["task_group_id"][0]}),
-                           lambda g: g["state"] in states.END_STATES, 30, "the group to end")
+    group = await wait_for(
+        lambda: ccserver.root.store.find_one("task_groups", {"_id": task["task_group_id"][0]}),
+        lambda g: g["state"] in states.END_STATES,
+        30,
+        "the group to end",
+    )
     assert group["state"] == states.SUCCESS
     app = await ccserver.root.store.find_one("application_containers", {"task_id": task["_id"]})
     assert app["state"] == states.SUCCESS
@@ -54,8 +58,12 @@ async def test_a_batch_sharing_one_input_downloads_it_once(ccserver: Harness) ->
     assert ccserver.archive.downloads["shared.txt"] == 1
     dcs = await ccserver.root.store.find("data_containers", {})
     assert len(dcs) == 1
-    await wait_for(lambda: ccserver.root.store.find_one("data_containers", {"_id": dcs[0]["_id"]}),
-                   lambda d: d["state"] == states.SUCCESS, 60, "the data container to succeed")
+    await wait_for(
+        lambda: ccserver.root.store.find_one("data_containers", {"_id": dcs[0]["_id"]}),
+        lambda d: d["state"] == states.SUCCESS,
+        60,
+        "the data container to succeed",
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -101,8 +109,12 @@ async def test_a_failing_app_is_retried_then_failed(ccserver: Harness) -> None:
     assert "trial 3 of 3" in task["transitions"][-1]["description"]
     apps = await ccserver.root.store.find("application_containers", {"task_id": task["_id"]})
     assert len(apps) == 3 and all(a["state"] == states.FAILED for a in apps)
-    group = await wait_for(lambda: ccserver.root.store.find_one("task_groups", {"_id": task["task_group_id"][0]}),
-                           lambda g: g["state"] in states.END_STATES, 30, "the group to end")
+    group = await wait_for(
+        lambda: ccserver.root.store.find_one("task_groups", {"_id": task["task_group_id"][0]}),
+        lambda g: g["state"] in states.END_STATES,
+        30,
+        "the group to end",
+    )
     assert group["state"] == states.FAILED
 
 
@@ -114,7 +126,9 @@ async def test_cancelling_a_running_task_removes_its_container(ccserver: Harness
     assert code == 200, body
     app = await wait_for(
         lambda: ccserver.root.store.find_one("application_containers", {"task_id": ObjectId(body["_id"])}),
-        lambda a: a is not None and a["state"] == states.PROCESSING, 60, "the container to run",
+        lambda a: a is not None and a["state"] == states.PROCESSING,
+        60,
+        "the container to run",
     )
     name = str(app["_id"])
     running = ccserver.engine.containers.get(name)
@@ -123,11 +137,19 @@ async def test_cancelling_a_running_task_removes_its_container(ccserver: Harness
     assert running.attrs["HostConfig"]["MemorySwap"] == 256 * 1024 * 1024
     code, answer = await ccserver.post("/tasks/cancel", {"_id": body["_id"]})
     assert code == 200 and answer["state"] == states.CANCELLED
-    await wait_for(lambda: name in ccserver.our_containers(), lambda present: not present, 60,
-                   "the cancelled container to be removed")
+    await wait_for(
+        lambda: name in ccserver.our_containers(),
+        lambda present: not present,
+        60,
+        "the cancelled container to be removed",
+    )
     task = await ccserver.task(body["_id"])
-    group = await wait_for(lambda: ccserver.root.store.find_one("task_groups", {"_id": task["task_group_id"][0]}),
-                           lambda g: g["state"] in states.END_STATES, 30, "the group to end")
+    group = await wait_for(
+        lambda: ccserver.root.store.find_one("task_groups", {"_id": task["task_group_id"][0]}),
+        lambda g: g["state"] in states.END_STATES,
+        30,
+        "the group to end",
+    )
     assert group["state"] == states.FAILED  # all its tasks ended, none succeeded
     container = await ccserver.root.store.find_one("application_containers", {"_id": app["_id"]})
     assert container["state"] == states.CANCELLED
@@ -147,11 +169,16 @@ async def test_memory_limit_stops_an_app_that_takes_more(ccserver: Harness) -> N
 async def test_notifications_arrive_when_a_task_ends(ccserver: Harness) -> None:
     task = app_task(ccserver.archive_url, tag(), [], results=["parameters"])
     task["application_container_description"]["image"] = NOINPUT_IMAGE
-    task["notifications"] = [{
-        "connector_access": {"url": f"{ccserver.archive_url}/notify", "json_data": {"hello": "world"},
-                             "auth": {"auth_type": "basic", "username": "n", "password": "secret-pw"}},
-        "add_meta_data": True,
-    }]
+    task["notifications"] = [
+        {
+            "connector_access": {
+                "url": f"{ccserver.archive_url}/notify",
+                "json_data": {"hello": "world"},
+                "auth": {"auth_type": "basic", "username": "n", "password": "secret-pw"},
+            },
+            "add_meta_data": True,
+        }
+    ]
     code, body = await ccserver.post("/tasks", task)
     assert code == 200, body
     done = await ccserver.wait_task(body["_id"], states.END_STATES)
@@ -160,9 +187,12 @@ async def test_notifications_arrive_when_a_task_ends(ccserver: Harness) -> None:
     assert ccserver.archive.notifications == [{"hello": "world", "task_id": body["_id"]}]
     assert ccserver.archive.notification_auth[0].startswith("Basic ")
     # the password of the notification is masked in the ended task (after it was used)
-    await wait_for(lambda: ccserver.task(body["_id"]),
-                   lambda t: t["notifications"][0]["connector_access"]["auth"]["password"] == "**********",
-                   30, "the notification password to be masked")
+    await wait_for(
+        lambda: ccserver.task(body["_id"]),
+        lambda t: t["notifications"][0]["connector_access"]["auth"]["password"] == "**********",
+        30,
+        "the notification password to be masked",
+    )
 
 
 @pytest_twisted.ensureDeferred

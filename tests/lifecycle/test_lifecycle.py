@@ -19,13 +19,30 @@ async def seed(store: Any, clock: Clock, tasks: int = 1, secret: bool = False) -
     gid = ObjectId()
     ids = [ObjectId() for _ in range(tasks)]
     now = clock.seconds()
-    await store.insert_one("task_groups", {"_id": gid, "state": states.WAITING, "task_ids": ids, "transitions": [],
-                                           "tasks_count": tasks, "username": "alice", "created_at": now})
+    await store.insert_one(
+        "task_groups",
+        {
+            "_id": gid,
+            "state": states.WAITING,
+            "task_ids": ids,
+            "transitions": [],
+            "tasks_count": tasks,
+            "username": "alice",
+            "created_at": now,
+        },
+    )
     docs = []
     for i in ids:
-        doc = {"_id": i, "state": states.PROCESSING, "trials": 0, "task_group_id": [gid], "transitions": [],
-               "username": "alice", "created_at": now,
-               "application_container_description": {"image": "x", "container_ram": 64}}
+        doc = {
+            "_id": i,
+            "state": states.PROCESSING,
+            "trials": 0,
+            "task_group_id": [gid],
+            "transitions": [],
+            "username": "alice",
+            "created_at": now,
+            "application_container_description": {"image": "x", "container_ram": 64},
+        }
         if secret:
             doc["application_container_description"]["registry_auth"] = {"username": "u", "password": "hunter2"}
         docs.append(doc)
@@ -35,10 +52,21 @@ async def seed(store: Any, clock: Clock, tasks: int = 1, secret: bool = False) -
 
 async def app_container(store: Any, task_id: ObjectId, dcs: list[ObjectId] | None = None) -> ObjectId:
     cid = ObjectId()
-    await store.insert_one("application_containers", {
-        "_id": cid, "state": states.PROCESSING, "task_id": [task_id], "data_container_ids": dcs or [],
-        "callbacks": [], "callback_key": "k" * 48, "cluster_node": "local", "container_ram": 64,
-        "transitions": [], "username": "alice"})
+    await store.insert_one(
+        "application_containers",
+        {
+            "_id": cid,
+            "state": states.PROCESSING,
+            "task_id": [task_id],
+            "data_container_ids": dcs or [],
+            "callbacks": [],
+            "callback_key": "k" * 48,
+            "cluster_node": "local",
+            "container_ram": 64,
+            "transitions": [],
+            "username": "alice",
+        },
+    )
     return cid
 
 
@@ -88,8 +116,17 @@ async def test_a_failed_data_container_fails_its_application_containers(store: A
     life = Lifecycle(store, clock, max_task_trials=1, vault=Vault(store, KEY))
     gid, (tid,) = await seed(store, clock)
     dc = ObjectId()
-    await store.insert_one("data_containers", {"_id": dc, "state": states.WAITING, "transitions": [],
-                                               "cluster_node": "local", "container_ram": 64, "input_files": []})
+    await store.insert_one(
+        "data_containers",
+        {
+            "_id": dc,
+            "state": states.WAITING,
+            "transitions": [],
+            "cluster_node": "local",
+            "container_ram": 64,
+            "input_files": [],
+        },
+    )
     app = await app_container(store, tid, [dc])
     await life.container_failed("data_containers", dc, "download failed")
     assert (await store.find_one("application_containers", {"_id": app}))["state"] == states.FAILED

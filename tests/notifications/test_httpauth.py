@@ -33,7 +33,13 @@ def fields(header: str) -> dict[str, str]:
 
 def answer(challenge: DigestChallenge, **kwargs: object) -> dict[str, str]:
     header = digest_authorization(
-        challenge, "GET", "/dir/index.html", "Mufasa", "Circle of Life", cnonce=RFC_CNONCE, **kwargs  # type: ignore[arg-type]
+        challenge,
+        "GET",
+        "/dir/index.html",
+        "Mufasa",
+        "Circle of Life",
+        cnonce=RFC_CNONCE,
+        **kwargs,  # type: ignore[arg-type]
     )
     return fields(header)
 

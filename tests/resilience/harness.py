@@ -81,8 +81,9 @@ class Archive:
         self.server.server_close()
 
 
-def wait_until(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float, what: str,
-               interval: float = 0.25) -> Any:
+def wait_until(
+    get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float, what: str, interval: float = 0.25
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = get()
@@ -96,8 +97,17 @@ def wait_until(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float
 class Cluster:
     """One ccserver (restartable) with its configuration, store, archive and user."""
 
-    def __init__(self, tmp: Path, gateway: str, mongo_uri: str | None = None, *, interval: float = 2,
-                 mongo_timeout: float = 10, nodes: str | None = None, archive_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        gateway: str,
+        mongo_uri: str | None = None,
+        *,
+        interval: float = 2,
+        mongo_timeout: float = 10,
+        nodes: str | None = None,
+        archive_delay: float = 0.0,
+    ) -> None:
         self.tmp = tmp
         self.gateway = gateway
         self.port = free_port(gateway)
@@ -122,23 +132,27 @@ class Cluster:
             "pull_policy = 'never'\n"
             "thread_limit = 8\n"
             "api_timeout = 30\n"
-            "heartbeat_seconds = 5\n"
-            + (nodes or "")
-            + "[defaults.data_container_description]\n"
+            "heartbeat_seconds = 5\n" + (nodes or "") + "[defaults.data_container_description]\n"
             f"image = '{APP_IMAGE}'\n"
             "container_ram = 128\n"
             "[defaults.error_handling]\n"
             "max_task_trials = 3\n"
         )
         if mongo_uri:
-            text += (f"[mongo]\nuri = '{mongo_uri}'\ndb = 'ccres_{uuid.uuid4().hex[:12]}'\n"
-                     f"timeout_seconds = {mongo_timeout}\n")
+            text += (
+                f"[mongo]\nuri = '{mongo_uri}'\ndb = 'ccres_{uuid.uuid4().hex[:12]}'\n"
+                f"timeout_seconds = {mongo_timeout}\n"
+            )
         self.config = tmp / "config.toml"
         self.config.write_text(text)
         admin = str(Path(sys.executable).with_name("ccserver-admin"))
         done = subprocess.run(
             [admin, "--config", str(self.config), "create-user", USER, "--password-stdin"],
-            input=PASSWORD + "\n", text=True, env=self.env, timeout=60, capture_output=True,
+            input=PASSWORD + "\n",
+            text=True,
+            env=self.env,
+            timeout=60,
+            capture_output=True,
         )
         assert done.returncode == 0, done.stdout + done.stderr
 
@@ -211,8 +225,13 @@ class Cluster:
         return {
             "application_container_description": {"image": NOINPUT_IMAGE, "container_ram": ram, "parameters": params},
             "input_files": [],
-            "result_files": [{"local_result_file": "parameters", "connector_type": "http",
-                              "connector_access": {"url": f"{self.archive.url}/results/{tag}", "method": "PUT"}}],
+            "result_files": [
+                {
+                    "local_result_file": "parameters",
+                    "connector_type": "http",
+                    "connector_access": {"url": f"{self.archive.url}/results/{tag}", "method": "PUT"},
+                }
+            ],
         }
 
     def our_containers(self) -> list[str]:
@@ -226,10 +245,14 @@ class Cluster:
     # --- the end of a run -------------------------------------------------------------------
 
     def wait_all_ended(self, timeout: float) -> list[dict[str, Any]]:
-        wait_until(lambda: self.query("tasks", [{"$match": {"state": {"$in": LIVE}}}, {"$project": {"_id": 1}}]),
-                   lambda live: not live, timeout, "every task to end", interval=1.0)
-        return self.query("tasks", [{"$project": {"state": 1, "trials": 1, "task_group_id": 1,
-                                                  "result_files": 1}}])
+        wait_until(
+            lambda: self.query("tasks", [{"$match": {"state": {"$in": LIVE}}}, {"$project": {"_id": 1}}]),
+            lambda live: not live,
+            timeout,
+            "every task to end",
+            interval=1.0,
+        )
+        return self.query("tasks", [{"$project": {"state": 1, "trials": 1, "task_group_id": 1, "result_files": 1}}])
 
     def check_all_succeeded_once(self, tasks: list[dict[str, Any]]) -> None:
         """Every task succeeded, with exactly one successful application container, its
@@ -242,7 +265,8 @@ class Cluster:
             if app["state"] == 3:
                 successes[app["task_id"][0]] = successes.get(app["task_id"][0], 0) + 1
         assert all(successes.get(t["_id"]) == 1 for t in tasks), {
-            t["_id"]: successes.get(t["_id"]) for t in tasks if successes.get(t["_id"]) != 1}
+            t["_id"]: successes.get(t["_id"]) for t in tasks if successes.get(t["_id"]) != 1
+        }
         assert not any(a["state"] in LIVE for a in apps)
         tags = {t["result_files"][0]["connector_access"]["url"].rsplit("/", 1)[1] for t in tasks}
         with self.archive.lock:
@@ -250,7 +274,9 @@ class Cluster:
         assert not missing, sorted(missing)[:5]
         groups = wait_until(
             lambda: self.query("task-groups", [{"$project": {"state": 1, "tasks_count": 1, "task_ids": 1}}]),
-            lambda gs: all(g["state"] == 3 for g in gs), 30, "every group to succeed",
+            lambda gs: all(g["state"] == 3 for g in gs),
+            30,
+            "every group to succeed",
         )
         per_group: dict[str, int] = {}
         for t in tasks:

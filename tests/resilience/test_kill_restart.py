@@ -125,7 +125,7 @@ def run(c: Cluster, moment: str) -> None:
     output = c.output()
     (c.tmp / "daemon.log").write_text(output)
     print(f"daemon output: {c.tmp / 'daemon.log'}")
-    assert "Traceback" not in output, output[output.index("Traceback") - 2000:][:6000]
+    assert "Traceback" not in output, output[output.index("Traceback") - 2000 :][:6000]
 
 
 @pytest.mark.parametrize("moment", MOMENTS)

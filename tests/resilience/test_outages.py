@@ -43,8 +43,12 @@ def test_a_database_outage_is_answered_503_and_everything_completes_afterwards(
         code, answer = c.call("POST", "/tasks", {"tasks": [c.task(t, sleep=8) for t in tags]})
         assert code == 200, answer
         assert c.call("GET", "/nodes")[0] == 200  # the credentials are now known (and cached)
-        wait_until(lambda: c.query("application-containers", [{"$match": {"state": 2}}, {"$project": {"_id": 1}}]),
-                   lambda running: len(running) >= 10, 90, "10 running containers")
+        wait_until(
+            lambda: c.query("application-containers", [{"$match": {"state": 2}}, {"$project": {"_id": 1}}]),
+            lambda running: len(running) >= 10,
+            90,
+            "10 running containers",
+        )
 
         own_ferretdb.stop()
         down_at = time.monotonic()
@@ -89,8 +93,12 @@ def test_sigterm_leaves_containers_running_and_the_next_start_collects_them(tmp_
         tags = [uuid.uuid4().hex[:12] for _ in range(10)]
         code, answer = c.call("POST", "/tasks", {"tasks": [c.task(t, sleep=12) for t in tags]})
         assert code == 200, answer
-        wait_until(lambda: c.query("application-containers", [{"$match": {"state": 2}}, {"$project": {"_id": 1}}]),
-                   lambda running: len(running) == 10, 90, "10 running containers")
+        wait_until(
+            lambda: c.query("application-containers", [{"$match": {"state": 2}}, {"$project": {"_id": 1}}]),
+            lambda running: len(running) == 10,
+            90,
+            "10 running containers",
+        )
         assert c.terminate() == 0
         ours = ["io.curious-containers.kind", f"io.curious-containers.daemon={c.identity}"]
         running = c.engine.api.containers(filters={"label": ours, "status": "running"})
@@ -102,7 +110,7 @@ def test_sigterm_leaves_containers_running_and_the_next_start_collects_them(tmp_
         assert all(t["trials"] == 0 for t in tasks)
         assert len(c.query("application-containers", [{"$project": {"_id": 1}}])) == 10
         output = save_log(c)
-        assert "Traceback" not in output, output[output.index("Traceback") - 2000:][:6000]
+        assert "Traceback" not in output, output[output.index("Traceback") - 2000 :][:6000]
     finally:
         c.close()
 
@@ -125,6 +133,6 @@ def test_a_locked_embedded_database_is_answered_503(tmp_path: Path, gateway: str
             other.close()
         assert c.call("POST", "/tasks", task)[0] == 200
         output = save_log(c)
-        assert "Traceback" not in output, output[output.index("Traceback") - 2000:][:6000]
+        assert "Traceback" not in output, output[output.index("Traceback") - 2000 :][:6000]
     finally:
         c.close()

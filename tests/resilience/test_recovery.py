@@ -23,15 +23,40 @@ def clock_at(t: float) -> Clock:
     return clock
 
 
-async def group(store: Any, n: int, stored: int | None = None, state: int = states.WAITING,
-                task_state: int = states.WAITING, t: float = 100.0) -> tuple[ObjectId, list[ObjectId]]:
+async def group(
+    store: Any,
+    n: int,
+    stored: int | None = None,
+    state: int = states.WAITING,
+    task_state: int = states.WAITING,
+    t: float = 100.0,
+) -> tuple[ObjectId, list[ObjectId]]:
     gid, ids = ObjectId(), [ObjectId() for _ in range(n)]
-    await store.insert_one("task_groups", {"_id": gid, "state": state, "created_at": t, "transitions": [],
-                                           "username": "alice", "task_ids": ids, "tasks_count": n})
-    docs = [{"_id": i, "state": task_state, "created_at": t, "transitions": [{"timestamp": t, "state": task_state}],
-             "username": "alice", "trials": 0, "task_group_id": [gid],
-             "application_container_description": {"image": "x", "container_ram": 64}}
-            for i in ids[: n if stored is None else stored]]
+    await store.insert_one(
+        "task_groups",
+        {
+            "_id": gid,
+            "state": state,
+            "created_at": t,
+            "transitions": [],
+            "username": "alice",
+            "task_ids": ids,
+            "tasks_count": n,
+        },
+    )
+    docs = [
+        {
+            "_id": i,
+            "state": task_state,
+            "created_at": t,
+            "transitions": [{"timestamp": t, "state": task_state}],
+            "username": "alice",
+            "trials": 0,
+            "task_group_id": [gid],
+            "application_container_description": {"image": "x", "container_ram": 64},
+        }
+        for i in ids[: n if stored is None else stored]
+    ]
     if docs:
         await store.insert_many("tasks", docs)
     return gid, ids
@@ -39,12 +64,25 @@ async def group(store: Any, n: int, stored: int | None = None, state: int = stat
 
 async def app(store: Any, task_id: ObjectId, state: int, callbacks: int = 0, t: float = 100.0) -> ObjectId:
     cid = ObjectId()
-    await store.insert_one(APP, {
-        "_id": cid, "state": state, "created_at": t, "transitions": [{"timestamp": t, "state": state}],
-        "username": "alice", "task_id": [task_id], "data_container_ids": [], "cluster_node": "local",
-        "callbacks": [{"callback_type": i, "container_id": cid, "content": {"state": 3, "description": "ok"}}
-                      for i in range(callbacks)],
-        "callback_key": "k" * 48, "container_ram": 64})
+    await store.insert_one(
+        APP,
+        {
+            "_id": cid,
+            "state": state,
+            "created_at": t,
+            "transitions": [{"timestamp": t, "state": state}],
+            "username": "alice",
+            "task_id": [task_id],
+            "data_container_ids": [],
+            "cluster_node": "local",
+            "callbacks": [
+                {"callback_type": i, "container_id": cid, "content": {"state": 3, "description": "ok"}}
+                for i in range(callbacks)
+            ],
+            "callback_key": "k" * 48,
+            "container_ram": 64,
+        },
+    )
     return cid
 
 
@@ -61,8 +99,16 @@ async def test_an_unanswered_submission_goes_entirely_and_an_answered_one_stays(
     complete, _ = await group(store, 2)
     late, _ = await group(store, 2, stored=0, t=2000.0)  # being written by this process
     orphan = ObjectId()
-    await store.insert_one("tasks", {"_id": orphan, "state": states.WAITING, "created_at": 100.0,
-                                     "task_group_id": [ObjectId()], "username": "alice"})
+    await store.insert_one(
+        "tasks",
+        {
+            "_id": orphan,
+            "state": states.WAITING,
+            "created_at": 100.0,
+            "task_group_id": [ObjectId()],
+            "username": "alice",
+        },
+    )
     r, _ = recovery(store)
     report = await r.startup(1000.0)
     groups = {g["_id"] for g in await store.find("task_groups", {})}

@@ -438,9 +438,7 @@ def scenarios(draw: Any) -> dict[str, Any]:
 @given(scenarios())
 def test_placement_properties(s: dict[str, Any]) -> None:
     tasks, nodes, live = s["tasks"], s["nodes"], s["live"]
-    plan = place(
-        tasks, nodes, live, data_container_ram=s["dc_ram"], strategy=s["strategy"], colocate=s["colocate"]
-    )
+    plan = place(tasks, nodes, live, data_container_ram=s["dc_ram"], strategy=s["strategy"], colocate=s["colocate"])
     if not nodes:
         assert plan.placements == () and plan.too_large == ()
         return

@@ -15,7 +15,13 @@ class CountingScheduler(Scheduler):
     def __init__(self, clock: Clock) -> None:
         cfg = configuration.from_dict({"server": {"scheduling_interval_seconds": 30}}, "<test>")
         super().__init__(
-            cfg, store=None, cluster=None, lifecycle=None, clock=clock, vault=None, identity=None  # type: ignore[arg-type]
+            cfg,
+            store=None,
+            cluster=None,
+            lifecycle=None,
+            clock=clock,
+            vault=None,
+            identity=None,  # type: ignore[arg-type]
         )
         self.rounds: list[tuple[bool, Deferred[None]]] = []
 

@@ -32,8 +32,10 @@ def with_password(task: dict[str, Any]) -> dict[str, Any]:
 
 async def callback(ccserver: Harness, kind: str, body: dict[str, Any]) -> tuple[int, bytes]:
     response = await treq.post(
-        f"{ccserver.url}/{kind}/callback", json.dumps(body).encode(),
-        headers={"content-type": "application/json"}, timeout=30,
+        f"{ccserver.url}/{kind}/callback",
+        json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+        timeout=30,
     )
     return response.code, await treq.content(response)
 
@@ -49,13 +51,17 @@ async def test_an_ended_containers_callbacks_are_refused_and_reveal_nothing(ccse
     store = ccserver.root.store
     first = await wait_for(
         lambda: store.find_one("application_containers", {"task_id": ObjectId(body["_id"])}),
-        lambda c: c is not None and len(c.get("callbacks", [])) >= 1, 120, "callback 0 of the first container",
+        lambda c: c is not None and len(c.get("callbacks", [])) >= 1,
+        120,
+        "callback 0 of the first container",
     )
     assert "callback_key" not in first  # derived from the daemon's secret, never stored
     ccserver.engine.api.kill(str(first["_id"]))
     ended = await wait_for(
         lambda: store.find_one("application_containers", {"_id": first["_id"]}),
-        lambda c: states.is_end(c["state"]), 60, "the killed container to fail",
+        lambda c: states.is_end(c["state"]),
+        60,
+        "the killed container to fail",
     )
     assert ended["state"] == states.FAILED
     task = await ccserver.task(body["_id"])
@@ -88,29 +94,43 @@ async def test_a_user_cannot_fail_another_users_task_through_a_shared_data_conta
     store = ccserver.root.store
     code, alice = await ccserver.post("/tasks", with_password(app_task(ccserver.archive_url, "a", ["shared.bin"])))
     assert code == 200, alice
-    dc = await wait_for(lambda: store.find_one("data_containers", {}), lambda d: d is not None, 60,
-                        "alice's data container")
+    dc = await wait_for(
+        lambda: store.find_one("data_containers", {}), lambda d: d is not None, 60, "alice's data container"
+    )
     code, bob = await ccserver.post(
         "/tasks", with_password(app_task(ccserver.archive_url, "b", ["shared.bin"])), user="bob"
     )
     assert code == 200, bob
     bob_id = ObjectId(bob["_id"])
-    bob_app = await wait_for(lambda: store.find_one("application_containers", {"task_id": bob_id}),
-                             lambda c: c is not None, 60, "bob's application container")
+    bob_app = await wait_for(
+        lambda: store.find_one("application_containers", {"task_id": bob_id}),
+        lambda c: c is not None,
+        60,
+        "bob's application container",
+    )
     assert bob_app["data_container_ids"] == [dc["_id"]]  # shared across users
 
     # alice reads everything the API shows her of her data container...
-    code, seen = await ccserver.post("/data-containers/query", {"aggregate": [
-        {"$project": {"k": "$callback_key", "keys": "$input_file_keys", "all": "$$ROOT"}}]})
+    code, seen = await ccserver.post(
+        "/data-containers/query",
+        {"aggregate": [{"$project": {"k": "$callback_key", "keys": "$input_file_keys", "all": "$$ROOT"}}]},
+    )
     assert code == 200 and len(seen["data_containers"]) == 1, seen
     assert INPUT_PASSWORD not in json.dumps(seen)
     shown = seen["data_containers"][0]
     # ...and nothing of it lets her send the shared container an out-of-order callback
     guesses = {MASK, "", str(shown.get("k")), json.dumps(shown.get("keys"))}
     for key in guesses:
-        status, _ = await callback(ccserver, "data-containers", {
-            "callback_key": key, "callback_type": 3, "container_id": str(dc["_id"]),
-            "content": {"state": states.SUCCESS, "description": "hostile"}})
+        status, _ = await callback(
+            ccserver,
+            "data-containers",
+            {
+                "callback_key": key,
+                "callback_type": 3,
+                "container_id": str(dc["_id"]),
+                "content": {"state": states.SUCCESS, "description": "hostile"},
+            },
+        )
         assert status == 401, key
     bob_task = await ccserver.wait_task(bob["_id"], states.END_STATES, timeout=180)
     assert bob_task["state"] == states.SUCCESS and bob_task["trials"] == 0, bob_task["transitions"]

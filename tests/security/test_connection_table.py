@@ -7,11 +7,11 @@ from ccserver.logs import printable
 from ccserver.web.connections import Budget, ConnectionTable, budget, files_for
 
 
-def table(cap: int = 3, ceiling: int = 5, per_client: int = 10, busy: set[str] | None = None,
-          exempt: set[str] | None = None) -> ConnectionTable[str]:
+def table(
+    cap: int = 3, ceiling: int = 5, per_client: int = 10, busy: set[str] | None = None, exempt: set[str] | None = None
+) -> ConnectionTable[str]:
     busy_set = busy if busy is not None else set()
-    return ConnectionTable(Budget(cap, ceiling, cap), per_client, busy_set.__contains__,
-                           (exempt or set()).__contains__)
+    return ConnectionTable(Budget(cap, ceiling, cap), per_client, busy_set.__contains__, (exempt or set()).__contains__)
 
 
 def test_budget_stays_below_the_open_file_limit() -> None:

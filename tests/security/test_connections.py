@@ -62,9 +62,7 @@ def start(tmp: Path, **server: object) -> Iterator[Running]:
     lines = ["[server]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     config = tmp / "config.toml"
     config.write_text("\n".join(lines) + "\n")
-    daemon = Daemon(
-        ["--config", str(config)], env=daemon_env(tmp, REPO), cwd=str(tmp), preexec_fn=limit_open_files
-    )
+    daemon = Daemon(["--config", str(config)], env=daemon_env(tmp, REPO), cwd=str(tmp), preexec_fn=limit_open_files)
     with daemon:
         _, host, port = daemon.listening()[0]
         yield Running(daemon, host, port, tmp / "log" / "ccserver.log")

@@ -56,8 +56,12 @@ def container(client: docker.DockerClient, name: str) -> dict[str, Any] | None:
 
 
 def app_container_name(c: Cluster, task_id: str) -> str:
-    docs = wait_until(lambda: c.query("application-containers", [{"$match": {"task_id": task_id}}]),
-                      lambda d: bool(d), 60, "the application container document")
+    docs = wait_until(
+        lambda: c.query("application-containers", [{"$match": {"task_id": task_id}}]),
+        lambda d: bool(d),
+        60,
+        "the application container document",
+    )
     return str(docs[0]["_id"])
 
 
@@ -77,15 +81,20 @@ def test_a_restarted_daemon_leaves_another_daemons_running_container_alone(
     assert a.identity and b.identity and a.identity != b.identity
     legacy_name = str(ObjectId())
     docker_engine = a.engine
-    docker_engine.containers.run(BUSYBOX, ["sleep", "300"], name=legacy_name, labels={KIND_LABEL: "application"},
-                          detach=True)
+    docker_engine.containers.run(
+        BUSYBOX, ["sleep", "300"], name=legacy_name, labels={KIND_LABEL: "application"}, detach=True
+    )
     try:
         code, answer = b.call("POST", "/tasks", b.task("b-long", sleep=WATCH_SECONDS + 15))
         assert code == 200, answer
         b_task = answer["_id"]
         b_name = app_container_name(b, b_task)
-        running = wait_until(lambda: container(docker_engine, b_name),
-                             lambda c: c is not None and c["State"] == "running", 60, "B's container to run")
+        running = wait_until(
+            lambda: container(docker_engine, b_name),
+            lambda c: c is not None and c["State"] == "running",
+            60,
+            "B's container to run",
+        )
         assert running["Labels"][DAEMON_LABEL] == b.identity
 
         # A runs a task of its own to its end (its containers are created, collected, removed)
@@ -149,11 +158,16 @@ async def test_a_container_of_another_daemon_that_ends_is_left_alone(ccserver: H
     try:
         for name, owner in ((foreign, other_daemon), (mine, ccserver.root.identity.value)):
             labels = {KIND_LABEL: "application", DAEMON_LABEL: owner}
-            await deferToThread(docker_engine.containers.run, BUSYBOX, ["sleep", "0"], name=name, labels=labels,
-                                detach=True)
+            await deferToThread(
+                docker_engine.containers.run, BUSYBOX, ["sleep", "0"], name=name, labels=labels, detach=True
+            )
         # ours ends unknown to our store: removed through the event stream (the control)
-        await wait_for(lambda: deferToThread(container, docker_engine, mine), lambda c: c is None, 30,
-                       "our ended, unknown container to be removed")
+        await wait_for(
+            lambda: deferToThread(container, docker_engine, mine),
+            lambda c: c is None,
+            30,
+            "our ended, unknown container to be removed",
+        )
         # the other daemon's ended at the same moment, and stays for its owner to collect
         await sleep(2 * ccserver.root.config.server.scheduling_interval_seconds)
         seen = await deferToThread(container, docker_engine, foreign)

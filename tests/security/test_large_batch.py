@@ -45,8 +45,14 @@ def start_daemon(tmp: Path, **server: Any) -> FileDaemon:
         + "[docker.nodes.none]\nbase_url = 'unix:///nonexistent/docker.sock'\n"
     )
     admin = str(Path(sys.executable).with_name("ccserver-admin"))
-    done = subprocess.run([admin, "--config", str(config), "create-user", USER, "--password-stdin"],
-                          input=PASSWORD + "\n", text=True, env=env, timeout=60, capture_output=True)
+    done = subprocess.run(
+        [admin, "--config", str(config), "create-user", USER, "--password-stdin"],
+        input=PASSWORD + "\n",
+        text=True,
+        env=env,
+        timeout=60,
+        capture_output=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     daemon = FileDaemon(["--config", str(config)], env=env, cwd=str(tmp), log=tmp / "daemon.log")
     daemon.start()
@@ -59,8 +65,9 @@ def address(daemon: FileDaemon) -> tuple[str, int]:
     return host, port
 
 
-def call(daemon: FileDaemon, method: str, path: str, body: bytes | None = None,
-         content_type: str = "application/json") -> tuple[int, Any]:
+def call(
+    daemon: FileDaemon, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"
+) -> tuple[int, Any]:
     conn = http.client.HTTPConnection(*address(daemon), timeout=180)
     try:
         auth = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -135,8 +142,10 @@ BAD_BODIES: list[tuple[str, bytes]] = [
     ("/tasks/cancel", json.dumps({"tasks": [{"_id": "0" * 24}]}).encode() + PAD),
     ("/tasks/query", json.dumps({"aggregate": [{"$out": "x"}]}).encode() + PAD),
     ("/nodes", json.dumps({"nodes": [{"name": "elsewhere"}]}).encode() + PAD),
-    ("/application-containers/callback", json.dumps({"callback_key": "k", "callback_type": 0,
-                                                     "container_id": "0" * 24, "content": {}}).encode() + PAD),
+    (
+        "/application-containers/callback",
+        json.dumps({"callback_key": "k", "callback_type": 0, "container_id": "0" * 24, "content": {}}).encode() + PAD,
+    ),
 ]
 
 

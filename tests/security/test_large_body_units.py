@@ -27,8 +27,13 @@ from ccserver.web.errors import BadRequest, ServiceUnavailable
 from ccserver.web.offload import RequestWork
 
 json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-              st.floats(allow_nan=False), st.text(max_size=6)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=False),
+        st.text(max_size=6),
+    ),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
     max_leaves=10,
 )
@@ -142,8 +147,14 @@ class Capacities:
 async def test_a_round_places_the_oldest_waiting_tasks_up_to_its_window_off_the_reactor(store: Store) -> None:
     config = from_dict({"server": {"scheduling_round_tasks": 7}}, "<test>")
     tasks = [
-        {"state": states.WAITING, "created_at": 1000.0 - i, "username": "u", "task_group_id": [],
-         "application_container_description": {"image": "i", "container_ram": 64}, "input_files": []}
+        {
+            "state": states.WAITING,
+            "created_at": 1000.0 - i,
+            "username": "u",
+            "task_group_id": [],
+            "application_container_description": {"image": "i", "container_ram": 64},
+            "input_files": [],
+        }
         for i in range(20)
     ]
     await store.insert_many("tasks", tasks)
@@ -155,6 +166,7 @@ async def test_a_round_places_the_oldest_waiting_tasks_up_to_its_window_off_the_
         def placed_in_thread(*a: Any) -> Any:
             where.append(threading.current_thread().name)
             return fn(*a)
+
         return pool.run(placed_in_thread, *args)
 
     try:
@@ -173,7 +185,7 @@ def test_large_answers_are_encoded_as_json_dumps_encodes_them() -> None:
     from ccserver.web.api import _encode
 
     body = {
-        "tasks": [{"_id": ObjectId(), "x": 1.5, "s": "é\u2028\"\\", "n": None, "l": [True, {"a": []}]}] * 50,
+        "tasks": [{"_id": ObjectId(), "x": 1.5, "s": 'é\u2028"\\', "n": None, "l": [True, {"a": []}]}] * 50,
         "task_group_id": ObjectId(),
         "callback_key": "secret",
     }

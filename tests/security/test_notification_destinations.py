@@ -116,7 +116,7 @@ async def test_allowed_hosts_by_name_and_wildcard(serve: Callable[..., tuple[Rec
 
 @pytest_twisted.ensureDeferred
 async def test_https_to_an_allowed_address_still_verifies_the_certificate(
-    serve: Callable[..., tuple[Receiver, int]]
+    serve: Callable[..., tuple[Receiver, int]],
 ) -> None:
     ca = trustme.CA()
     receiver, port = serve("127.0.0.1", tls=_ServerTLS(ca.issue_cert("localhost")))
@@ -136,8 +136,9 @@ async def test_https_to_an_allowed_address_still_verifies_the_certificate(
 @pytest_twisted.ensureDeferred
 async def test_dead_node_notification_follows_the_same_rule(serve: Callable[..., tuple[Receiver, int]]) -> None:
     receiver, port = serve("127.0.0.2")
-    dead = DeadNodeNotification(url=f"http://127.0.0.2:{port}/dead", auth=HTTPAuth("basic", "admin", PASSWORD),
-                                ssl_verify=True)
+    dead = DeadNodeNotification(
+        url=f"http://127.0.0.2:{port}/dead", auth=HTTPAuth("basic", "admin", PASSWORD), ssl_verify=True
+    )
     refused = await wait(notifier(networks=("127.0.0.1/32",)).notify_dead_node(dead, "node-1"))
     assert refused is not None and not refused.delivered and receiver.requests == []
     ok = await wait(notifier(networks=("127.0.0.2/32",)).notify_dead_node(dead, "node-1"))
@@ -148,10 +149,13 @@ async def test_dead_node_notification_follows_the_same_rule(serve: Callable[...,
 async def test_task_notifications_refused_and_allowed_side_by_side(serve: Callable[..., tuple[Receiver, int]]) -> None:
     inside, inside_port = serve("127.0.0.1")
     outside, outside_port = serve("127.0.0.2")
-    task = {"_id": "t1", "notifications": [
-        {"connector_access": {"url": f"http://127.0.0.2:{outside_port}/n", "json_data": {"who": "outside"}}},
-        {"connector_access": {"url": f"http://127.0.0.1:{inside_port}/n", "json_data": {"who": "inside"}}},
-    ]}
+    task = {
+        "_id": "t1",
+        "notifications": [
+            {"connector_access": {"url": f"http://127.0.0.2:{outside_port}/n", "json_data": {"who": "outside"}}},
+            {"connector_access": {"url": f"http://127.0.0.1:{inside_port}/n", "json_data": {"who": "inside"}}},
+        ],
+    }
     deliveries = await wait(notifier(networks=("127.0.0.1/32",)).notify_task(task))
     assert [d.delivered for d in deliveries] == [False, True]
     assert inside.bodies == [{"who": "inside"}] and outside.requests == []
@@ -169,8 +173,11 @@ async def test_the_daemon_applies_the_configured_rule(
     serve: Callable[..., tuple[Receiver, int]], tmp_path: Any
 ) -> None:
     receiver, port = serve("127.0.0.2")
-    config = from_dict({"server": {"data_dir": str(tmp_path)}, "notifications": {"allowed_networks": ["10.0.0.0/8"]}},
-                       "<test>", {"HOME": str(tmp_path)})
+    config = from_dict(
+        {"server": {"data_dir": str(tmp_path)}, "notifications": {"allowed_networks": ["10.0.0.0/8"]}},
+        "<test>",
+        {"HOME": str(tmp_path)},
+    )
     daemon = CCServer(config, reactor)  # not started: only its notifier is used
     refused = await wait(daemon.notifier.send(f"http://127.0.0.2:{port}/n", {"v": 1}))
     assert not refused.delivered and receiver.requests == []

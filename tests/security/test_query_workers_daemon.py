@@ -58,7 +58,9 @@ def alive(pid: int) -> bool:
 def post(url: str, body: object, user: tuple[str, str]) -> tuple[int, dict]:
     credentials = base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
         headers={"content-type": "application/json", "authorization": "Basic " + credentials},
     )
     try:
@@ -77,7 +79,11 @@ def test_query_workers_of_the_daemon(tmp_path: Path) -> None:
     env = env_for(tmp_path)
     created = subprocess.run(
         [ADMIN, "--config", str(cfg), "create-user", "alice", "--password-stdin"],
-        input="pw-alice\n", capture_output=True, text=True, timeout=60, env=env,
+        input="pw-alice\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert created.returncode == 0, created.stderr
     _insert_task(tmp_path / "db" / "ccserver.sqlite3", {"_id": ObjectId(), "username": "alice", "state": 0})
@@ -92,9 +98,7 @@ def test_query_workers_of_the_daemon(tmp_path: Path) -> None:
         assert len(found) == 2, (found, d.output)
         # set once a worker has imported its modules
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not all(
-            "unlimited" not in _address_limit(w) for w in found
-        ):
+        while time.monotonic() < deadline and not all("unlimited" not in _address_limit(w) for w in found):
             time.sleep(0.1)
         for worker in found:
             assert int(Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[16]) == 10
@@ -130,7 +134,9 @@ def _insert_task(path: Path, doc: dict) -> None:
             "INSERT INTO documents (collection, id, data) VALUES ('tasks', ?, ?)",
             (doc["_id"].binary, bson.encode(doc)),
         ).lastrowid
-        conn.execute("INSERT INTO idx (collection, field, value, doc) VALUES ('tasks', 'username', ?, ?)",
-                     (doc["username"], rowid))
+        conn.execute(
+            "INSERT INTO idx (collection, field, value, doc) VALUES ('tasks', 'username', ?, ?)",
+            (doc["username"], rowid),
+        )
     finally:
         conn.close()

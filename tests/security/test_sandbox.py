@@ -118,19 +118,27 @@ def cc() -> Any:
 
 
 def _limits_config(tmp_path: Path) -> Path:
-    return write_config(tmp_path, extra_results={"limits": {"dir": str(tmp_path / "result_files"),
-                                                            "name": "limits.json"}})
+    return write_config(
+        tmp_path, extra_results={"limits": {"dir": str(tmp_path / "result_files"), "name": "limits.json"}}
+    )
 
 
 def _limits_result(cc: FakeCC) -> list[dict[str, Any]]:
-    return [{"local_result_file": "limits", "connector_type": "http",
-             "connector_access": {"url": cc.url + "/results/limits", "method": "PUT"}}]
+    return [
+        {
+            "local_result_file": "limits",
+            "connector_type": "http",
+            "connector_access": {"url": cc.url + "/results/limits", "method": "PUT"},
+        }
+    ]
 
 
 def test_the_worker_sets_each_limit_in_the_application_only(cc: FakeCC, tmp_path: Path) -> None:
     cc.work = work(cc, result_files=_limits_result(cc))
-    cc.work["sandbox"] = {"limits": {"num_open_files": 64, "create_file_size": 1_000_000, "rss_size": None},
-                          "seccomp": {"mode": "whitelist"}}
+    cc.work["sandbox"] = {
+        "limits": {"num_open_files": 64, "create_file_size": 1_000_000, "rss_size": None},
+        "seccomp": {"mode": "whitelist"},
+    }
     cc.work["tracing"] = {"enabled": True}
     done = run_worker(cc.settings(), tmp_path, _limits_config(tmp_path))
     assert done.returncode == 0, done.stderr
@@ -177,8 +185,15 @@ def test_bad_limits_fail_the_container_before_the_application_runs(
 
 
 def test_limit_names_are_those_of_0_10() -> None:
-    assert set(sandbox.LIMITS) == {"cpu_usage", "create_file_size", "num_open_files", "heap_size", "stack_size",
-                                   "rss_size", "child_processes"}
+    assert set(sandbox.LIMITS) == {
+        "cpu_usage",
+        "create_file_size",
+        "num_open_files",
+        "heap_size",
+        "stack_size",
+        "rss_size",
+        "child_processes",
+    }
     assert sandbox.limits_of(None) == [] and sandbox.limits_of({}) == [] and sandbox.preexec([]) is None
 
 
@@ -187,15 +202,27 @@ def test_limit_names_are_those_of_0_10() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_callback_0_answers_sandbox_and_tracing_of_the_description(store: Store) -> None:
-    description = {"image": "x", "container_ram": 64, "parameters": ["--a"], "sandbox": {"limits": LIMITS},
-                   "tracing": {"enabled": True}}
-    task_id = await store.insert_one("tasks", {"application_container_description": description,
-                                               "input_files": [], "result_files": [], "no_cache": True})
-    container_id = await store.insert_one(APP, {"task_id": [task_id], "state": states.PROCESSING,
-                                                "callback_key": "k" * 32, "callbacks": []})
+    description = {
+        "image": "x",
+        "container_ram": 64,
+        "parameters": ["--a"],
+        "sandbox": {"limits": LIMITS},
+        "tracing": {"enabled": True},
+    }
+    task_id = await store.insert_one(
+        "tasks",
+        {"application_container_description": description, "input_files": [], "result_files": [], "no_cache": True},
+    )
+    container_id = await store.insert_one(
+        APP, {"task_id": [task_id], "state": states.PROCESSING, "callback_key": "k" * 32, "callbacks": []}
+    )
     callbacks = Callbacks(store, lifecycle=None, data_container_address=None, wake=lambda: None)  # type: ignore[arg-type]
-    body = {"callback_key": "k" * 32, "callback_type": 0, "container_id": container_id,
-            "content": {"state": states.SUCCESS, "description": "Container started."}}
+    body = {
+        "callback_key": "k" * 32,
+        "callback_type": 0,
+        "container_id": container_id,
+        "content": {"state": states.SUCCESS, "description": "Container started."},
+    }
     answer = await callbacks.handle(APP, body)
     assert answer["sandbox"] == {"limits": LIMITS} and answer["tracing"] == {"enabled": True}
     assert answer["parameters"] == ["--a"] and answer["task_id"] == str(task_id)

@@ -39,12 +39,19 @@ def secret_task() -> dict[str, Any]:
         {"connector_type": "http", "connector_access": {"url": "http://example.invalid/in", "password": PASSWORD}}
     ]
     task["result_files"] = [
-        {"local_result_file": "out", "connector_type": "http",
-         "connector_access": {"url": "http://example.invalid/out", "api_key": RESULT_KEY}}
+        {
+            "local_result_file": "out",
+            "connector_type": "http",
+            "connector_access": {"url": "http://example.invalid/out", "api_key": RESULT_KEY},
+        }
     ]
     task["notifications"] = [
-        {"connector_access": {"url": "http://example.invalid/notify",
-                              "auth": {"auth_type": "basic", "username": "n", "password": NOTIFY_PASSWORD}}}
+        {
+            "connector_access": {
+                "url": "http://example.invalid/notify",
+                "auth": {"auth_type": "basic", "username": "n", "password": NOTIFY_PASSWORD},
+            }
+        }
     ]
     return task
 

@@ -52,8 +52,11 @@ async def test_a_plaintext_token_of_an_older_ccserver_stops_working_and_is_purge
     clock.advance(1000)
     auth = Authenticator(accounts, make_config(), clock, hash_pool)
     old = "ab" * 24
-    await within(accounts.insert_one("tokens", {"username": ALICE[0], "ip": "192.0.2.10", "token": old,
-                                                 "timestamp": clock.seconds()}))
+    await within(
+        accounts.insert_one(
+            "tokens", {"username": ALICE[0], "ip": "192.0.2.10", "token": old, "timestamp": clock.seconds()}
+        )
+    )
     with pytest.raises(Unauthorized):
         await within(auth.authenticate(make_request((ALICE[0], old))))
     assert await within(accounts.count("tokens", {"token": {"$exists": True}})) == 0

@@ -37,14 +37,46 @@ GAP = "ferretdb"  # the backend with the gaps listed in the module docstring
 
 def tasks() -> list[dict[str, Any]]:
     return [
-        {"username": "alice", "state": 0, "created_at": 1.0, "task_group_id": [G1], "trials": 0,
-         "tags": ["a", "b"], "ram": 256, "meta": {"x": 1}},
-        {"username": "alice", "state": 1, "created_at": 2.0, "task_group_id": [G1], "trials": 1,
-         "tags": ["b"], "ram": 512, "meta": {"x": 2}},
-        {"username": "bob", "state": 1, "created_at": 3.0, "task_group_id": [G2], "trials": 0,
-         "tags": [], "ram": 1024, "meta": {"x": 3}},
-        {"username": "bob", "state": 2, "created_at": 4.0, "task_group_id": [G2], "trials": 2,
-         "tags": ["c"], "ram": 256, "meta": {"x": 4}},
+        {
+            "username": "alice",
+            "state": 0,
+            "created_at": 1.0,
+            "task_group_id": [G1],
+            "trials": 0,
+            "tags": ["a", "b"],
+            "ram": 256,
+            "meta": {"x": 1},
+        },
+        {
+            "username": "alice",
+            "state": 1,
+            "created_at": 2.0,
+            "task_group_id": [G1],
+            "trials": 1,
+            "tags": ["b"],
+            "ram": 512,
+            "meta": {"x": 2},
+        },
+        {
+            "username": "bob",
+            "state": 1,
+            "created_at": 3.0,
+            "task_group_id": [G2],
+            "trials": 0,
+            "tags": [],
+            "ram": 1024,
+            "meta": {"x": 3},
+        },
+        {
+            "username": "bob",
+            "state": 2,
+            "created_at": 4.0,
+            "task_group_id": [G2],
+            "trials": 2,
+            "tags": ["c"],
+            "ram": 256,
+            "meta": {"x": 4},
+        },
     ]
 
 
@@ -129,11 +161,13 @@ async def test_sort_limit_projection(store: Store) -> None:
     docs = await store.find("tasks", {"state": {"$gte": 0}}, sort=[("created_at", -1)], limit=2)
     assert names(docs) == [("bob", 4.0), ("bob", 3.0)]
     assert len(await store.find("tasks", {}, limit=3)) == 3
-    docs = await store.find("tasks", {"username": "alice"}, sort=[("created_at", 1)],
-                            projection={"state": 1, "meta.x": 1, "_id": 0})
+    docs = await store.find(
+        "tasks", {"username": "alice"}, sort=[("created_at", 1)], projection={"state": 1, "meta.x": 1, "_id": 0}
+    )
     assert docs == [{"state": 0, "meta": {"x": 1}}, {"state": 1, "meta": {"x": 2}}]
-    docs = await store.find("tasks", {"username": "bob"}, sort=[("created_at", 1)],
-                            projection={"tags": 0, "meta": 0, "task_group_id": 0})
+    docs = await store.find(
+        "tasks", {"username": "bob"}, sort=[("created_at", 1)], projection={"tags": 0, "meta": 0, "task_group_id": 0}
+    )
     assert [sorted(d) for d in docs] == [["_id", "created_at", "ram", "state", "trials", "username"]] * 2
     one = await store.find_one("tasks", {"username": "bob", "state": 2}, projection={"trials": 1})
     assert set(one) == {"_id", "trials"} and one["trials"] == 2
@@ -200,11 +234,19 @@ async def test_unsupported_update_is_a_query_error(store: Store) -> None:
 @pytest_twisted.ensureDeferred
 async def test_match_sort_project_skip_limit(store: Store) -> None:
     await load(store)
-    docs = await agg(store, [{"$match": {"username": "alice"}}, {"$match": {"state": {"$gte": 0}}},
-                             {"$sort": {"created_at": -1}}, {"$project": {"_id": 0, "state": 1, "meta": 1}}])
+    docs = await agg(
+        store,
+        [
+            {"$match": {"username": "alice"}},
+            {"$match": {"state": {"$gte": 0}}},
+            {"$sort": {"created_at": -1}},
+            {"$project": {"_id": 0, "state": 1, "meta": 1}},
+        ],
+    )
     assert docs == [{"state": 1, "meta": {"x": 2}}, {"state": 0, "meta": {"x": 1}}]
-    docs = await agg(store, [{"$sort": {"created_at": 1}}, {"$skip": 1}, {"$limit": 2},
-                             {"$project": {"created_at": 1, "_id": 0}}])
+    docs = await agg(
+        store, [{"$sort": {"created_at": 1}}, {"$skip": 1}, {"$limit": 2}, {"$project": {"created_at": 1, "_id": 0}}]
+    )
     assert docs == [{"created_at": 2.0}, {"created_at": 3.0}]
     # only $skip/$limit after the $match: the embedded store streams these
     docs = await agg(store, [{"$match": {"state": 1}}, {"$limit": 5}])
@@ -225,15 +267,19 @@ async def test_count_stage(store: Store) -> None:
 @pytest_twisted.ensureDeferred
 async def test_unwind_stage(store: Store, store_backend: str) -> None:
     await load(store)
-    docs = await agg(store, [{"$unwind": "$tags"}, {"$project": {"_id": 0, "username": 1, "tags": 1}},
-                             {"$sort": {"tags": 1}}])
+    docs = await agg(
+        store, [{"$unwind": "$tags"}, {"$project": {"_id": 0, "username": 1, "tags": 1}}, {"$sort": {"tags": 1}}]
+    )
     if store_backend == GAP:  # FerretDB 1.24 BUG: $unwind keeps only _id and the unwound field
         assert docs == [{"tags": "a"}, {"tags": "b"}, {"tags": "b"}, {"tags": "c"}]
     else:
-        assert docs == [{"username": "alice", "tags": "a"}, {"username": "alice", "tags": "b"},
-                        {"username": "alice", "tags": "b"}, {"username": "bob", "tags": "c"}]
-    docs = await agg(store, [{"$unwind": "$task_group_id"}, {"$match": {"task_group_id": G1}},
-                             {"$count": "n"}])
+        assert docs == [
+            {"username": "alice", "tags": "a"},
+            {"username": "alice", "tags": "b"},
+            {"username": "alice", "tags": "b"},
+            {"username": "bob", "tags": "c"},
+        ]
+    docs = await agg(store, [{"$unwind": "$task_group_id"}, {"$match": {"task_group_id": G1}}, {"$count": "n"}])
     assert docs == [{"n": 2}]
     long_form = [{"$unwind": {"path": "$tags", "preserveNullAndEmptyArrays": True}}, {"$count": "n"}]
     if store_backend == GAP:  # FerretDB 1.24: the document form of $unwind is not implemented
@@ -245,33 +291,45 @@ async def test_unwind_stage(store: Store, store_backend: str) -> None:
 @pytest_twisted.ensureDeferred
 async def test_group_stage(store: Store, store_backend: str) -> None:
     await load(store)
-    docs = await agg(store, [{"$group": {"_id": "$username", "ram": {"$sum": "$ram"}}},
-                             {"$sort": {"_id": 1}}])
+    docs = await agg(store, [{"$group": {"_id": "$username", "ram": {"$sum": "$ram"}}}, {"$sort": {"_id": 1}}])
     assert docs == [{"_id": "alice", "ram": 768}, {"_id": "bob", "ram": 1280}]
-    docs = await agg(store, [{"$group": {"_id": "$username", "ram": {"$sum": "$ram"}, "n": {"$sum": 1}}},
-                             {"$sort": {"_id": 1}}])
+    docs = await agg(
+        store, [{"$group": {"_id": "$username", "ram": {"$sum": "$ram"}, "n": {"$sum": 1}}}, {"$sort": {"_id": 1}}]
+    )
     if store_backend == GAP:  # FerretDB 1.24 BUG: only the first accumulator is computed, the rest are 0
         assert docs == [{"_id": "alice", "ram": 768, "n": 0}, {"_id": "bob", "ram": 1280, "n": 0}]
     else:
         assert docs == [{"_id": "alice", "ram": 768, "n": 2}, {"_id": "bob", "ram": 1280, "n": 2}]
-    docs = await agg(store, [{"$match": {"state": {"$lt": 2}}},
-                             {"$group": {"_id": "$state", "n": {"$sum": 1}}}, {"$sort": {"_id": -1}}])
+    docs = await agg(
+        store,
+        [{"$match": {"state": {"$lt": 2}}}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}, {"$sort": {"_id": -1}}],
+    )
     assert docs == [{"_id": 1, "n": 2}, {"_id": 0, "n": 1}]
-    richer = [{"$group": {"_id": "$username", "rams": {"$push": "$ram"}, "top": {"$max": "$ram"},
-                          "mean": {"$avg": "$ram"}}}, {"$sort": {"_id": 1}}]
+    richer = [
+        {"$group": {"_id": "$username", "rams": {"$push": "$ram"}, "top": {"$max": "$ram"}, "mean": {"$avg": "$ram"}}},
+        {"$sort": {"_id": 1}},
+    ]
     if store_backend == GAP:  # FerretDB 1.24: only $sum and $count accumulators
         await raises_query_error(agg(store, richer))
     else:
-        assert await agg(store, richer) == [{"_id": "alice", "rams": [256, 512], "top": 512, "mean": 384},
-                                            {"_id": "bob", "rams": [1024, 256], "top": 1024, "mean": 640}]
+        assert await agg(store, richer) == [
+            {"_id": "alice", "rams": [256, 512], "top": 512, "mean": 384},
+            {"_id": "bob", "rams": [1024, 256], "top": 1024, "mean": 640},
+        ]
 
 
 @pytest_twisted.ensureDeferred
 async def test_add_fields_stage(store: Store, store_backend: str) -> None:
     await load(store)
-    docs = await agg(store, [{"$match": {"username": "bob"}}, {"$addFields": {"flag": True, "n": 7}},
-                             {"$sort": {"created_at": 1}},
-                             {"$project": {"_id": 0, "flag": 1, "n": 1, "state": 1}}])
+    docs = await agg(
+        store,
+        [
+            {"$match": {"username": "bob"}},
+            {"$addFields": {"flag": True, "n": 7}},
+            {"$sort": {"created_at": 1}},
+            {"$project": {"_id": 0, "flag": 1, "n": 1, "state": 1}},
+        ],
+    )
     assert docs == [{"state": 1, "flag": True, "n": 7}, {"state": 2, "flag": True, "n": 7}]
     from_path = [{"$match": {"state": 2}}, {"$addFields": {"x": "$meta.x"}}, {"$project": {"_id": 0, "x": 1}}]
     if store_backend == GAP:  # FerretDB 1.24 BUG: the field path is stored as a literal string
@@ -283,8 +341,7 @@ async def test_add_fields_stage(store: Store, store_backend: str) -> None:
 @pytest_twisted.ensureDeferred
 async def test_replace_root_stage(store: Store, store_backend: str) -> None:
     await load(store)
-    pipeline = [{"$match": {"username": "alice"}}, {"$replaceRoot": {"newRoot": "$meta"}},
-                {"$sort": {"x": 1}}]
+    pipeline = [{"$match": {"username": "alice"}}, {"$replaceRoot": {"newRoot": "$meta"}}, {"$sort": {"x": 1}}]
     if store_backend == GAP:  # FerretDB 1.24: $replaceRoot is not implemented
         await raises_query_error(agg(store, pipeline))
     else:
@@ -435,15 +492,22 @@ async def test_embedded_pushdown_streams_and_times_out(tmp_path: Any) -> None:
     store = embedded(tmp_path / "ccserver.sqlite3")
     await bounded(store.startService())
     try:
-        docs = [{"username": f"u{i % 10}", "state": i % 5, "created_at": float(i),
-                 "task_group_id": [ObjectId()],
-                 "transitions": [{"state": 0, "description": "created", "timestamp": float(i)}]}
-                for i in range(20000)]
+        docs = [
+            {
+                "username": f"u{i % 10}",
+                "state": i % 5,
+                "created_at": float(i),
+                "task_group_id": [ObjectId()],
+                "transitions": [{"state": 0, "description": "created", "timestamp": float(i)}],
+            }
+            for i in range(20000)
+        ]
         for start in range(0, len(docs), 5000):
-            await store.insert_many("tasks", docs[start:start + 5000])
+            await store.insert_many("tasks", docs[start : start + 5000])
         began = time.perf_counter()
-        found = await store.aggregate("tasks", [{"$match": {"state": 1}}, {"$limit": 100}],
-                                      max_documents=1000, timeout=10)
+        found = await store.aggregate(
+            "tasks", [{"$match": {"state": 1}}, {"$limit": 100}], max_documents=1000, timeout=10
+        )
         elapsed = time.perf_counter() - began
         assert len(found) == 100 and all(d["state"] == 1 for d in found)
         assert elapsed < 0.05, f"streamed $match/$limit took {elapsed:.3f} s"

@@ -39,8 +39,7 @@ def test_equality_and_in_are_pushed_down_exactly() -> None:
     assert constraints({"state": {"$in": [1, 2, 1]}}) == ([("state", (1, 2))], True)
     assert constraints({"_id": OID}) == ([("_id", (OID.binary,))], True)
     assert constraints({"task_group_id": OID}) == ([("task_group_id", (OID.binary,))], True)
-    assert constraints({"$and": [{"state": 1}, {"username": "a"}]}) == (
-        [("state", (1,)), ("username", ("a",))], True)
+    assert constraints({"$and": [{"state": 1}, {"username": "a"}]}) == ([("state", (1,)), ("username", ("a",))], True)
     assert constraints({}) == ([], True)
 
 
@@ -94,8 +93,15 @@ def test_skip_limit_window(stages: list[dict[str, Any]], window: tuple[int, int 
 
 @pytest.mark.parametrize(
     "pipeline",
-    [{"$match": {}}, [{"$match": 1}], [{"$limit": 0}], [{"$limit": True}], [{"$skip": -1}],
-     [{"$match": {}, "$limit": 1}], ["$limit"]],
+    [
+        {"$match": {}},
+        [{"$match": 1}],
+        [{"$limit": 0}],
+        [{"$limit": True}],
+        [{"$skip": -1}],
+        [{"$match": {}, "$limit": 1}],
+        ["$limit"],
+    ],
 )
 def test_malformed_pipelines(pipeline: Any) -> None:
     with pytest.raises(QueryError):
@@ -104,8 +110,9 @@ def test_malformed_pipelines(pipeline: Any) -> None:
 
 def test_evaluation_maps_mongomock_errors_and_checks_the_clock() -> None:
     docs = [{"_id": i, "v": i % 3} for i in range(10)]
-    assert pl.run_stages(docs, [{"$group": {"_id": "$v", "n": {"$sum": 1}}}, {"$sort": {"_id": 1}}],
-                         pl.Deadline(5)) == [{"_id": 0, "n": 4}, {"_id": 1, "n": 3}, {"_id": 2, "n": 3}]
+    assert pl.run_stages(
+        docs, [{"$group": {"_id": "$v", "n": {"$sum": 1}}}, {"$sort": {"_id": 1}}], pl.Deadline(5)
+    ) == [{"_id": 0, "n": 4}, {"_id": 1, "n": 3}, {"_id": 2, "n": 3}]
     with pytest.raises(QueryError, match="nosuch"):
         pl.run_stages(docs, [{"$nosuch": 1}], pl.Deadline(5))
     with pytest.raises(QueryError):
@@ -154,10 +161,20 @@ def test_inc_and_push() -> None:
 
 @pytest.mark.parametrize(
     "update",
-    [{}, {"state": 1}, {"$rename": {"a": "b"}}, {"$set": 1}, {"$set": {"_id": 1}}, {"$set": {"a..b": 1}},
-     {"$inc": {"n": "1"}}, {"$inc": {"n": True}}, {"$push": {"t": {"$each": 1}}},
-     {"$push": {"t": {"$each": [1], "$slice": 2}}}, {"$set": {"a": 1}, "$unset": {"a": ""}},
-     {"$set": {"a": {"b": 1}}, "$inc": {"a.b": 1}}],
+    [
+        {},
+        {"state": 1},
+        {"$rename": {"a": "b"}},
+        {"$set": 1},
+        {"$set": {"_id": 1}},
+        {"$set": {"a..b": 1}},
+        {"$inc": {"n": "1"}},
+        {"$inc": {"n": True}},
+        {"$push": {"t": {"$each": 1}}},
+        {"$push": {"t": {"$each": [1], "$slice": 2}}},
+        {"$set": {"a": 1}, "$unset": {"a": ""}},
+        {"$set": {"a": {"b": 1}}, "$inc": {"a.b": 1}},
+    ],
 )
 def test_rejected_updates(update: dict[str, Any]) -> None:
     with pytest.raises(QueryError):

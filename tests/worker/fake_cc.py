@@ -84,8 +84,9 @@ class FakeCC:
                     return True
                 nonce = secrets.token_hex(16)
                 fake.nonces.add(nonce)
-                self._send(401, b"{}", WWW_Authenticate=f'Digest realm="{REALM}", nonce="{nonce}", qop="auth", '
-                                                         'algorithm=MD5')
+                self._send(
+                    401, b"{}", WWW_Authenticate=f'Digest realm="{REALM}", nonce="{nonce}", qop="auth", algorithm=MD5'
+                )
                 return False
 
             def _digest_ok(self, value: str) -> bool:
@@ -108,7 +109,7 @@ class FakeCC:
                         if not self._authorized(kind):
                             self._body()
                             return None
-                        return path[len(kind) + 1:]
+                        return path[len(kind) + 1 :]
                 return path
 
             def do_GET(self) -> None:
@@ -136,8 +137,9 @@ class FakeCC:
                     self._callback(body)
                 elif path.startswith("/results/"):
                     with fake.cond:
-                        fake.uploads.append({"method": self.command, "name": path[9:], "body": body,
-                                             "headers": dict(self.headers)})
+                        fake.uploads.append(
+                            {"method": self.command, "name": path[9:], "body": body, "headers": dict(self.headers)}
+                        )
                         fake.cond.notify_all()
                     self._send(200, b"{}")
                 else:
@@ -184,8 +186,12 @@ class FakeCC:
             return True
 
     def settings(self, container_type: str = "application", container_id: str = "ac0123456789") -> dict[str, Any]:
-        return {"container_type": container_type, "container_id": container_id,
-                "callback_key": "cbkey-" + secrets.token_hex(8), "callback_url": self.url + "/callback"}
+        return {
+            "container_type": container_type,
+            "container_id": container_id,
+            "callback_key": "cbkey-" + secrets.token_hex(8),
+            "callback_url": self.url + "/callback",
+        }
 
     def callbacks_of(self, container_id: str) -> list[dict[str, Any]]:
         with self.cond:

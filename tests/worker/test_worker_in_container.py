@@ -70,8 +70,13 @@ def containers(client: Any) -> Iterator[list[Any]]:
 def start(client: Any, created: list[Any], image: str, settings: dict[str, Any], ram_mb: int = 256) -> Any:
     """Starts a container as ccserver does (§6): name = container id, `<entry_point> '<settings>'`, RAM limits."""
     container = client.containers.create(
-        image, command=f"{ENTRY_POINT} '{json.dumps(settings)}'", name=settings.get("container_id"),
-        mem_limit=f"{ram_mb}m", memswap_limit=f"{ram_mb}m", labels={LABEL: "1"}, detach=True,
+        image,
+        command=f"{ENTRY_POINT} '{json.dumps(settings)}'",
+        name=settings.get("container_id"),
+        mem_limit=f"{ram_mb}m",
+        memswap_limit=f"{ram_mb}m",
+        labels={LABEL: "1"},
+        detach=True,
     )
     created.append(container)
     container.start()
@@ -103,12 +108,22 @@ def states(cc: FakeCC, container_id: str) -> list[tuple[int, int]]:
 
 def result_files(cc: FakeCC) -> list[dict[str, Any]]:
     return [
-        {"local_result_file": "copy", "connector_type": "http",
-         "connector_access": {"url": cc.url + "/results/copy", "method": "PUT"}},
-        {"local_result_file": "parameters", "connector_type": "http_json", "add_meta_data": True,
-         "connector_access": {"url": cc.url + "/results/parameters"}},
-        {"local_result_file": "optional_missing", "connector_type": "http",
-         "connector_access": {"url": cc.url + "/results/optional", "method": "POST"}},
+        {
+            "local_result_file": "copy",
+            "connector_type": "http",
+            "connector_access": {"url": cc.url + "/results/copy", "method": "PUT"},
+        },
+        {
+            "local_result_file": "parameters",
+            "connector_type": "http_json",
+            "add_meta_data": True,
+            "connector_access": {"url": cc.url + "/results/parameters"},
+        },
+        {
+            "local_result_file": "optional_missing",
+            "connector_type": "http",
+            "connector_access": {"url": cc.url + "/results/optional", "method": "POST"},
+        },
         None,
     ]
 
@@ -117,7 +132,10 @@ def test_application_container(client: Any, cc: FakeCC, containers: list[Any]) -
     cc.files["data.txt"] = secrets.token_bytes(2 * 1024 * 1024 + 3)
     settings = settings_for(cc, "application")
     cc.works[settings["container_id"]] = {
-        "task_id": "task42", "parameters": ["--sleep", "0.2", "a b"], "sandbox": None, "tracing": None,
+        "task_id": "task42",
+        "parameters": ["--sleep", "0.2", "a b"],
+        "sandbox": None,
+        "tracing": None,
         "input_files": [{"connector_type": "http", "connector_access": {"url": cc.url + "/files/data.txt"}}],
         "result_files": result_files(cc),
     }
@@ -127,7 +145,10 @@ def test_application_container(client: Any, cc: FakeCC, containers: list[Any]) -
     assert states(cc, settings["container_id"]) == [(0, 3), (1, 3), (2, 3), (3, 3)], output
     assert cc.uploaded("copy")[0]["body"] == cc.files["data.txt"]
     assert json.loads(cc.uploaded("parameters")[0]["body"]) == {
-        "argv": ["--sleep", "0.2", "a b"], "application_container_id": settings["container_id"], "task_id": "task42"}
+        "argv": ["--sleep", "0.2", "a b"],
+        "application_container_id": settings["container_id"],
+        "task_id": "task42",
+    }
     assert cc.uploaded("optional") == []
     telemetry = cc.callbacks_of(settings["container_id"])[2]["content"]["telemetry"]
     assert telemetry["return_code"] == 0 and telemetry["wall_time"] >= 0.2
@@ -138,9 +159,18 @@ def test_noinput_image_with_object_parameters(client: Any, cc: FakeCC, container
     settings = settings_for(cc, "application")
     parameters = {"msg": "it's a test", "n": 3}
     cc.works[settings["container_id"]] = {
-        "task_id": "task43", "parameters": parameters, "sandbox": None, "tracing": None, "input_files": [],
-        "result_files": [{"local_result_file": "parameters", "connector_type": "http",
-                          "connector_access": {"url": cc.url + "/results/parameters", "method": "POST"}}],
+        "task_id": "task43",
+        "parameters": parameters,
+        "sandbox": None,
+        "tracing": None,
+        "input_files": [],
+        "result_files": [
+            {
+                "local_result_file": "parameters",
+                "connector_type": "http",
+                "connector_access": {"url": cc.url + "/results/parameters", "method": "POST"},
+            }
+        ],
     }
     status, output = wait_exit(start(client, containers, NOINPUT_IMAGE, settings))
     assert status == 0, output
@@ -166,7 +196,10 @@ def test_data_container_feeds_application_container(client: Any, cc: FakeCC, con
 
     app_settings = settings_for(cc, "application")
     cc.works[app_settings["container_id"]] = {
-        "task_id": "task44", "parameters": [], "sandbox": None, "tracing": None,
+        "task_id": "task44",
+        "parameters": [],
+        "sandbox": None,
+        "tracing": None,
         "input_files": [{"connector_type": "http", "connector_access": {"url": f"http://{address}/{key}"}}],
         "result_files": result_files(cc)[:1],
     }
@@ -188,7 +221,10 @@ def test_memory_limit_fails_the_application(client: Any, cc: FakeCC, containers:
     cc.files["data.txt"] = b"x"
     settings = settings_for(cc, "application")
     cc.works[settings["container_id"]] = {
-        "task_id": "task45", "parameters": ["--alloc", "300"], "sandbox": None, "tracing": None,
+        "task_id": "task45",
+        "parameters": ["--alloc", "300"],
+        "sandbox": None,
+        "tracing": None,
         "input_files": [{"connector_type": "http", "connector_access": {"url": cc.url + "/files/data.txt"}}],
         "result_files": result_files(cc),
     }
@@ -203,8 +239,13 @@ def test_memory_limit_fails_the_application(client: Any, cc: FakeCC, containers:
 
 def test_inspection_container(client: Any, cc: FakeCC, containers: list[Any]) -> None:
     settings = {"container_type": "inspection", "inspection_url": cc.url}
-    container = client.containers.create(APP_IMAGE, command=f"{ENTRY_POINT} '{json.dumps(settings)}'",
-                                         labels={LABEL: "1"}, mem_limit="64m", memswap_limit="64m")
+    container = client.containers.create(
+        APP_IMAGE,
+        command=f"{ENTRY_POINT} '{json.dumps(settings)}'",
+        labels={LABEL: "1"},
+        mem_limit="64m",
+        memswap_limit="64m",
+    )
     containers.append(container)
     container.start()
     status, output = wait_exit(container)

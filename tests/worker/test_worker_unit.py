@@ -51,30 +51,52 @@ def write_config(tmp_path: Path, inputs: int = 1, extra_results: dict[str, Any] 
     return path
 
 
-def run_worker(settings: dict[str, Any], tmp_path: Path, config: Path | None = None,
-               **env: str) -> subprocess.CompletedProcess[str]:
+def run_worker(
+    settings: dict[str, Any], tmp_path: Path, config: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     environ = dict(os.environ, CC_APP_DIR=str(tmp_path), CC_WORKER_NET_TIMEOUT="10", **env)
     environ["CC_WORKER_CONFIG"] = str(config) if config else str(tmp_path / "no-such-config.json")
-    return subprocess.run([sys.executable, str(WORKER_DIR), json.dumps(settings)], env=environ,
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    return subprocess.run(
+        [sys.executable, str(WORKER_DIR), json.dumps(settings)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
 
 
-def work(cc: FakeCC, parameters: Any = None, result_files: list[Any] | None = None,
-         input_files: list[Any] | None = None) -> dict[str, Any]:
+def work(
+    cc: FakeCC, parameters: Any = None, result_files: list[Any] | None = None, input_files: list[Any] | None = None
+) -> dict[str, Any]:
     cc.files["data.txt"] = b"line one\nline two \xe2\x9c\x93\n"
     if input_files is None:
         input_files = [{"connector_type": "http", "connector_access": {"url": cc.url + "/files/data.txt"}}]
     if result_files is None:
         result_files = [
-            {"local_result_file": "copy", "connector_type": "http",
-             "connector_access": {"url": cc.url + "/results/copy", "method": "PUT"}},
-            {"local_result_file": "parameters", "connector_type": "http",
-             "connector_access": {"url": cc.url + "/results/parameters", "method": "POST"}},
-            {"local_result_file": "optional_missing", "connector_type": "http",
-             "connector_access": {"url": cc.url + "/results/optional", "method": "POST"}},
+            {
+                "local_result_file": "copy",
+                "connector_type": "http",
+                "connector_access": {"url": cc.url + "/results/copy", "method": "PUT"},
+            },
+            {
+                "local_result_file": "parameters",
+                "connector_type": "http",
+                "connector_access": {"url": cc.url + "/results/parameters", "method": "POST"},
+            },
+            {
+                "local_result_file": "optional_missing",
+                "connector_type": "http",
+                "connector_access": {"url": cc.url + "/results/optional", "method": "POST"},
+            },
         ]
-    return {"task_id": "task0123", "input_files": input_files, "result_files": result_files,
-            "parameters": parameters, "sandbox": None, "tracing": None}
+    return {
+        "task_id": "task0123",
+        "input_files": input_files,
+        "result_files": result_files,
+        "parameters": parameters,
+        "sandbox": None,
+        "tracing": None,
+    }
 
 
 def assert_callbacks(cc: FakeCC, settings: dict[str, Any], states: list[int]) -> None:
@@ -112,7 +134,7 @@ def test_application_flow_array_parameters(cc: FakeCC, tmp_path: Path) -> None:
 
 
 def test_object_parameters_are_one_json_argument(cc: FakeCC, tmp_path: Path) -> None:
-    parameters = {"text": "it's \"quoted\" $HOME; rm -rf /", "n": 1.5, "list": [1, None]}
+    parameters = {"text": 'it\'s "quoted" $HOME; rm -rf /', "n": 1.5, "list": [1, None]}
     cc.work = work(cc, parameters)
     done = run_worker(cc.settings(), tmp_path, write_config(tmp_path))
     assert done.returncode == 0, done.stderr
@@ -123,14 +145,27 @@ def test_object_parameters_are_one_json_argument(cc: FakeCC, tmp_path: Path) -> 
 def test_null_entries_skipped_and_a_key_sent_twice_and_http_json(cc: FakeCC, tmp_path: Path) -> None:
     result_files = [
         None,
-        {"local_result_file": "copy", "connector_type": "http",
-         "connector_access": {"url": cc.url + "/results/first", "method": "PUT"}},
-        {"local_result_file": "copy", "connector_type": "http",
-         "connector_access": {"url": cc.url + "/results/second", "method": "POST"}},
-        {"local_result_file": "parameters", "connector_type": "http_json", "add_meta_data": True,
-         "connector_access": {"url": cc.url + "/results/json"}},
-        {"local_result_file": "parameters", "connector_type": "http_json",
-         "connector_access": {"url": cc.url + "/results/plain-json"}},
+        {
+            "local_result_file": "copy",
+            "connector_type": "http",
+            "connector_access": {"url": cc.url + "/results/first", "method": "PUT"},
+        },
+        {
+            "local_result_file": "copy",
+            "connector_type": "http",
+            "connector_access": {"url": cc.url + "/results/second", "method": "POST"},
+        },
+        {
+            "local_result_file": "parameters",
+            "connector_type": "http_json",
+            "add_meta_data": True,
+            "connector_access": {"url": cc.url + "/results/json"},
+        },
+        {
+            "local_result_file": "parameters",
+            "connector_type": "http_json",
+            "connector_access": {"url": cc.url + "/results/plain-json"},
+        },
     ]
     settings = cc.settings()
     cc.work = work(cc, ["x"], result_files)
@@ -140,16 +175,29 @@ def test_null_entries_skipped_and_a_key_sent_twice_and_http_json(cc: FakeCC, tmp
     assert cc.uploaded("first")[0]["body"] == cc.uploaded("second")[0]["body"] == cc.files["data.txt"]
     sent = cc.uploaded("json")[0]
     assert sent["headers"]["Content-Type"] == "application/json"
-    assert json.loads(sent["body"]) == {"argv": ["x"], "application_container_id": settings["container_id"],
-                                        "task_id": "task0123"}
+    assert json.loads(sent["body"]) == {
+        "argv": ["x"],
+        "application_container_id": settings["container_id"],
+        "task_id": "task0123",
+    }
     assert json.loads(cc.uploaded("plain-json")[0]["body"]) == {"argv": ["x"]}
 
 
 def test_required_missing_result_fails_callback_3(cc: FakeCC, tmp_path: Path) -> None:
-    config = write_config(tmp_path, extra_results={
-        "required": {"dir": str(tmp_path / "result_files"), "name": "never_written.txt"}})
-    cc.work = work(cc, [], [{"local_result_file": "required", "connector_type": "http",
-                             "connector_access": {"url": cc.url + "/results/required", "method": "PUT"}}])
+    config = write_config(
+        tmp_path, extra_results={"required": {"dir": str(tmp_path / "result_files"), "name": "never_written.txt"}}
+    )
+    cc.work = work(
+        cc,
+        [],
+        [
+            {
+                "local_result_file": "required",
+                "connector_type": "http",
+                "connector_access": {"url": cc.url + "/results/required", "method": "PUT"},
+            }
+        ],
+    )
     settings = cc.settings()
     done = run_worker(settings, tmp_path, config)
     assert done.returncode == 10
@@ -176,8 +224,12 @@ def test_sigterm_stops_a_running_application(cc: FakeCC, tmp_path: Path) -> None
     settings = cc.settings()
     cc.work = work(cc, ["--sleep", "60"])
     environ = dict(os.environ, CC_APP_DIR=str(tmp_path), CC_WORKER_CONFIG=str(write_config(tmp_path)))
-    process = subprocess.Popen([sys.executable, str(WORKER_DIR), json.dumps(settings)], env=environ,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, str(WORKER_DIR), json.dumps(settings)],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert cc.wait_for(lambda: len(cc.callbacks) >= 2, timeout=30)
         time.sleep(0.5)
@@ -208,9 +260,18 @@ def test_input_count_mismatch_fails_callback_1(cc: FakeCC, tmp_path: Path) -> No
 
 def test_zero_input_files(cc: FakeCC, tmp_path: Path) -> None:
     settings = cc.settings()
-    cc.work = work(cc, ["--sleep", "0.1"], input_files=[], result_files=[
-        {"local_result_file": "parameters", "connector_type": "http",
-         "connector_access": {"url": cc.url + "/results/parameters", "method": "PUT"}}])
+    cc.work = work(
+        cc,
+        ["--sleep", "0.1"],
+        input_files=[],
+        result_files=[
+            {
+                "local_result_file": "parameters",
+                "connector_type": "http",
+                "connector_access": {"url": cc.url + "/results/parameters", "method": "PUT"},
+            }
+        ],
+    )
     done = run_worker(settings, tmp_path, write_config(tmp_path, inputs=0))
     assert done.returncode == 0, done.stderr
     assert_callbacks(cc, settings, [3, 3, 3, 3])
@@ -220,8 +281,19 @@ def test_zero_input_files(cc: FakeCC, tmp_path: Path) -> None:
 def test_failed_download_keeps_secrets_out(cc: FakeCC, tmp_path: Path) -> None:
     settings = cc.settings()
     secret_url = cc.url + "/files/missing-secret-key-1234"
-    cc.work = work(cc, [], input_files=[{"connector_type": "http", "connector_access": {
-        "url": secret_url, "auth": {"auth_type": "basic", "username": "u", "password": "hunter2-pw"}}}])
+    cc.work = work(
+        cc,
+        [],
+        input_files=[
+            {
+                "connector_type": "http",
+                "connector_access": {
+                    "url": secret_url,
+                    "auth": {"auth_type": "basic", "username": "u", "password": "hunter2-pw"},
+                },
+            }
+        ],
+    )
     done = run_worker(settings, tmp_path, write_config(tmp_path))
     assert done.returncode == 6
     assert_callbacks(cc, settings, [3, 4])
@@ -245,15 +317,27 @@ def test_http_auth_download_and_upload(cc: FakeCC, tmp_path: Path, auth_type: st
     auth = {"auth_type": auth_type, "username": USER, "password": PASSWORD}
     settings = cc.settings()
     cc.work = work(
-        cc, ["p"],
-        input_files=[{"connector_type": "http",
-                      "connector_access": {"url": f"{cc.url}/{auth_type}/files/data.txt", "auth": auth}}],
+        cc,
+        ["p"],
+        input_files=[
+            {
+                "connector_type": "http",
+                "connector_access": {"url": f"{cc.url}/{auth_type}/files/data.txt", "auth": auth},
+            }
+        ],
         result_files=[
-            {"local_result_file": "copy", "connector_type": "http",
-             "connector_access": {"url": f"{cc.url}/{auth_type}/results/put", "method": "PUT", "auth": auth}},
-            {"local_result_file": "parameters", "connector_type": "http_json",
-             "connector_access": {"url": f"{cc.url}/{auth_type}/results/json", "auth": auth}},
-        ])
+            {
+                "local_result_file": "copy",
+                "connector_type": "http",
+                "connector_access": {"url": f"{cc.url}/{auth_type}/results/put", "method": "PUT", "auth": auth},
+            },
+            {
+                "local_result_file": "parameters",
+                "connector_type": "http_json",
+                "connector_access": {"url": f"{cc.url}/{auth_type}/results/json", "auth": auth},
+            },
+        ],
+    )
     done = run_worker(settings, tmp_path, write_config(tmp_path))
     assert done.returncode == 0, done.stderr
     assert_callbacks(cc, settings, [3, 3, 3, 3])
@@ -264,8 +348,13 @@ def test_http_auth_download_and_upload(cc: FakeCC, tmp_path: Path, auth_type: st
 def test_wrong_password_fails_download(cc: FakeCC, tmp_path: Path) -> None:
     auth = {"auth_type": "basic", "username": USER, "password": "wrong-password"}
     settings = cc.settings()
-    cc.work = work(cc, [], input_files=[{"connector_type": "http", "connector_access": {
-        "url": f"{cc.url}/basic/files/data.txt", "auth": auth}}])
+    cc.work = work(
+        cc,
+        [],
+        input_files=[
+            {"connector_type": "http", "connector_access": {"url": f"{cc.url}/basic/files/data.txt", "auth": auth}}
+        ],
+    )
     done = run_worker(settings, tmp_path, write_config(tmp_path))
     assert done.returncode == 6
     assert "401" in cc.callbacks[1]["content"]["exception"]
@@ -297,19 +386,23 @@ def test_ssh_and_mongodb_without_their_modules(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setitem(sys.modules, "paramiko", None)
     monkeypatch.setitem(sys.modules, "pymongo", None)
     with pytest.raises(common.WorkerError, match="connector ssh needs paramiko in the image"):
-        connectors.download({"connector_type": "ssh", "connector_access": {"host": "h", "username": "u"}},
-                            str(tmp_path / "x"))
+        connectors.download(
+            {"connector_type": "ssh", "connector_access": {"host": "h", "username": "u"}}, str(tmp_path / "x")
+        )
     (tmp_path / "r.json").write_text("{}")
     with pytest.raises(common.WorkerError, match="connector mongodb_json needs pymongo in the image"):
-        connectors.upload({"connector_type": "mongodb_json", "connector_access": {"host": "h", "db": "d"}},
-                          str(tmp_path / "r.json"), {})
+        connectors.upload(
+            {"connector_type": "mongodb_json", "connector_access": {"host": "h", "db": "d"}},
+            str(tmp_path / "r.json"),
+            {},
+        )
 
 
 def test_build_command_quoting() -> None:
     assert application.build_command("app", None) == "app"
     assert application.build_command("app", []) == "app"
     assert application.build_command("app", ["a b", "c"]) == "app 'a b' c"
-    assert application.build_command("app", {"a": "it's"}) == "app '{\"a\": \"it'\"'\"'s\"}'"
+    assert application.build_command("app", {"a": "it's"}) == 'app \'{"a": "it\'"\'"\'s"}\''
     with pytest.raises(common.WorkerError):
         application.build_command("app", "a string")
 
@@ -325,8 +418,13 @@ def test_output_tails_are_bounded() -> None:
 
 def test_redactor() -> None:
     redact = common.Redactor()
-    redact.add_from({"input_files": [{"connector_access": {"url": "http://h/k123", "auth": {"password": "pw12"}}}],
-                     "input_file_keys": ["abcdef"], "other": "visible"})
+    redact.add_from(
+        {
+            "input_files": [{"connector_access": {"url": "http://h/k123", "auth": {"password": "pw12"}}}],
+            "input_file_keys": ["abcdef"],
+            "other": "visible",
+        }
+    )
     assert redact("GET http://h/k123 with pw12 key abcdef visible") == "GET *** with *** key *** visible"
 
 
@@ -340,14 +438,19 @@ def test_data_container_serves_files_by_key(cc: FakeCC, tmp_path: Path) -> None:
     cc.files["a.bin"] = os.urandom(3 * 1024 * 1024 + 7)
     cc.files["b.txt"] = b"second file\n"
     keys = ["key" + "a" * 29, "key" + "b" * 29]
-    cc.work = {"input_files": [{"connector_type": "http", "connector_access": {"url": cc.url + "/files/a.bin"}},
-                               {"connector_type": "http", "connector_access": {"url": cc.url + "/files/b.txt"}}],
-               "input_file_keys": keys}
+    cc.work = {
+        "input_files": [
+            {"connector_type": "http", "connector_access": {"url": cc.url + "/files/a.bin"}},
+            {"connector_type": "http", "connector_access": {"url": cc.url + "/files/b.txt"}},
+        ],
+        "input_file_keys": keys,
+    }
     settings = cc.settings("data", "dc0123")
     port = free_port()
     env = dict(os.environ, CC_WORKER_PORT=str(port), CC_WORKER_BIND="127.0.0.1", CC_WORKER_DATA_DIR=str(tmp_path))
-    process = subprocess.Popen([sys.executable, str(WORKER_DIR), json.dumps(settings)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, str(WORKER_DIR), json.dumps(settings)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         assert cc.wait_for(lambda: len(cc.callbacks) >= 2, timeout=30), process.stderr
         assert_callbacks(cc, settings, [3, 3])
@@ -372,11 +475,19 @@ def test_data_container_serves_files_by_key(cc: FakeCC, tmp_path: Path) -> None:
 
 
 def test_data_container_failed_download(cc: FakeCC, tmp_path: Path) -> None:
-    cc.work = {"input_files": [{"connector_type": "http", "connector_access": {"url": cc.url + "/files/none"}}],
-               "input_file_keys": ["k" * 32]}
+    cc.work = {
+        "input_files": [{"connector_type": "http", "connector_access": {"url": cc.url + "/files/none"}}],
+        "input_file_keys": ["k" * 32],
+    }
     settings = cc.settings("data", "dc0456")
-    done = run_worker(settings, tmp_path, None, CC_WORKER_PORT=str(free_port()), CC_WORKER_BIND="127.0.0.1",
-                      CC_WORKER_DATA_DIR=str(tmp_path))
+    done = run_worker(
+        settings,
+        tmp_path,
+        None,
+        CC_WORKER_PORT=str(free_port()),
+        CC_WORKER_BIND="127.0.0.1",
+        CC_WORKER_DATA_DIR=str(tmp_path),
+    )
     assert done.returncode == 6
     assert_callbacks(cc, settings, [3, 4])
 
@@ -389,8 +500,7 @@ def test_inspection(cc: FakeCC, tmp_path: Path, path: str, code: int) -> None:
 
 
 def test_inspection_unreachable(tmp_path: Path) -> None:
-    done = run_worker({"container_type": "inspection", "inspection_url": f"http://127.0.0.1:{free_port()}/"},
-                      tmp_path)
+    done = run_worker({"container_type": "inspection", "inspection_url": f"http://127.0.0.1:{free_port()}/"}, tmp_path)
     assert done.returncode == 1
 
 
@@ -402,13 +512,23 @@ def test_bad_settings(tmp_path: Path) -> None:
 
 def test_runs_as_package_module(cc: FakeCC, tmp_path: Path) -> None:
     env = dict(os.environ, CC_WORKER_NET_TIMEOUT="10")
-    done = subprocess.run([sys.executable, "-m", "ccserver.worker",
-                           json.dumps({"container_type": "inspection", "inspection_url": cc.url})],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ccserver.worker",
+            json.dumps({"container_type": "inspection", "inspection_url": cc.url}),
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
     assert done.returncode == 0, done.stderr
 
 
-CUSTOM_CONNECTORS = '''
+CUSTOM_CONNECTORS = """
 import shutil
 import sys
 
@@ -420,7 +540,7 @@ def download_copy(access, path):
 
 
 DOWNLOADERS = {"copy": download_copy}
-'''
+"""
 
 
 def test_runs_from_any_directory_with_an_images_custom_connectors(cc: FakeCC, tmp_path: Path) -> None:
@@ -435,10 +555,17 @@ def test_runs_from_any_directory_with_an_images_custom_connectors(cc: FakeCC, tm
     source.write_bytes(b"from a custom connector\n")
     cc.work = work(cc, input_files=[{"connector_type": "copy", "connector_access": {"source": str(source)}}])
     settings = cc.settings()
-    environ = dict(os.environ, CC_APP_DIR=str(tmp_path), CC_WORKER_NET_TIMEOUT="10",
-                   CC_WORKER_CONFIG=str(write_config(tmp_path)))
-    done = subprocess.run([sys.executable, str(worker), json.dumps(settings)], env=environ, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    environ = dict(
+        os.environ, CC_APP_DIR=str(tmp_path), CC_WORKER_NET_TIMEOUT="10", CC_WORKER_CONFIG=str(write_config(tmp_path))
+    )
+    done = subprocess.run(
+        [sys.executable, str(worker), json.dumps(settings)],
+        env=environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
     assert done.returncode == 0, done.stderr
     assert_callbacks(cc, settings, [3, 3, 3, 3])
     assert cc.uploaded("copy")[0]["body"] == source.read_bytes()

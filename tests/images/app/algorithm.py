@@ -54,10 +54,15 @@ with open(os.path.join(results, "parameters.json"), "w") as f:
     json.dump({"argv": argv}, f)
 limits = {
     name: resource.getrlimit(getattr(resource, which))[0]
-    for name, which in (("cpu_usage", "RLIMIT_CPU"), ("create_file_size", "RLIMIT_FSIZE"),
-                        ("num_open_files", "RLIMIT_NOFILE"), ("heap_size", "RLIMIT_DATA"),
-                        ("stack_size", "RLIMIT_STACK"), ("rss_size", "RLIMIT_RSS"),
-                        ("child_processes", "RLIMIT_NPROC"))
+    for name, which in (
+        ("cpu_usage", "RLIMIT_CPU"),
+        ("create_file_size", "RLIMIT_FSIZE"),
+        ("num_open_files", "RLIMIT_NOFILE"),
+        ("heap_size", "RLIMIT_DATA"),
+        ("stack_size", "RLIMIT_STACK"),
+        ("rss_size", "RLIMIT_RSS"),
+        ("child_processes", "RLIMIT_NPROC"),
+    )
 }
 with open(os.path.join(results, "limits.json"), "w") as f:
     json.dump(limits, f)
