@@ -14,10 +14,10 @@ from bson import ObjectId
 from twisted.logger import Logger
 
 from ccserver import states
+from ccserver.errors import CallbackRefused, WrongCallbackKey
 from ccserver.lifecycle import Lifecycle
 from ccserver.storage.base import Store
 from ccserver.vault import Vault, digests
-from ccserver.web.errors import BadRequest, Unauthorized
 
 log = Logger(namespace="ccserver.callbacks")
 
@@ -58,19 +58,19 @@ class Callbacks:
             # was lost) is acknowledged, with no content; anything else is refused.
             if repeated:
                 return {}
-            raise BadRequest(f"container {_id} is {states.name(container['state'])}; no more callbacks accepted")
+            raise CallbackRefused(f"container {_id} is {states.name(container['state'])}; no more callbacks accepted")
         if repeated:
             problem = _problem(body, expected - 1)
             if problem:
                 await self.lifecycle.container_failed(collection, _id, problem, body["content"].get("exception"))
-                raise BadRequest(f"container {_id} failed: {problem}")
+                raise CallbackRefused(f"container {_id} failed: {problem}")
             return await self._answer(collection, container, body["callback_type"])
         await self.store.update_one(collection, {"_id": _id}, {"$push": {"callbacks": record}})
 
         problem = _problem(body, expected)
         if problem:
             await self.lifecycle.container_failed(collection, _id, problem, body["content"].get("exception"))
-            raise BadRequest(f"container {_id} failed: {problem}")
+            raise CallbackRefused(f"container {_id} failed: {problem}")
 
         return await self._answer(collection, container, body["callback_type"])
 
@@ -87,14 +87,14 @@ class Callbacks:
         if container is None or not self.vault.callback_key_matches(
             collection, container["_id"], body.get("callback_key")
         ):
-            raise Unauthorized("unknown container or wrong callback key")
+            raise WrongCallbackKey("unknown container or wrong callback key")
         return container
 
     async def _application(self, container: dict[str, Any], callback_type: int) -> dict[str, Any]:
         if callback_type == 0:
             task = await self.store.find_one("tasks", {"_id": container["task_id"][0]})
             if task is None:
-                raise BadRequest("the task of this container is gone")
+                raise CallbackRefused("the task of this container is gone")
             task = await self.vault.reveal(task)
             description = task.get("application_container_description") or {}
             return {
@@ -120,11 +120,11 @@ class Callbacks:
             if dc_id not in cache:
                 dc = await self.store.find_one(DATA, {"_id": dc_id})
                 if dc is None:
-                    raise BadRequest(f"data container {dc_id} is gone")
+                    raise CallbackRefused(f"data container {dc_id} is gone")
                 cache[dc_id] = (digests(dc), await self.data_container_address(dc))
             held, address = cache[dc_id]
             if spec_digest not in held:
-                raise BadRequest(f"data container {dc_id} does not hold an input of this task")
+                raise CallbackRefused(f"data container {dc_id} does not hold an input of this task")
             key = self.vault.input_file_key(dc_id, held.index(spec_digest))
             rewritten.append({"connector_type": "http", "connector_access": {"url": f"http://{address}/{key}"}})
         return rewritten

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ccserver.web.bodies import MAX_DEPTH, convert_ids, path_text
-from ccserver.web.errors import BadRequest
+from ccserver.document_checks import MAX_DEPTH, convert_ids, path_text
+from ccserver.errors import QueryRefused
 
 ALLOWED_STAGES = frozenset(
     {
@@ -77,28 +77,28 @@ def vet(pipeline: Any, username: str | None) -> list[dict[str, Any]]:
     """The pipeline to run: checked, with ids in ``$match`` stages converted, and, when
     ``username`` is given (a standard user), restricted to that user's documents.
 
-    Raises :class:`BadRequest` naming the offending stage and key."""
+    Raises :class:`QueryRefused` naming the offending stage and key."""
     if not isinstance(pipeline, list):
-        raise BadRequest("aggregate: expected a list of stages")
+        raise QueryRefused("aggregate: expected a list of stages")
     stages: list[dict[str, Any]] = []
     for i, stage in enumerate(pipeline):
         where = f"aggregate[{i}]"
         if not isinstance(stage, dict) or len(stage) != 1:
-            raise BadRequest(f"{where}: each stage must be an object with exactly one key")
+            raise QueryRefused(f"{where}: each stage must be an object with exactly one key")
         ((name, spec),) = stage.items()
         if name not in ALLOWED_STAGES:
             allowed = " ".join(sorted(ALLOWED_STAGES))
-            raise BadRequest(f"{where}: stage {name!r} is not allowed (allowed: {allowed})")
+            raise QueryRefused(f"{where}: stage {name!r} is not allowed (allowed: {allowed})")
         check_operators(spec, path_text([name], where), 1)
         if name == "$match":
             if not isinstance(spec, dict):
-                raise BadRequest(f"{where}.$match: expected an object")
+                raise QueryRefused(f"{where}.$match: expected an object")
             spec = convert_ids(spec, f"{where}.$match")
         elif name in COUNT_STAGES:
             spec = count(spec, f"{where}.{name}", COUNT_STAGES[name])
         elif name == "$sample":
             if not isinstance(spec, dict) or "size" not in spec:
-                raise BadRequest(f"{where}.$sample: expected an object with a size")
+                raise QueryRefused(f"{where}.$sample: expected an object with a size")
             spec = {**spec, "size": count(spec["size"], f"{where}.$sample.size", 0)}
         stages.append({name: spec})
     if username is not None:
@@ -112,22 +112,22 @@ def vet(pipeline: Any, username: str | None) -> list[dict[str, Any]]:
 
 
 def count(value: Any, path: str, minimum: int) -> int:
-    """``value`` as the integer argument of a stage, or a :class:`BadRequest` naming ``path``."""
+    """``value`` as the integer argument of a stage, or a :class:`QueryRefused` naming ``path``."""
     if isinstance(value, float) and value.is_integer() and minimum <= value <= MAX_COUNT:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_COUNT:
-        raise BadRequest(f"{path}: expected an integer from {minimum} to {MAX_COUNT}, got {value!r}")
+        raise QueryRefused(f"{path}: expected an integer from {minimum} to {MAX_COUNT}, got {value!r}")
     return value
 
 
 def check_operators(value: Any, path: str, depth: int) -> None:
     """Refuse denied operators as keys at any depth of ``value``, and too deep nesting."""
     if depth > MAX_DEPTH:
-        raise BadRequest(f"{path}: nested deeper than {MAX_DEPTH} levels")
+        raise QueryRefused(f"{path}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
         for key, item in value.items():
             if key in DENIED_OPERATORS:
-                raise BadRequest(f"{path_text([key], path)}: operator {key} is not allowed in queries")
+                raise QueryRefused(f"{path_text([key], path)}: operator {key} is not allowed in queries")
             if isinstance(item, (dict, list)):
                 check_operators(item, path_text([key], path), depth + 1)
     elif isinstance(value, list):

@@ -19,10 +19,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ccserver import states
+from ccserver.document_checks import check_storable
+from ccserver.errors import UnknownTask
 from ccserver.storage.base import Document, Store
 from ccserver.vault import SECRETS, Vault
-from ccserver.web.bodies import check_storable
-from ccserver.web.errors import BadRequest
 
 log = Logger(namespace="ccserver.tasks")
 
@@ -271,7 +271,7 @@ async def cancel(
         known.update({doc["_id"]: doc["state"] for doc in found})
     for task_id in wanted:
         if task_id not in known:
-            raise BadRequest(f"task not found: {task_id}")
+            raise UnknownTask(f"task not found: {task_id}")
     live = [i for i in wanted if known[i] in states.LIVE_STATES]
     if live:
         now = clock.seconds()

@@ -47,10 +47,10 @@ from twisted.python.failure import Failure
 
 from ccserver.auth.passwords import HASH_FUNCTION, KEY_BYTES, SALT_BYTES, verify_password
 from ccserver.config import Config, ConfigError
+from ccserver.errors import BadCredentials
 from ccserver.logs import printable
 from ccserver.storage.base import Store
 from ccserver.threads import ThreadPoolService
-from ccserver.web.errors import Unauthorized
 
 log = Logger(namespace="ccserver.auth")
 
@@ -88,19 +88,19 @@ def token_digest(token: str) -> str:
 
 def parse_basic(header: bytes | None) -> tuple[str, str]:
     """``(username, secret)`` from an ``Authorization`` header value; anything malformed is
-    :class:`Unauthorized` (a 401), never an unhandled error."""
+    :class:`~ccserver.errors.BadCredentials`, never an unhandled error."""
     if not header:
-        raise Unauthorized("credentials required (HTTP basic authentication)")
+        raise BadCredentials("credentials required (HTTP basic authentication)")
     scheme, _, encoded = header.strip().partition(b" ")
     if scheme.lower() != b"basic":
-        raise Unauthorized("unsupported authorization scheme; use HTTP basic authentication")
+        raise BadCredentials("unsupported authorization scheme; use HTTP basic authentication")
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
-        raise Unauthorized("malformed basic credentials (base64 of UTF-8 'user:password')") from None
+        raise BadCredentials("malformed basic credentials (base64 of UTF-8 'user:password')") from None
     username, colon, secret = decoded.partition(":")
     if not colon or not username:
-        raise Unauthorized("malformed basic credentials (base64 of UTF-8 'user:password')")
+        raise BadCredentials("malformed basic credentials (base64 of UTF-8 'user:password')")
     return username, secret
 
 
@@ -168,7 +168,7 @@ class Authenticator:
     """Checks HTTP basic credentials (password, or token where allowed) against the store.
 
     ``authenticate(request, allow_token=True)`` fires with a :class:`User` or fails with
-    :class:`ccserver.web.errors.Unauthorized`; it sets ``request.ccserver_user`` for the
+    :class:`ccserver.errors.BadCredentials`; it sets ``request.ccserver_user`` for the
     request log.  ``issue_token(request, user)`` fires with ``(token, valid_for_seconds)``.
     ``client_address(request)`` is the socket peer, or the forwarded address when the peer
     is a trusted proxy.
@@ -255,7 +255,7 @@ class Authenticator:
                 user=printable(username),
                 ip=printable(self.client_address(request)),
             )
-            raise Unauthorized(_LOCKED)
+            raise BadCredentials(_LOCKED)
         stored = _stored_hash(user)
         if stored is not None and self.cache.hit(guess, stored[0] + stored[1], self.clock.seconds()):
             return self._accept(request, user, "cached password")
@@ -276,7 +276,7 @@ class Authenticator:
         log.info(
             "failed login for {user} from {ip}", user=printable(username), ip=printable(self.client_address(request))
         )
-        raise Unauthorized(_DENIED)
+        raise BadCredentials(_DENIED)
 
     def _accept(self, request: Any, user: Any, how: str) -> User:
         request.ccserver_user = user["username"]

@@ -1,9 +1,10 @@
 """The REST API of cc-protocol.md §4 as a Klein application.
 
-Every route reads the same way: authenticate → parse and validate the body → one domain call
-→ JSON with ids as hex strings and secrets masked.  Errors are exceptions; ``_errors`` hands
-every one of them to :func:`ccserver.web.errors.render_failure`, the one place they become
-answers.
+Every route reads the same way: authenticate (the guard of :func:`ccserver.web.routes.authorized_route`, before
+the handler runs) → parse and validate the body → one domain call → JSON with ids as hex
+strings and secrets masked.  Errors are exceptions (:mod:`ccserver.errors` from the domain);
+``_errors`` hands every one of them to :func:`ccserver.web.errors.render_failure`, the one
+place they become answers.
 """
 
 from __future__ import annotations
@@ -23,23 +24,18 @@ from ccserver import __version__, queries, tasks
 from ccserver.auth.guard import Authenticator, User
 from ccserver.collector import CollectorPause
 from ccserver.config import Config
+from ccserver.document_checks import check_storable, convert_ids
 from ccserver.documents import to_client
+from ccserver.errors import DomainError, Invalid, QueryRefused, Unavailable
 from ccserver.storage.base import StorageError, Store
 from ccserver.vault import Vault
 from ccserver.web import bodies, openapi
 from ccserver.web.cors import CORSPolicy, CORSResource
-from ccserver.web.errors import (
-    APIError,
-    BadRequest,
-    Forbidden,
-    NotFoundError,
-    ServiceUnavailable,
-    render_failure,
-    write_json,
-)
+from ccserver.web.errors import NoSuchEndpoint, WebError, render_failure, write_json
 from ccserver.web.offload import RequestWork
 from ccserver.web.query_cache import QueryCache
 from ccserver.web.root import build_root
+from ccserver.web.routes import authorized_route
 
 log = Logger(namespace="ccserver.http")
 
@@ -122,7 +118,7 @@ class API:
     @app.handle_errors(Exception)
     def _errors(self, request: Any, failure: Failure) -> bytes:
         if failure.check(RequestRedirect):
-            failure = Failure(NotFoundError("no such endpoint"))
+            failure = Failure(NoSuchEndpoint("no such endpoint"))
         return render_failure(request, failure)
 
     # --- helpers --------------------------------------------------------------------------
@@ -163,39 +159,33 @@ class API:
         request.setHeader(b"content-type", b"application/json")
         return self._openapi
 
-    @app.route("/token", methods=["GET"])
-    async def token(self, request: Any) -> bytes:
-        user = await self.auth.authenticate(request, allow_token=False)
+    @authorized_route(app, "/token", methods=["GET"], tokens=False)
+    async def token(self, request: Any, user: User) -> bytes:
         token, valid_for = await self.auth.issue_token(request, user)
         seconds = int(valid_for) if float(valid_for).is_integer() else valid_for
         return self._answer(request, {"token": token, "valid_for_seconds": seconds})
 
     # --- nodes ----------------------------------------------------------------------------
 
-    @app.route("/nodes", methods=["GET"])
-    async def nodes(self, request: Any) -> bytes:
-        await self.auth.authenticate(request)
+    @authorized_route(app, "/nodes", methods=["GET"])
+    async def nodes(self, request: Any, user: User) -> bytes:
         return self._answer(request, await self.cluster.nodes_status())
 
-    @app.route("/nodes", methods=["POST"])
-    async def recheck_nodes(self, request: Any) -> bytes:
-        user = await self.auth.authenticate(request)
-        if not user.is_admin:
-            raise Forbidden("only admins may re-check nodes")
+    @authorized_route(app, "/nodes", methods=["POST"], admin_only="re-check nodes")
+    async def recheck_nodes(self, request: Any, user: User) -> bytes:
         body = await self._body(request, "Nodes")
         names = list(dict.fromkeys(node["name"] for node in body["nodes"]))
         known = set(self.cluster.node_names())
         unknown = [name for name in names if name not in known]
         if unknown:
-            raise BadRequest(f"unknown node: {unknown[0]}")
+            raise Invalid(f"unknown node: {unknown[0]}")
         await self.cluster.recheck(names)
         return self._answer(request, {})
 
     # --- tasks ----------------------------------------------------------------------------
 
-    @app.route("/tasks", methods=["POST"])
-    async def submit_tasks(self, request: Any) -> bytes:
-        user = await self.auth.authenticate(request)
+    @authorized_route(app, "/tasks", methods=["POST"])
+    async def submit_tasks(self, request: Any, user: User) -> bytes:
         size = bodies.size(request)
         release = self._pause_collector(size)
         try:
@@ -207,9 +197,8 @@ class API:
         finally:
             release()
 
-    @app.route("/tasks/cancel", methods=["POST"])
-    async def cancel_tasks(self, request: Any) -> bytes:
-        user = await self.auth.authenticate(request)
+    @authorized_route(app, "/tasks/cancel", methods=["POST"])
+    async def cancel_tasks(self, request: Any, user: User) -> bytes:
         size = bodies.size(request)
         release = self._pause_collector(size)
         try:
@@ -223,8 +212,7 @@ class API:
 
     # --- queries --------------------------------------------------------------------------
 
-    async def _query(self, request: Any, collection: str) -> bytes:
-        user = await self.auth.authenticate(request)
+    async def _query(self, request: Any, user: User, collection: str) -> bytes:
         body = await self._body(request, "Query")
         pipeline = queries.vet(body["aggregate"], _scope(user))
         key = self.query_cache.key(collection, _scope(user), pipeline)
@@ -235,7 +223,7 @@ class API:
             if running is not None:
                 try:
                     cached = await running
-                except APIError:
+                except (DomainError, WebError):
                     raise
                 except Exception:
                     # the other request broke off (its client left, say): run it here
@@ -251,7 +239,7 @@ class API:
                 timeout=self.config.server.query_timeout_seconds,
             )
             if len(docs) > limit:
-                raise BadRequest(f"query returns more than {limit} documents; add $limit")
+                raise QueryRefused(f"query returns more than {limit} documents; add $limit")
         except BaseException as e:
             self.query_cache.fail(key, generation, e)
             raise
@@ -259,21 +247,21 @@ class API:
         self.query_cache.put(key, generation, answer)
         return answer
 
-    @app.route("/tasks/query", methods=["POST"])
-    def query_tasks(self, request: Any) -> Any:
-        return self._query(request, "tasks")
+    @authorized_route(app, "/tasks/query", methods=["POST"])
+    def query_tasks(self, request: Any, user: User) -> Any:
+        return self._query(request, user, "tasks")
 
-    @app.route("/task-groups/query", methods=["POST"])
-    def query_task_groups(self, request: Any) -> Any:
-        return self._query(request, "task_groups")
+    @authorized_route(app, "/task-groups/query", methods=["POST"])
+    def query_task_groups(self, request: Any, user: User) -> Any:
+        return self._query(request, user, "task_groups")
 
-    @app.route("/application-containers/query", methods=["POST"])
-    def query_application_containers(self, request: Any) -> Any:
-        return self._query(request, "application_containers")
+    @authorized_route(app, "/application-containers/query", methods=["POST"])
+    def query_application_containers(self, request: Any, user: User) -> Any:
+        return self._query(request, user, "application_containers")
 
-    @app.route("/data-containers/query", methods=["POST"])
-    def query_data_containers(self, request: Any) -> Any:
-        return self._query(request, "data_containers")
+    @authorized_route(app, "/data-containers/query", methods=["POST"])
+    def query_data_containers(self, request: Any, user: User) -> Any:
+        return self._query(request, user, "data_containers")
 
     # --- container callbacks (cc-protocol.md §7) -------------------------------------------
 
@@ -281,7 +269,7 @@ class API:
         # no user authentication: the callback key in the body is checked by the handler
         body = await self._body(request, "Callback", _storable_with_ids)
         if self.callbacks is None:
-            raise ServiceUnavailable("container callbacks are not being accepted yet")
+            raise Unavailable("container callbacks are not being accepted yet")
         gone: list[Any] = []
         request.notifyFinish().addBoth(gone.append)
         try:
@@ -320,8 +308,8 @@ def _read_body(request: Any, schema: str, then: Any = None) -> Any:
 
 
 def _storable_with_ids(body: dict[str, Any]) -> dict[str, Any]:
-    bodies.check_storable(body, "")
-    return bodies.convert_ids(body)
+    check_storable(body, "")
+    return convert_ids(body)
 
 
 def _submission(request: Any, user: User, now: float, vault: Vault) -> tasks.Submission:
@@ -334,7 +322,7 @@ def _cancellation(request: Any) -> tuple[bool, list[Any]]:
     body = bodies.read(request)
     batch = "tasks" in body
     bodies.validate("CancelMany" if batch else "CancelOne", body)
-    body = bodies.convert_ids(body)
+    body = convert_ids(body)
     return batch, [t["_id"] for t in body["tasks"]] if batch else [body["_id"]]
 
 

@@ -1,6 +1,6 @@
 """Reading request bodies: bytes → JSON object → validated → ids converted.
 
-Everything here turns client mistakes into :class:`~ccserver.web.errors.BadRequest` with a
+Everything here turns client mistakes into :class:`~ccserver.errors.Invalid` with a
 message that says where and what, because "Nothing a client sends may produce a 500"
 (cc-protocol.md §3).  Python's ``json`` accepts more than JSON (``NaN``, ``Infinity``, lone
 UTF-16 surrogates, integers of any size) and BSON can store less (64-bit integers, UTF-8
@@ -13,20 +13,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
 from typing import Any
 
-from bson import ObjectId
-from bson.errors import InvalidId
 from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
 
+from ccserver.document_checks import MAX_DEPTH, path_text
+from ccserver.errors import Invalid
 from ccserver.web.content_type import require_json
-from ccserver.web.errors import BadRequest
 from ccserver.web.schemas import FAST_VALIDATORS, VALIDATORS
 
-#: deeper nesting is refused: MongoDB stores at most 100 levels, and our own walks recurse
-MAX_DEPTH = 64
 INT64 = (-(2**63), 2**63 - 1)
 
 # a run of 19+ digits may not fit into 64 bits (or, as a float, may overflow to infinity);
@@ -137,11 +133,11 @@ def _parse_in_pieces(text: str, decoder: json.JSONDecoder) -> Any:
 
 
 def parse(raw: bytes) -> dict[str, Any]:
-    """The JSON object in ``raw``; :class:`BadRequest` for anything else."""
+    """The JSON object in ``raw``; :class:`Invalid` for anything else."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BadRequest(f"the body is not UTF-8 text: {e.reason} at byte {e.start}") from None
+        raise Invalid(f"the body is not UTF-8 text: {e.reason} at byte {e.start}") from None
     hooks: dict[str, Any] = {"parse_constant": _refuse_constant}
     if _search(_RISKY_NUMBER, raw):
         hooks.update(parse_int=_checked_int, parse_float=_checked_float)
@@ -155,18 +151,18 @@ def parse(raw: bytes) -> dict[str, Any]:
         if body is None:
             body = json.loads(text, **hooks)
     except RecursionError:
-        raise BadRequest(f"the body is nested deeper than {MAX_DEPTH} levels") from None
+        raise Invalid(f"the body is nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as e:
-        raise BadRequest(f"the body is not valid JSON: {e}") from None
+        raise Invalid(f"the body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
-        raise BadRequest(f"the body must be a JSON object, not {_json_type(body)}")
+        raise Invalid(f"the body must be a JSON object, not {_json_type(body)}")
     if _search(_SURROGATE, raw):
         try:
             json.dumps(body, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            raise BadRequest("the body holds a string with a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
+            raise Invalid("the body holds a string with a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
         except RecursionError:
-            raise BadRequest(f"the body is nested deeper than {MAX_DEPTH} levels") from None
+            raise Invalid(f"the body is nested deeper than {MAX_DEPTH} levels") from None
     return body
 
 
@@ -199,14 +195,6 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
-def path_text(path: Iterable[Any], prefix: str = "") -> str:
-    """``tasks[3].application_container_description.container_ram``"""
-    out = prefix
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def describe(error: ValidationError) -> str:
     where = path_text(error.absolute_path) or "(body)"
     return f"{where}: {_short(error.message)}"
@@ -217,7 +205,7 @@ def _short(message: str, limit: int = 300) -> str:
 
 
 def validate(name: str, body: Any) -> None:
-    """Raise :class:`BadRequest` naming the most relevant violation of schema ``name``
+    """Raise :class:`Invalid` naming the most relevant violation of schema ``name``
     (a key of :data:`ccserver.web.schemas.REQUESTS`).
 
     The compiled check runs first; only when it refuses does ``jsonschema`` (the reference)
@@ -233,43 +221,4 @@ def validate(name: str, body: Any) -> None:
     if validator.is_valid(body):
         return
     error = best_match(validator.iter_errors(body))
-    raise BadRequest(describe(error))
-
-
-def is_id_key(key: str) -> bool:
-    return key.endswith("_id") or key.endswith("_ids")
-
-
-def convert_ids(value: Any, path: str = "", under_id: bool = False) -> Any:
-    """A copy of ``value`` in which the strings under keys ending in ``_id``/``_ids`` (at any
-    depth below such a key, so ``{"_id": {"$in": [...]}}`` works as in 0.10) are ObjectIds.
-
-    :class:`BadRequest` names the first string that is not an id."""
-    if isinstance(value, dict):
-        return {k: convert_ids(v, path_text([k], path), under_id or is_id_key(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [convert_ids(v, f"{path}[{i}]", under_id) for i, v in enumerate(value)]
-    if under_id and isinstance(value, str):
-        try:
-            return ObjectId(value)
-        except (InvalidId, TypeError):
-            raise BadRequest(f"{path}: {value[:60]!r} is not a valid id (24 hex digits)") from None
-    return value
-
-
-def check_storable(value: Any, path: str, depth: int = 0) -> None:
-    """Refuse what a client may put into free-form objects (``parameters``,
-    ``connector_access``, ...) but MongoDB cannot store as given: keys starting with ``$``,
-    keys with ``.`` or NUL, nesting deeper than :data:`MAX_DEPTH`."""
-    if depth > MAX_DEPTH:
-        raise BadRequest(f"{path}: nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key.startswith("$") or "." in key or "\x00" in key:
-                raise BadRequest(f"{path_text([key], path)}: keys may not start with '$' or contain '.' or NUL")
-            if isinstance(item, (dict, list)):
-                check_storable(item, path_text([key], path), depth + 1)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            if isinstance(item, (dict, list)):
-                check_storable(item, f"{path}[{i}]", depth + 1)
+    raise Invalid(describe(error))

@@ -22,13 +22,9 @@ from typing import Any
 
 from werkzeug.http import parse_options_header
 
-from ccserver.web.errors import APIError
+from ccserver.web.errors import UnsupportedMediaType
 
 EXPECTED = "application/json"
-
-
-class UnsupportedMediaType(APIError):
-    status = 415
 
 
 def is_json_type(media_type: str) -> bool:

@@ -1,4 +1,7 @@
-"""Errors a route may raise, and the one place that turns them into JSON answers."""
+"""The one place where errors become JSON answers, and the refusals of the web layer itself.
+
+The domain raises :mod:`ccserver.errors`; the storage layer its own errors; both, and the
+few refusals that only HTTP knows (:class:`WebError`), meet in :data:`ANSWERS`."""
 
 from __future__ import annotations
 
@@ -9,41 +12,58 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from werkzeug.exceptions import HTTPException
 
+from ccserver.errors import Invalid, NotAllowed, NotFound, Unauthenticated, Unavailable
 from ccserver.storage.base import QueryError, StorageUnavailable
 
 log = Logger(namespace="ccserver.http")
 
 
-class APIError(Exception):
-    """An answer other than 2xx that the client caused or must know about."""
+class WebError(Exception):
+    """A refusal that only the web layer knows of (no such endpoint, a body that is not
+    JSON, a server too busy to read it); ``message`` is for the client."""
 
-    status = 400
-
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        if status is not None:
-            self.status = status
 
 
-class BadRequest(APIError):
-    status = 400
+class NoSuchEndpoint(WebError):
+    pass
 
 
-class Unauthorized(APIError):
-    status = 401
+class UnsupportedMediaType(WebError):
+    pass
 
 
-class Forbidden(APIError):
-    status = 403
+class Busy(WebError):
+    pass
 
 
-class NotFoundError(APIError):
-    status = 404
+#: exception kind -> (status, how its message is written); the most specific kind in an
+#: exception's MRO wins.  The one place where errors become status codes.
+ANSWERS: dict[type[BaseException], tuple[int, str]] = {
+    Invalid: (400, "{}"),
+    Unauthenticated: (401, "{}"),
+    NotAllowed: (403, "{}"),
+    NotFound: (404, "{}"),
+    Unavailable: (503, "{}"),
+    NoSuchEndpoint: (404, "{}"),
+    UnsupportedMediaType: (415, "{}"),
+    Busy: (503, "{}"),
+    QueryError: (400, "query refused: {}"),
+    StorageUnavailable: (503, "database unavailable: {}"),
+}
 
 
-class ServiceUnavailable(APIError):
-    status = 503
+def answer_for(error: BaseException) -> tuple[int, str] | None:
+    """``(status, message)`` of the answer to ``error``; ``None`` when it is none of ours to
+    answer (a bug: a 500)."""
+    for kind in type(error).__mro__:
+        entry = ANSWERS.get(kind)
+        if entry is not None:
+            status, text = entry
+            return status, text.format(error)
+    return None
 
 
 def write_json(request: Any, status: int, body: Any, rendered: bytes | None = None) -> bytes:
@@ -65,8 +85,9 @@ def render_failure(request: Any, failure: Failure) -> bytes:
     remember what is typed there for every later request to this server, cross-site form posts
     included (docs/authentication.rst)."""
     error = failure.value
-    if isinstance(error, APIError):
-        return write_json(request, error.status, {"error": error.message})
+    answer = answer_for(error)
+    if answer is not None:
+        return write_json(request, answer[0], {"error": answer[1]})
     if isinstance(error, HTTPException):
         code = error.code or 500
         message = {404: "no such endpoint", 405: "method not allowed for this endpoint"}.get(code, error.name)
@@ -74,9 +95,5 @@ def render_failure(request: Any, failure: Failure) -> bytes:
         if code == 405 and valid_methods:
             request.setHeader(b"allow", ", ".join(valid_methods).encode())
         return write_json(request, code, {"error": message})
-    if isinstance(error, StorageUnavailable):
-        return write_json(request, 503, {"error": f"database unavailable: {error}"})
-    if isinstance(error, QueryError):
-        return write_json(request, 400, {"error": f"query refused: {error}"})
     log.failure("unhandled error in {method} {path}", failure, method=request.method, path=request.path)
     return write_json(request, 500, {"error": "internal server error"})

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from ccserver.threads import QueueTimeout, ThreadPoolService
-from ccserver.web.errors import ServiceUnavailable
+from ccserver.web.errors import Busy
 
 T = TypeVar("T")
 
@@ -52,4 +52,4 @@ class RequestWork:
 
 def _busy(failure: Failure) -> Failure:
     failure.trap(QueueTimeout)
-    raise ServiceUnavailable("the server is busy with other large requests; try again later")
+    raise Busy("the server is busy with other large requests; try again later")

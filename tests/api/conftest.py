@@ -23,12 +23,12 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from ccserver.auth.guard import Authenticator
 from ccserver.auth.users import create_user
 from ccserver.config import Config, from_dict
+from ccserver.errors import WrongCallbackKey
 from ccserver.storage.base import Store
 from ccserver.testing.fakes import FakeCluster, FakeScheduler
 from ccserver.threads import ThreadPoolService
 from ccserver.vault import Vault
 from ccserver.web.api import API
-from ccserver.web.errors import Unauthorized
 from ccserver.web.site import CCSite
 
 ALICE = ("alice", "alice-secret-1")
@@ -153,7 +153,7 @@ class KeyCheckingCallbacks:
     async def handle(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
         container = await self.store.find_one(collection, {"_id": body["container_id"]})
         if container is None or container.get("callback_key") != body["callback_key"]:
-            raise Unauthorized("unknown container or wrong callback key")
+            raise WrongCallbackKey("unknown container or wrong callback key")
         self.received.append((collection, body))
         return self.answer
 

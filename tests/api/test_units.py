@@ -12,12 +12,13 @@ from hypothesis import given, settings
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
+from ccserver.document_checks import convert_ids
 from ccserver.documents import MASK, mask_secrets, masking_update, to_client
+from ccserver.errors import BadId, Invalid, NotStorable, QueryRefused
 from ccserver.queries import ALLOWED_STAGES, DENIED_OPERATORS, vet
 from ccserver.tasks import Submitter
 from ccserver.vault import Vault
-from ccserver.web.bodies import convert_ids, parse, validate
-from ccserver.web.errors import BadRequest
+from ccserver.web.bodies import parse, validate
 from ccserver.web.openapi import document
 from ccserver.web.schemas import FAST_VALIDATORS, REQUESTS, VALIDATORS
 from tests.api.conftest import sample_task
@@ -95,7 +96,7 @@ def test_convert_ids_below_id_keys_only() -> None:
         "task_group_id": {"$in": [b]},
         "n": {"data_container_ids": {"$all": [a]}},
     }
-    with pytest.raises(BadRequest, match=r"tasks\[1\]\._id: 'nope' is not a valid id"):
+    with pytest.raises(BadId, match=r"tasks\[1\]\._id: 'nope' is not a valid id"):
         convert_ids({"tasks": [{"_id": str(a)}, {"_id": "nope"}]})
 
 
@@ -112,9 +113,9 @@ def test_vet_prepends_the_user_filter_for_standard_users() -> None:
 @pytest.mark.parametrize("operator", sorted(DENIED_OPERATORS))
 def test_vet_refuses_each_denied_operator_at_depth(operator: str) -> None:
     nested = [{"$match": {"$and": [{"x": {"$elemMatch": {operator: 1}}}]}}]
-    with pytest.raises(BadRequest, match=operator.replace("$", r"\$")):
+    with pytest.raises(QueryRefused, match=operator.replace("$", r"\$")):
         vet(nested, None)
-    with pytest.raises(BadRequest):
+    with pytest.raises(QueryRefused):
         vet([{"$project": {"a": [[{"b": {operator: {}}}]]}}], "alice")
 
 
@@ -132,14 +133,14 @@ def test_vet_refuses_deep_nesting() -> None:
     deep: Any = 1
     for _ in range(100):
         deep = {"a": deep}
-    with pytest.raises(BadRequest, match="deeper"):
+    with pytest.raises(QueryRefused, match="deeper"):
         vet([{"$match": deep}], None)
 
 
 def test_validation_message_names_the_path() -> None:
     body = {"tasks": [sample_task() for _ in range(4)]}
     body["tasks"][3]["application_container_description"]["container_ram"] = "x"
-    with pytest.raises(BadRequest) as info:
+    with pytest.raises(Invalid) as info:
         validate("Tasks", body)
     assert info.value.message == "tasks[3].application_container_description.container_ram: 'x' is not of type 'number'"
 
@@ -150,7 +151,7 @@ def test_parse_accepts_64_bit_integers_and_refuses_larger() -> None:
         "b": -(2**63),
         "c": 1.5e300,
     }
-    with pytest.raises(BadRequest):
+    with pytest.raises(Invalid):
         parse(b'{"a": 9223372036854775808}')
     assert parse(b'{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}
 
@@ -253,4 +254,4 @@ def test_submitter_refuses_unstorable_bodies_at_once() -> None:
     task = sample_task(input_files=[{"connector_type": "x", "connector_access": {"$bad": 1}}])
     failures: list[Any] = []
     submitter.submit(_User(), task).addErrback(failures.append)
-    assert failures[0].check(BadRequest)
+    assert failures[0].check(NotStorable)

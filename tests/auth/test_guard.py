@@ -28,8 +28,8 @@ from ccserver.auth.guard import (
     parse_networks,
 )
 from ccserver.config import ConfigError
+from ccserver.errors import BadCredentials
 from ccserver.storage import Store
-from ccserver.web.errors import Unauthorized
 from tests.auth import CountingPool, make_config, make_request, within
 
 PASSWORD = "correct horse"
@@ -52,7 +52,7 @@ PASSWORD = "correct horse"
     ],
 )
 def test_bad_headers_are_unauthorized(header: bytes | None, message: str) -> None:
-    with pytest.raises(Unauthorized, match=message):
+    with pytest.raises(BadCredentials, match=message):
         parse_basic(header)
 
 
@@ -65,7 +65,7 @@ def test_any_header_is_credentials_or_unauthorized(raw: bytes) -> None:
     for header in (raw, b"Basic " + raw, b"Basic " + base64.b64encode(raw)):
         try:
             username, secret = parse_basic(header)
-        except Unauthorized:
+        except BadCredentials:
             continue
         assert username and isinstance(secret, str)
 
@@ -155,7 +155,7 @@ class Env:
         return await within(self.auth.authenticate(make_request((user, password), **kwargs), allow_token))
 
     async def refused(self, password: str = PASSWORD, user: str = "alice", **kwargs: Any) -> str:
-        with pytest.raises(Unauthorized) as info:
+        with pytest.raises(BadCredentials) as info:
             await self.login(password, user, **kwargs)
         return info.value.message
 
@@ -180,7 +180,7 @@ async def test_password_login_and_failures(store: Store, hash_pool: CountingPool
     assert hash_pool.verifications == 4  # the unknown user cost a PBKDF2 too
     assert hash_pool.on_reactor_thread == 0
     assert await within(store.count("block_entries", {})) == 2
-    with pytest.raises(Unauthorized, match="credentials required"):
+    with pytest.raises(BadCredentials, match="credentials required"):
         await within(env.auth.authenticate(make_request(None)))
 
 

@@ -19,11 +19,12 @@ from twisted.internet.task import Clock
 from ccserver import states
 from ccserver.collector import CollectorPause
 from ccserver.config import from_dict
+from ccserver.errors import Invalid
 from ccserver.scheduling import rounds
 from ccserver.storage.base import Store
 from ccserver.threads import QueueTimeout, ThreadPoolService
 from ccserver.web import bodies
-from ccserver.web.errors import BadRequest, ServiceUnavailable
+from ccserver.web.errors import Busy
 from ccserver.web.offload import RequestWork
 
 json_values = st.recursive(
@@ -44,7 +45,7 @@ def outcome(raw: bytes, piecewise: bool) -> tuple[str, Any]:
     bodies.PIECEWISE_BYTES = 0 if piecewise else 10**12
     try:
         return "ok", bodies.parse(raw)
-    except BadRequest as e:
+    except Invalid as e:
         return "error", e.message
     finally:
         bodies.PIECEWISE_BYTES = saved
@@ -122,7 +123,7 @@ async def test_large_work_that_waits_past_its_deadline_is_dropped_and_answered_5
     try:
         busy = pool.run(blocker.wait, 10)
         work = RequestWork(pool, inline_bytes=100, queue_seconds=0.2)
-        with pytest.raises(ServiceUnavailable, match="busy with other large requests"):
+        with pytest.raises(Busy, match="busy with other large requests"):
             await work.run(101, ran.append, "late")
         assert await work.run(100, lambda: threading.current_thread().name) == threading.current_thread().name
         with pytest.raises(QueueTimeout):

@@ -16,8 +16,8 @@ import pytest_twisted
 from twisted.internet.task import Clock
 
 from ccserver.auth.guard import PURGE_INTERVAL_SECONDS, Authenticator, User
+from ccserver.errors import BadCredentials
 from ccserver.storage.base import Store
-from ccserver.web.errors import Unauthorized
 from tests.api.conftest import ALICE, Server, accounts, api_server, hash_pool, start_server  # noqa: F401
 from tests.auth import make_config, make_request, within
 
@@ -57,7 +57,7 @@ async def test_a_plaintext_token_of_an_older_ccserver_stops_working_and_is_purge
             "tokens", {"username": ALICE[0], "ip": "192.0.2.10", "token": old, "timestamp": clock.seconds()}
         )
     )
-    with pytest.raises(Unauthorized):
+    with pytest.raises(BadCredentials):
         await within(auth.authenticate(make_request((ALICE[0], old))))
     assert await within(accounts.count("tokens", {"token": {"$exists": True}})) == 0
     # a new token works, and the purge keeps it
