@@ -14,6 +14,7 @@ import pytest
 import pytest_twisted
 
 from ccserver.web.content_type import UnsupportedMediaType, check, is_json_type
+from ccserver.web.errors import answer_for
 from tests.api import conftest as api_fixtures
 from tests.api.conftest import ADMIN, ALICE, Server, sample_task
 
@@ -60,7 +61,7 @@ def test_json_types_are_accepted(value: bytes) -> None:
 def test_other_types_are_refused_naming_the_expected_one(value: bytes, message: str) -> None:
     with pytest.raises(UnsupportedMediaType) as refused:
         check([value])
-    assert refused.value.status == 415
+    assert answer_for(refused.value) == (415, refused.value.message)
     assert "application/json" in refused.value.message
     assert message in refused.value.message
 
