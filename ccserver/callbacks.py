@@ -41,7 +41,7 @@ class Callbacks:
         self.wake = wake
 
     async def handle(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Check, record and act on one callback; the answer body, or an APIError.
+        """Check, record and act on one callback; the answer body, or a :class:`~ccserver.errors.DomainError`.
 
         The callback is stored before it is acted on.  When the answer was lost (the daemon
         was killed, the database went away half-way: the worker saw an error and sends the
