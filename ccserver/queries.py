@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ccserver.web.bodies import MAX_DEPTH, convert_ids, path_text
+from ccserver.keypaths import path_text
+from ccserver.web.bodies import MAX_DEPTH, convert_ids
 from ccserver.web.errors import BadRequest
 
 ALLOWED_STAGES = frozenset(

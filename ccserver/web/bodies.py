@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from bson import ObjectId
@@ -21,6 +20,7 @@ from bson.errors import InvalidId
 from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
 
+from ccserver.keypaths import path_text
 from ccserver.web.content_type import require_json
 from ccserver.web.errors import BadRequest
 from ccserver.web.schemas import FAST_VALIDATORS, VALIDATORS
@@ -197,14 +197,6 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
-
-
-def path_text(path: Iterable[Any], prefix: str = "") -> str:
-    """``tasks[3].application_container_description.container_ram``"""
-    out = prefix
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def describe(error: ValidationError) -> str:
