@@ -261,6 +261,7 @@ class CCServer(MultiService):
         work), the store last (in-flight writes finish).  Children that never started (the
         start failed before them) are skipped."""
         Service.stopService(self)
+        self.api.submitter.stop()
         for child in reversed(list(self)):
             if not child.running:
                 continue
