@@ -22,6 +22,7 @@ from urllib.parse import quote_plus
 import jsonschema
 
 from ccserver.config_schema import SCHEMA
+from ccserver.keypaths import path_text
 
 DEFAULT_PORT = 5000
 DEFAULT_TLS_PORT = 8443
@@ -131,6 +132,12 @@ class RegistryAuth:
     password: str
 
 
+def auth_config(auth: RegistryAuth | None) -> dict[str, str] | None:
+    """``auth`` as the Docker SDK's ``auth_config`` for a pull (the same ``{"username",
+    "password"}`` shape as a task's ``registry_auth``), or None without credentials."""
+    return {"username": auth.username, "password": auth.password} if auth else None
+
+
 @dataclass(frozen=True)
 class DataContainerDefaults:
     image: str
@@ -233,15 +240,8 @@ def find_config(explicit: str | None, env: Mapping[str, str] | None = None) -> P
 # --- loading ---------------------------------------------------------------------------
 
 
-def _key_path(path: Any) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def _describe(error: jsonschema.ValidationError) -> str:
-    where = _key_path(error.absolute_path)
+    where = path_text(error.absolute_path)
     if error.validator == "additionalProperties":
         # an object and its schema: mappings
         instance, schema = cast(Mapping[str, Any], error.instance), cast(Mapping[str, Any], error.schema)

@@ -8,24 +8,18 @@ and what is wrong there.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
 
 from ccserver.errors import BadId, NotStorable
+from ccserver.keypaths import path_text
+
+__all__ = ["MAX_DEPTH", "check_storable", "convert_ids", "is_id_key", "path_text"]
 
 #: deeper nesting is refused: MongoDB stores at most 100 levels, and our own walks recurse
 MAX_DEPTH = 64
-
-
-def path_text(path: Iterable[Any], prefix: str = "") -> str:
-    """``tasks[3].application_container_description.container_ram``"""
-    out = prefix
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def is_id_key(key: str) -> bool:

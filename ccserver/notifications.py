@@ -61,11 +61,11 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from ccserver.destinations import CheckedEndpointFactory, DestinationRefused, Destinations
+from ccserver.documents import MASK
 from ccserver.httpauth import DigestError, digest_authorization, find_digest_challenge
 
 log = Logger()
 
-MASK = "**********"
 AUTH_TYPES = ("basic", "digest")
 
 

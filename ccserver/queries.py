@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ccserver.document_checks import MAX_DEPTH, convert_ids, path_text
+from ccserver.document_checks import MAX_DEPTH, convert_ids
 from ccserver.errors import QueryRefused
+from ccserver.keypaths import path_text
 
 ALLOWED_STAGES = frozenset(
     {

@@ -73,11 +73,14 @@ def connection_limits(config: Config) -> Limits:
 
 
 class CCServer(MultiService):
-    def __init__(self, config: Config, reactor: Any, cli_listen: list[str] | None = None) -> None:
+    def __init__(self, config: Config, reactor: Any, plan: listeners.Plan | None = None) -> None:
+        """``plan``: where to listen, as :func:`ccserver.listeners.plan` made it from the
+        configuration and the command line (``makeService`` checks its endpoints first);
+        without one, the configuration's listeners."""
         super().__init__()
         self.config = config
         self.reactor = reactor
-        self.plan = listeners.plan(config, list(cli_listen or ()))
+        self.plan = plan if plan is not None else listeners.plan(config, [])
         #: the callback base URL containers use; final once ``ready`` has fired
         self.host: str | None = self.plan.host
 
@@ -258,6 +261,7 @@ class CCServer(MultiService):
         work), the store last (in-flight writes finish).  Children that never started (the
         start failed before them) are skipped."""
         Service.stopService(self)
+        self.api.submitter.stop()
         for child in reversed(list(self)):
             if not child.running:
                 continue

@@ -83,7 +83,7 @@ def makeService(options: Options) -> Any:
     from ccserver.vault import ServerKeyError
 
     try:
-        root = CCServer(config, reactor, options["listen"])
+        root = CCServer(config, reactor, plan)
     except ServerKeyError as e:
         _fail(f"server.secret_key_file: {e}")
     reactor.callWhenRunning(_exit_cleanly_on_signals, reactor)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -29,6 +30,12 @@ log = Logger(namespace="ccserver.tasks")
 
 class Clock(Protocol):
     def seconds(self) -> float: ...
+
+
+class Timer(Clock, Protocol):
+    """What a :class:`Submitter` needs of its clock (the reactor, or a test's ``Clock``)."""
+
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> IDelayedCall: ...
 
 
 class Principal(Protocol):
@@ -103,52 +110,18 @@ async def store_submissions(store: Store, submissions: Sequence[Submission]) -> 
     """Insert the groups, then the tasks, of ``submissions``: one ``insert_many`` each.
 
     Groups go in first: a scheduler never sees a task whose group is missing.  The answer is
-    sent only after both writes, so a submission that got an answer is complete.  If a write
-    fails, what may have been stored (on MongoDB an ``insert_many`` that fails part-way keeps
-    the documents before the failure, and a timed-out one may still complete) is removed again
-    before the error is raised; if even that fails (the database went away), the groups are
-    remembered and :func:`remove_leftovers` removes them later.  What a crash interrupts is
-    found at the next start by :mod:`ccserver.scheduling.recovery`: a group whose stored tasks
-    are fewer than its ``tasks_count`` never got an answer, and goes with its tasks."""
+    sent only after both writes, so a submission that got an answer is complete.  A write that
+    fails raises; what it may have stored is the caller's to remove (see
+    :meth:`Submitter._store`).  What a crash interrupts is found at the next start by
+    :mod:`ccserver.scheduling.recovery`: a group whose stored tasks are fewer than its
+    ``tasks_count`` never got an answer, and goes with its tasks."""
     groups = [s.group for s in submissions]
     tasks = [t for s in submissions for t in s.tasks]
     secrets = [k for s in submissions for k in s.secrets]
-    try:
-        if secrets:  # before the tasks: no task is ever without its secrets
-            await store.insert_many(SECRETS, secrets)
-        await store.insert_many("task_groups", groups)
-        await store.insert_many("tasks", tasks)
-    except Exception:
-        await _remove(store, [s.group["_id"] for s in submissions])
-        raise
-
-
-#: ids of task groups whose failed submission could not be removed yet (the database was away)
-_leftovers: set[ObjectId] = set()
-
-
-async def _remove(store: Store, group_ids: list[ObjectId]) -> bool:
-    """Remove the tasks, then the groups, of submissions that got no answer."""
-    try:
-        await remove_submissions(store, group_ids)
-    except Exception as e:
-        _leftovers.update(group_ids)
-        log.warn(
-            "could not remove {n} unanswered task group(s) yet ({error}); will retry",
-            n=len(group_ids),
-            error=str(e) or e.__class__.__name__,
-        )
-        return False
-    _leftovers.difference_update(group_ids)
-    return True
-
-
-async def remove_leftovers(store: Store) -> int:
-    """Retry the removal of unanswered submissions that failed; the number removed."""
-    if not _leftovers:
-        return 0
-    ids = list(_leftovers)
-    return len(ids) if await _remove(store, ids) else 0
+    if secrets:  # before the tasks: no task is ever without its secrets
+        await store.insert_many(SECRETS, secrets)
+    await store.insert_many("task_groups", groups)
+    await store.insert_many("tasks", tasks)
 
 
 async def remove_submissions(store: Store, group_ids: list[ObjectId]) -> None:
@@ -158,13 +131,6 @@ async def remove_submissions(store: Store, group_ids: list[ObjectId]) -> None:
     await store.delete_many(SECRETS, {"task_group_id": {"$in": group_ids}})
 
 
-async def submit(store: Store, user: Principal, body: dict[str, Any], clock: Clock, vault: Vault) -> dict[str, Any]:
-    """Store one task group and its tasks; fire with the answer of ``POST /tasks``."""
-    submission = prepare(user, body, clock.seconds(), vault)
-    await store_submissions(store, [submission])
-    return submission.answer
-
-
 class Submitter:
     """``submit`` with group commit: submissions that arrive while a write is under way are
     stored together by the next write, with one ``insert_many`` per collection.
@@ -172,17 +138,28 @@ class Submitter:
     Under load this turns 32 concurrent single-task requests into two store calls instead
     of 64, which is what lets the embedded store keep up; a lone request is written at once,
     so nothing waits for a timer.  If a combined write fails, each submission of it is
-    retried on its own, so one bad request cannot fail its neighbours."""
+    retried on its own, so one bad request cannot fail its neighbours.
+
+    What a failed write may have stored (on MongoDB an ``insert_many`` that fails part-way
+    keeps the documents before the failure, and a timed-out one may still complete) is removed
+    before the error is answered.  If even that fails (the database went away), the groups are
+    kept in :attr:`leftovers` and their removal is retried every :attr:`RETRY_SECONDS` on the
+    clock until it succeeds."""
 
     #: a combined write holds at most about this many tasks (one submission may exceed it)
     MAX_TASKS_PER_WRITE = 20_000
+    #: how long after a failed removal of unanswered submissions it is tried again
+    RETRY_SECONDS = 10.0
 
-    def __init__(self, store: Store, clock: Clock, vault: Vault) -> None:
+    def __init__(self, store: Store, clock: Timer, vault: Vault) -> None:
         self.store = store
         self.clock = clock
         self.vault = vault
         self._queue: list[tuple[Submission, Deferred[dict[str, Any]]]] = []
         self._writing = False
+        #: ids of task groups whose failed submission could not be removed yet
+        self.leftovers: set[ObjectId] = set()
+        self._retry: IDelayedCall | None = None
 
     def submit(self, user: Principal, body: dict[str, Any]) -> Deferred[dict[str, Any]]:
         try:
@@ -218,16 +195,63 @@ class Submitter:
         finally:
             self._writing = False
 
+    async def _store(self, submissions: Sequence[Submission]) -> None:
+        """:func:`store_submissions`, and on failure the removal of what it may have stored."""
+        try:
+            await store_submissions(self.store, submissions)
+        except Exception:
+            await self._remove([s.group["_id"] for s in submissions])
+            raise
+
+    async def _remove(self, group_ids: list[ObjectId]) -> bool:
+        """Remove the tasks, then the groups, of submissions that got no answer; on failure
+        keep them for a retry."""
+        try:
+            await remove_submissions(self.store, group_ids)
+        except Exception as e:
+            self.leftovers.update(group_ids)
+            log.warn(
+                "could not remove {n} unanswered task group(s) yet ({error}); will retry",
+                n=len(group_ids),
+                error=str(e) or e.__class__.__name__,
+            )
+            if self._retry is None or not self._retry.active():
+                self._retry = self.clock.callLater(self.RETRY_SECONDS, self._retry_removal)
+            return False
+        self.leftovers.difference_update(group_ids)
+        return True
+
+    def _retry_removal(self) -> None:
+        self._retry = None
+        Deferred.fromCoroutine(self.remove_leftovers())
+
+    async def remove_leftovers(self) -> int:
+        """Retry the removal of unanswered submissions that failed; the number removed."""
+        if not self.leftovers:
+            return 0
+        ids = list(self.leftovers)
+        if not await self._remove(ids):
+            return 0
+        log.info("removed {n} unanswered task group(s)", n=len(ids))
+        return len(ids)
+
+    def stop(self) -> None:
+        """Give up the pending retry (the daemon stops; the next start's recovery finds what
+        is left)."""
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+
     async def _write(self, batch: list[tuple[Submission, Deferred[dict[str, Any]]]]) -> None:
         try:
-            await store_submissions(self.store, [s for s, _ in batch])
+            await self._store([s for s, _ in batch])
         except Exception:
             if len(batch) == 1:
                 _fire(batch[0][1], Failure())
                 return
             for submission, d in batch:
                 try:
-                    await store_submissions(self.store, [submission])
+                    await self._store([submission])
                 except Exception:
                     _fire(d, Failure())
                 else:

@@ -71,6 +71,8 @@ def test_explicit_missing_file_is_named(tmp_path: Path) -> None:
         ("[docker.nodes.n1]\ntls = {verify = true}\n", "docker.nodes.n1.base_url: required key is missing"),
         ("[server]\ninternal_port = 70000\n", "server.internal_port: 70000 is greater than the maximum"),
         ("[server\n", "not valid TOML"),
+        # list indexes in brackets, as in request-body errors (ccserver.keypaths)
+        ("[server]\nlisten = ['tcp:1', 2]\n", "server.listen[1]: expected string, got 2"),
         ("[mongo]\nuri = 'mongodb://h:1/'\n", "mongo.db: required when mongo.uri names no database"),
     ],
 )
@@ -94,7 +96,12 @@ def test_admin_docs_local_sample_is_accepted_unchanged() -> None:
     assert cfg.mongo.uri == "mongodb://ccdbAdmin:PASSWORD@localhost:27017/ccdb?authSource=ccdb"
     # the 0.10 spelling of the local socket is read as the absolute path it meant
     assert [(n.name, n.base_url) for n in cfg.docker.nodes] == [("local", "unix:///var/run/docker.sock")]
-    assert cfg.defaults.data_container.registry_auth is not None
+    # the pull credentials of data and inspection containers, as the Docker SDK takes them
+    assert config.auth_config(cfg.defaults.data_container.registry_auth) == {
+        "username": "REGISTRY_USER",
+        "password": "PASSWORD",
+    }
+    assert config.auth_config(None) is None
     assert cfg.defaults.dead_node_notification is not None
     assert cfg.defaults.dead_node_notification.auth is not None
     assert cfg.defaults.num_login_attempts == 3

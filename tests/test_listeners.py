@@ -52,3 +52,19 @@ def test_tls_only_and_cli_override(tmp_path: Path) -> None:
     assert listeners.callback_host(plan, "172.17.0.1", [("tcp", 6001)]) == "http://172.17.0.1:6001"
     tls_only = listeners.plan(cfg, [])
     assert listeners.callback_host(tls_only, None, [("ssl", 8443)]) == "https://127.0.0.1:8443"
+
+
+def test_the_daemon_listens_where_its_given_plan_says(tmp_path: Path) -> None:
+    """``makeService`` plans once (and checks the endpoints of that plan); the service tree
+    takes the plan itself instead of planning again from the command line."""
+    from twisted.internet import reactor
+
+    from ccserver.service import CCServer
+
+    cfg = config.from_dict({"server": {"data_dir": str(tmp_path)}}, "<test>", {"HOME": str(tmp_path)})
+    plan = listeners.plan(cfg, ["tcp:6000:interface=127.0.0.1"])
+    root = CCServer(cfg, reactor, plan)  # not started
+    assert root.plan is plan
+    assert root.host == plan.host
+    # without a plan: the configuration's own listeners, as planned without a command line
+    assert CCServer(cfg, reactor).plan == listeners.plan(cfg, [])

@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from ccserver import states
 from ccserver.cluster import docker_ops
 from ccserver.cluster.engine import describe_error, make_client
-from ccserver.config import Config, NodeConfig
+from ccserver.config import Config, NodeConfig, auth_config
 from ccserver.identity import DaemonIdentity
 from ccserver.storage.base import StorageError, Store
 from ccserver.threads import ThreadPoolService
@@ -232,7 +232,7 @@ class Cluster(Service):
         name = f"ccserver-inspection-{node.name}-{int(self.reactor.seconds() * 1000)}"
         try:
             daemon = self.identity.known
-            auth = dc.registry_auth.__dict__ if dc.registry_auth else None
+            auth = auth_config(dc.registry_auth)
             await self.call(
                 node.name,
                 docker_ops.ensure_image,

@@ -116,7 +116,6 @@ class Recovery:
     async def periodic(self, groups: bool = True) -> Report:
         """The checks of a full round, for what has been in a half-done state for a while."""
         report = Report()
-        report.add("unanswered submissions removed", await tasks.remove_leftovers(self.store))
         await self.store_pass(self.clock.seconds() - GRACE_SECONDS, report, groups)
         return report
 

@@ -29,7 +29,7 @@ from ccserver.callbacks import results_sent
 from ccserver.cluster import docker_ops
 from ccserver.cluster.service import PULL_TIMEOUT, Cluster
 from ccserver.collector import CollectorPause
-from ccserver.config import Config
+from ccserver.config import Config, auth_config
 from ccserver.identity import DaemonIdentity
 from ccserver.lifecycle import Lifecycle
 from ccserver.scheduling import rounds
@@ -301,11 +301,7 @@ class Scheduler(Service):
         if collection == DATA:
             dc = self.config.defaults.data_container
             image, entry_point = dc.image, dc.entry_point
-            auth = (
-                {"username": dc.registry_auth.username, "password": dc.registry_auth.password}
-                if dc.registry_auth
-                else None
-            )
+            auth = auth_config(dc.registry_auth)
             kind, path = "data", "/data-containers/callback"
         else:
             task = await self.store.find_one("tasks", {"_id": doc["task_id"][0]})

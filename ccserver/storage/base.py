@@ -113,7 +113,9 @@ class Store(Service):
     def find_one(
         self, collection: str, filter: Filter, projection: Mapping[str, Any] | None = None
     ) -> Deferred[Document | None]:
-        raise NotImplementedError
+        """The first document matching ``filter``, or None: :meth:`find` with ``limit=1``."""
+        d = self.find(collection, filter, limit=1, projection=projection)
+        return d.addCallback(lambda docs: docs[0] if docs else None)
 
     def find(
         self,

@@ -229,12 +229,6 @@ class EmbeddedStore(Store):
         d.addCallback(write)
         return d
 
-    def find_one(
-        self, collection: str, filter: Filter, projection: Mapping[str, Any] | None = None
-    ) -> Deferred[Document | None]:
-        d = self.find(collection, filter, limit=1, projection=projection)
-        return d.addCallback(lambda docs: docs[0] if docs else None)
-
     def find(
         self,
         collection: str,

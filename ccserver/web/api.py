@@ -57,10 +57,6 @@ class Scheduler(Protocol):
     def tasks_cancelled(self, ids: list[Any]) -> None: ...
 
 
-class Clock(Protocol):
-    def seconds(self) -> float: ...
-
-
 class CallbackHandler(Protocol):
     """``ccserver.callbacks.Callbacks``: checks the callback key, records, answers."""
 
@@ -83,7 +79,7 @@ class API:
         auth: Authenticator,
         cluster: Cluster,
         scheduler: Scheduler,
-        clock: Clock,
+        clock: tasks.Timer,
         vault: Vault,
         callbacks: CallbackHandler | None = None,
         work: RequestWork | None = None,

@@ -18,8 +18,9 @@ from typing import Any
 from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
 
-from ccserver.document_checks import MAX_DEPTH, path_text
+from ccserver.document_checks import MAX_DEPTH
 from ccserver.errors import Invalid
+from ccserver.keypaths import path_text
 from ccserver.web.content_type import require_json
 from ccserver.web.schemas import FAST_VALIDATORS, VALIDATORS
 

@@ -22,7 +22,7 @@ from twisted.internet import reactor
 from twisted.web.server import Site
 
 from ccserver.cluster.docker_ops import KIND_LABEL
-from ccserver.testing.engines import Engine, TLSFiles, free_port, make_other_ca, make_tls_files, save_images
+from tests.cluster.engines import Engine, TLSFiles, free_port, make_other_ca, make_tls_files, save_images
 from tests.e2e.conftest import daemon_log, e2e_config, engine, gateway, start_harness, stop_harness  # noqa: F401
 from tests.e2e.harness import APP_IMAGE, NOINPUT_IMAGE, Archive, Harness, wait_for
 

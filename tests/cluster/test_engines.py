@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ccserver.testing.engines import RULE_COMMENT, Engine, save_images
+from tests.cluster.engines import RULE_COMMENT, Engine, save_images
 
 BUSYBOX = "ccserver-test/busybox:1"
 

@@ -16,8 +16,8 @@ from bson import ObjectId
 from ccserver import states
 from ccserver.cluster.engine import make_client
 from ccserver.config import NodeConfig, NodeTLS
-from ccserver.testing.engines import ENGINE_HOSTNAME
 from tests.cluster.conftest import Engines, MakeCluster, tls_node
+from tests.cluster.engines import ENGINE_HOSTNAME
 from tests.e2e.harness import NOINPUT_IMAGE, app_task, wait_for
 
 
