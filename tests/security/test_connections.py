@@ -87,10 +87,14 @@ class Reply:
         return json.loads(self.body)
 
 
+#: the longest an answer may take to arrive (a loaded machine is slow, not wrong)
+ANSWER_TIMEOUT = 30.0
+
+
 def read_reply(sock: socket.socket, timeout: float) -> Reply:
-    """One answer, read until its body is complete; then whether the server closes (EOF
-    within ``timeout``)."""
-    sock.settimeout(timeout)
+    """One answer, read until its body is complete (within ``ANSWER_TIMEOUT``); then whether
+    the server closes (EOF within ``timeout``)."""
+    sock.settimeout(ANSWER_TIMEOUT)
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -115,6 +119,7 @@ def read_reply(sock: socket.socket, timeout: float) -> Reply:
                 break
             body += chunk
     closed = False
+    sock.settimeout(timeout)
     try:
         while True:
             chunk = sock.recv(65536)

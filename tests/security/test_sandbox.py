@@ -25,6 +25,7 @@ from ccserver import states
 from ccserver.callbacks import APPLICATION as APP
 from ccserver.callbacks import Callbacks
 from ccserver.storage.base import Store
+from ccserver.vault import Vault
 from ccserver.worker import sandbox
 from tests.e2e.conftest import ccserver, daemon_log, engine, gateway  # noqa: F401
 from tests.e2e.harness import NOINPUT_IMAGE, Harness, app_task
@@ -213,12 +214,11 @@ async def test_callback_0_answers_sandbox_and_tracing_of_the_description(store: 
         "tasks",
         {"application_container_description": description, "input_files": [], "result_files": [], "no_cache": True},
     )
-    container_id = await store.insert_one(
-        APP, {"task_id": [task_id], "state": states.PROCESSING, "callback_key": "k" * 32, "callbacks": []}
-    )
-    callbacks = Callbacks(store, lifecycle=None, data_container_address=None, wake=lambda: None)  # type: ignore[arg-type]
+    container_id = await store.insert_one(APP, {"task_id": [task_id], "state": states.PROCESSING, "callbacks": []})
+    vault = Vault(store, b"k" * 32)
+    callbacks = Callbacks(store, lifecycle=None, data_container_address=None, wake=lambda: None, vault=vault)  # type: ignore[arg-type]
     body = {
-        "callback_key": "k" * 32,
+        "callback_key": vault.callback_key(APP, container_id),
         "callback_type": 0,
         "container_id": container_id,
         "content": {"state": states.SUCCESS, "description": "Container started."},
