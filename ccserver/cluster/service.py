@@ -45,8 +45,14 @@ CALL_SLACK = 5.0
 #: extra seconds over api_timeout before a health check gives up on a node
 HEALTH_SLACK = 1.0
 PULL_TIMEOUT = 1800.0
+
+
 #: an event stream that ended sooner than this after it opened is re-opened only after it
 EVENTS_RETRY_SECONDS = 2.0
+
+
+class QueuedTooLong(TimeoutError):
+    """A Docker call waited for a thread until its deadline had passed, and was never run."""
 
 
 @dataclass
@@ -140,25 +146,45 @@ class Cluster(Service):
             self.health_pool.run(client.close).addErrback(lambda _: None)
 
     def call(
-        self, name: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None, health: bool = False
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        timeout: float | None = None,
+        health: bool = False,
+        pool: ThreadPoolService | None = None,
     ) -> Deferred[Any]:
         """Run ``fn(client, *args)`` for node ``name`` on the Docker pool (``health``: on the
-        health pool)."""
+        health pool; ``pool``: on that one).
+
+        The deadline counts from this call, time spent waiting for a free thread included: a
+        call still queued when it passes never runs (:class:`QueuedTooLong`), one that runs
+        past it fails with ``TimeoutError`` (its thread goes on until the engine answers, bounded
+        by the client's ``api_timeout``)."""
         node = self.nodes[name]
         limit = timeout or (self.config.docker.api_timeout + CALL_SLACK)
-        d: Deferred[Any]
-
-        def arm() -> None:
-            d.addTimeout(limit, self.reactor)
+        lock = threading.Lock()
+        state = {"started": False, "expired": False}
 
         def work() -> Any:
-            # the time limit runs from the moment a thread takes the call, not from when it was
-            # queued: with many containers launched at once, calls wait their turn in the
-            # bounded pool, and waiting is not the engine's fault
-            self.reactor.callFromThread(arm)
+            with lock:
+                if state["expired"]:
+                    return None  # its deadline passed while it waited: it must not run at all
+                state["started"] = True
             return fn(self._client(node), *args)
 
-        d = (self.health_pool if health else self.pool).run(work)
+        def expired(result: Any, _timeout: float) -> Any:
+            with lock:
+                state["expired"] = True
+                started = state["started"]
+            what = getattr(fn, "__name__", "Docker call")
+            if not started:
+                raise QueuedTooLong(f"{what} on node {name}: no Docker thread was free within {limit:g} s")
+            raise TimeoutError(f"{what} on node {name}: no answer within {limit:g} s")
+
+        chosen = pool if pool is not None else (self.health_pool if health else self.pool)
+        d = chosen.run(work)
+        d.addTimeout(limit, self.reactor, onTimeoutCancel=expired)
         return d
 
     def healthy_names(self) -> list[str]:
