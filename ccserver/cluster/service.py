@@ -1,10 +1,13 @@
 """The cluster: every configured Docker engine (node), its health, and calls to it.
 
 Each Docker call of the scheduler goes through the one bounded Docker thread pool
-(``thread_limit``), with the engine's ``api_timeout`` in the SDK client and an outer timeout on
-the Deferred.  Container ends are learnt from each engine's event stream (one reader thread per
-node, outside the pool, since it blocks for as long as the node lives) and, as a safety net,
-from the scheduler's periodic reconciliation.
+(``thread_limit``), with the engine's ``api_timeout`` in the SDK client and one deadline on
+the Deferred that counts from when the call was asked (queue time included; a call whose
+deadline passed before a thread took it never runs).  Image pulls have a pool of their own
+(``pull_threads``), and so do the short look-ups a request waits for.  Container ends are
+learnt from each engine's event stream (one reader thread per node, outside the pool, since
+it blocks for as long as the node lives) and, as a safety net, from the scheduler's periodic
+reconciliation.
 
 Health: every ``heartbeat_seconds`` each node is asked for ``info`` on a small pool of its own
 (one thread per node), so that a busy Docker pool (long pulls, many starts) neither delays a
@@ -103,6 +106,14 @@ class Cluster(Service):
         self.health_pool = ThreadPoolService(
             reactor, "docker-health", len(self.nodes) + 1, config.server.shutdown_timeout_seconds
         )
+        #: image pulls (up to 30 minutes each): apart from the Docker pool, which they would fill
+        self.pull_pool = ThreadPoolService(
+            reactor, "docker-pull", config.docker.pull_threads, config.server.shutdown_timeout_seconds
+        )
+        #: short look-ups a request waits for (a data container's address): one thread per node
+        self.lookup_pool = ThreadPoolService(
+            reactor, "docker-lookup", len(self.nodes) + 1, config.server.shutdown_timeout_seconds
+        )
 
     # --- service ---------------------------------------------------------------------
 
@@ -110,6 +121,8 @@ class Cluster(Service):
         super().startService()
         self._stopping = False
         self.health_pool.startService()
+        self.pull_pool.startService()
+        self.lookup_pool.startService()
         self._heartbeat.start(self.config.docker.heartbeat_seconds, now=True)
 
     def stopService(self) -> Deferred[None] | None:
@@ -119,7 +132,8 @@ class Cluster(Service):
             self._heartbeat.stop()
         for node in self.nodes.values():
             self._stop_events(node)
-        return self.health_pool.stopService()
+        stopping = [p.stopService() for p in (self.health_pool, self.pull_pool, self.lookup_pool)]
+        return gatherResults([d for d in stopping if d is not None]).addCallback(lambda _: None)
 
     # --- calls -----------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """The scheduler: a loop of rounds that turns waiting tasks into running containers.
 
 A round (cc-protocol §8): place waiting tasks (the pure :mod:`ccserver.scheduling.placement`
-decides, this service writes the documents), launch what was placed (pull, create, start, in
-the order data containers first, application containers once their data containers are
-processing), and clean up (remove containers of ended documents, end data containers nobody
+decides, this service writes the documents), hand what was placed to the
+:mod:`launcher <ccserver.scheduling.launcher>` (which pulls, creates and starts each container
+on its own, data containers first, application containers once their data containers are
+processing; a round never waits for a launch, and every launch that ends asks for a round),
+and clean up (remove containers of ended documents, end data containers nobody
 needs).  Rounds run every ``scheduling_interval_seconds`` and at once on ``wake()``; they never
 overlap, and any number of wake-ups during a round cause exactly one more round.
 
@@ -20,19 +22,20 @@ from typing import Any
 
 from bson import ObjectId
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ccserver import states
 from ccserver.callbacks import results_sent
 from ccserver.cluster import docker_ops
-from ccserver.cluster.service import PULL_TIMEOUT, Cluster
+from ccserver.cluster.service import Cluster
 from ccserver.collector import CollectorPause
 from ccserver.config import Config
 from ccserver.identity import DaemonIdentity
 from ccserver.lifecycle import Lifecycle
 from ccserver.scheduling import rounds
+from ccserver.scheduling.launcher import Launcher
 from ccserver.scheduling.recovery import Recovery
 from ccserver.storage.base import StorageUnavailable, Store
 from ccserver.threads import ThreadPoolService
@@ -43,6 +46,8 @@ log = Logger(namespace="ccserver.scheduler")
 APP = "application_containers"
 DATA = "data_containers"
 LIVE = {"$in": list(states.LIVE_STATES)}
+#: seconds a callback may wait for a data container's address from Docker
+LOOKUP_TIMEOUT = 5.0
 #: cancelled tasks are finished (notified, masked) this many at a time
 CANCEL_CHUNK = 250
 
@@ -85,8 +90,20 @@ class Scheduler(Service):
         self._again = False
         self._pending_call: Any = None
         self._full_round_due = True
-        self._images: set[tuple[str, str]] = set()
+        #: data container addresses looked up for callbacks (when their document has none yet)
         self._addresses: dict[ObjectId, str] = {}
+        self.launcher = Launcher(
+            config,
+            store,
+            cluster,
+            lifecycle,
+            vault,
+            identity,
+            callback_base=lambda: self.callback_base,
+            ready=lambda node: node in self._reconciled,
+            launched=self.wake,
+            storage_unavailable=self.storage_unavailable,
+        )
         self.recovery = Recovery(store, lifecycle, clock, pool.run if pool is not None else None)
         #: when this process started scheduling; what is older was written by an earlier one
         self.started_at = 0.0
@@ -270,16 +287,18 @@ class Scheduler(Service):
         )
 
     async def launch(self) -> None:
-        """Create and start what was placed: data containers at once, application containers
-        once every data container they use is processing."""
-        work = []
+        """Hand what was placed to the launcher, which pulls, creates and starts each container
+        on its own (a round never waits for it): data containers at once, application
+        containers once every data container they use is processing."""
         for dc in await self.store.find(DATA, {"state": states.CREATED}):
-            work.append(self._launch(DATA, dc, start=True))
+            if not self.launcher.busy(dc["_id"]):
+                self.launcher.launch(DATA, dc)
         for app in await self.store.find(APP, {"state": states.CREATED}):
-            work.append(self._launch(APP, app, start=False))
-        await _all(work)
-        work = []
-        waiting = await self.store.find(APP, {"state": states.WAITING})
+            if not self.launcher.busy(app["_id"]):
+                self.launcher.launch(APP, app)
+        waiting = [
+            app for app in await self.store.find(APP, {"state": states.WAITING}) if not self.launcher.busy(app["_id"])
+        ]
         needed = {i for app in waiting for i in app.get("data_container_ids", [])}
         ready: set[Any] = set()
         if needed:
@@ -287,98 +306,7 @@ class Scheduler(Service):
             ready = {d["_id"] for d in found if d["state"] == states.PROCESSING}
         for app in waiting:
             if all(i in ready for i in app.get("data_container_ids", [])):
-                work.append(self._start_application(app))
-        await _all(work)
-
-    async def _launch(self, collection: str, doc: dict[str, Any], start: bool) -> None:
-        node, name = doc["cluster_node"], str(doc["_id"])
-        if node in self.cluster.nodes and node not in self._reconciled:
-            if self.cluster.nodes[node].healthy is not False:
-                return  # not checked (or compared with the store) yet since the start: wait
-        if node not in self.cluster.nodes or not self.cluster.nodes[node].healthy:
-            await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is not available")
-            return
-        if collection == DATA:
-            dc = self.config.defaults.data_container
-            image, entry_point = dc.image, dc.entry_point
-            auth = (
-                {"username": dc.registry_auth.username, "password": dc.registry_auth.password}
-                if dc.registry_auth
-                else None
-            )
-            kind, path = "data", "/data-containers/callback"
-        else:
-            task = await self.store.find_one("tasks", {"_id": doc["task_id"][0]})
-            if task is None:
-                await self.lifecycle.container_failed(collection, doc["_id"], "its task is gone")
-                return
-            task = await self.vault.reveal(task)  # its registry_auth
-            description = task["application_container_description"]
-            image = description["image"]
-            entry_point = description.get("entry_point") or self.config.defaults.application_entry_point
-            auth = description.get("registry_auth")
-            kind, path = "application", "/application-containers/callback"
-        settings = {
-            "container_type": kind,
-            "container_id": name,
-            "callback_key": self.vault.callback_key(collection, doc["_id"]),
-            "callback_url": f"{self.callback_base}{path}",
-        }
-        try:
-            await self._ensure_image(node, image, auth)
-        except Exception as e:
-            await self.lifecycle.container_failed(collection, doc["_id"], f"image {image}: {_message(e)}")
-            return
-        daemon = await self.identity.get()  # read once; a database outage stops the round here
-        try:
-            await self.cluster.call(
-                node,
-                docker_ops.create_container,
-                name,
-                image,
-                docker_ops.command_line(entry_point, settings),
-                doc["container_ram"],
-                kind,
-                self.config.docker.net,
-                daemon,
-            )
-        except Exception as e:
-            if "Conflict" not in str(e):  # created before a restart: go on with it
-                await self._docker_failed(collection, doc, "could not create the container", e)
-                return
-        if not await self.lifecycle.transition(
-            collection, doc["_id"], states.WAITING, "Container created.", from_states=(states.CREATED,)
-        ):
-            return
-        if start:
-            try:
-                await self.cluster.call(node, docker_ops.start_container, name)
-            except Exception as e:
-                await self._docker_failed(collection, doc, "could not start the container", e)
-
-    async def _start_application(self, app: dict[str, Any]) -> None:
-        name = str(app["_id"])
-        if app["cluster_node"] not in self._reconciled:
-            return  # its node was not compared with the store yet: it may have run already
-        try:
-            await self.cluster.call(app["cluster_node"], docker_ops.start_container, name)
-        except Exception as e:
-            await self._docker_failed(APP, app, "could not start the container", e)
-            return
-        await self.lifecycle.transition(
-            APP, app["_id"], states.PROCESSING, "Container started.", from_states=(states.WAITING,)
-        )
-
-    async def _ensure_image(self, node: str, image: str, auth: dict[str, str] | None) -> None:
-        policy = self.config.docker.pull_policy
-        if policy != "always" and (node, image) in self._images:
-            return
-        await self.cluster.call(node, docker_ops.ensure_image, image, policy, auth, node, timeout=PULL_TIMEOUT)
-        self._images.add((node, image))
-
-    async def _docker_failed(self, collection: str, doc: dict[str, Any], what: str, error: Exception) -> None:
-        await self.lifecycle.container_failed(collection, doc["_id"], f"{what}: {_message(error)}")
-        self.cluster.report_error(doc["cluster_node"], error)
+                self.launcher.start_application(app)
 
     # --- containers that ended, vanished or are left over ------------------------------------
 
@@ -546,10 +474,20 @@ class Scheduler(Service):
         d.addErrback(lambda f: log.failure("finishing cancelled tasks", f))
 
     async def data_container_address(self, dc: dict[str, Any]) -> str:
-        """Where application containers reach a data container (cached per container)."""
+        """Where application containers reach a data container: written into its document by
+        the launcher once it started; else (a start not recorded yet, an older document)
+        looked up once on the cluster's look-up pool, with a short deadline, never behind
+        the Docker pool's queue."""
+        if dc.get("address"):
+            return str(dc["address"])
         if dc["_id"] not in self._addresses:
             self._addresses[dc["_id"]] = await self.cluster.call(
-                dc["cluster_node"], docker_ops.container_address, str(dc["_id"]), self.config.docker.net
+                dc["cluster_node"],
+                docker_ops.container_address,
+                str(dc["_id"]),
+                self.config.docker.net,
+                timeout=LOOKUP_TIMEOUT,
+                pool=self.cluster.lookup_pool,
             )
         return self._addresses[dc["_id"]]
 
@@ -558,7 +496,7 @@ class Scheduler(Service):
         self._reconciled.discard(node)
         # a node that comes back may be a fresh engine: check its images again, and its data
         # containers' addresses are gone with them
-        self._images = {k for k in self._images if k[0] != node}
+        self.launcher.forget_node(node)
         try:
             for collection in (DATA, APP):
                 docs = await self.store.find(collection, {"cluster_node": node, "state": LIVE}, projection={"_id": 1})
@@ -566,23 +504,6 @@ class Scheduler(Service):
                     await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is dead")
         except StorageUnavailable as e:
             self.storage_unavailable(e)
-
-
-async def _all(work: list[Any]) -> None:
-    """Run coroutines side by side (the Docker pool bounds them); log any that broke.  If the
-    database was unavailable to one of them, that error is raised once all are done (the
-    round stops; the next one redoes what is left)."""
-    if work:
-        results = await DeferredList([Deferred.fromCoroutine(w) for w in work], consumeErrors=True)
-        unavailable = None
-        for ok, result in results:
-            if not ok:
-                if result.check(StorageUnavailable):
-                    unavailable = result.value
-                else:
-                    log.failure("scheduler step failed", result)
-        if unavailable is not None:
-            raise unavailable
 
 
 def _message(error: BaseException) -> str:
