@@ -35,6 +35,7 @@ from ccserver.cluster.service import PULL_TIMEOUT, Cluster
 from ccserver.config import Config
 from ccserver.identity import DaemonIdentity
 from ccserver.lifecycle import Lifecycle
+from ccserver.scheduling.messages import first_line
 from ccserver.storage.base import StorageUnavailable, Store
 from ccserver.vault import Vault
 
@@ -169,7 +170,7 @@ class Launcher:
         try:
             await self._ensure_image(node, image, auth)
         except Exception as e:
-            await self.lifecycle.container_failed(collection, doc["_id"], f"image {image}: {_message(e)}")
+            await self.lifecycle.container_failed(collection, doc["_id"], f"image {image}: {first_line(e)}")
             return
         # a pull may take long: the container may have been cancelled (or its node died) meanwhile
         now = await self.store.find_one(collection, {"_id": doc["_id"]}, {"state": 1})
@@ -217,7 +218,7 @@ class Launcher:
             address = await self.cluster.call(node, docker_ops.container_address, str(_id), self.config.docker.net)
         except Exception as e:
             # the callback path looks it up itself then (on a pool of its own, briefly)
-            log.warn("address of data container {id} not known: {error}", id=str(_id), error=_message(e))
+            log.warn("address of data container {id} not known: {error}", id=str(_id), error=first_line(e))
             return
         if address:
             await self.store.update_one(DATA, {"_id": _id}, {"$set": {"address": address}})
@@ -273,10 +274,5 @@ class Launcher:
             waiter.callback(None)
 
     async def _docker_failed(self, collection: str, doc: dict[str, Any], what: str, error: Exception) -> None:
-        await self.lifecycle.container_failed(collection, doc["_id"], f"{what}: {_message(error)}")
+        await self.lifecycle.container_failed(collection, doc["_id"], f"{what}: {first_line(error)}")
         self.cluster.report_error(doc["cluster_node"], error)
-
-
-def _message(error: BaseException) -> str:
-    text = str(error) or error.__class__.__name__
-    return text.strip().splitlines()[0][:1000] if text.strip() else error.__class__.__name__
