@@ -15,8 +15,10 @@ Each launch has its parts bounded on their own:
 * a data container's address is looked up once it started and written into its document,
   so that a callback never waits on Docker for it.
 
-A launch that fails fails its container (and through it the task, which the lifecycle
-retries within ``max_task_trials``); the next round hands over what is still ``created``.
+A create or start that never ran (its deadline passed while it waited for a thread) is asked
+again, up to three times.  A launch that fails otherwise fails its container (and through it
+the task, which the lifecycle retries within ``max_task_trials``); the next round hands over
+what is still ``created``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from twisted.python.failure import Failure
 
 from ccserver import states
 from ccserver.cluster import docker_ops
-from ccserver.cluster.service import PULL_TIMEOUT, Cluster
+from ccserver.cluster.service import PULL_TIMEOUT, Cluster, QueuedTooLong
 from ccserver.config import Config
 from ccserver.identity import DaemonIdentity
 from ccserver.lifecycle import Lifecycle
@@ -43,6 +45,8 @@ log = Logger(namespace="ccserver.launcher")
 
 APP = "application_containers"
 DATA = "data_containers"
+#: times a create or start that never ran (queued past its deadline) is asked
+ATTEMPTS = 3
 
 
 class Launcher:
@@ -81,6 +85,8 @@ class Launcher:
         self._pulls: dict[tuple[str, str], list[Deferred[None]]] = {}
         #: (node, image) known present
         self._images: set[tuple[str, str]] = set()
+        #: the daemon is stopping: nothing more is created or started
+        self.stopping = False
 
     # --- what the scheduler asks ---------------------------------------------------------
 
@@ -102,6 +108,14 @@ class Launcher:
         """(node, image) → how many launches wait for that pull besides the one that asked it."""
         return {key: len(waiters) for key, waiters in self._pulls.items()}
 
+    def stop(self) -> None:
+        """Create and start nothing more (what runs ends with the pools' shutdown bound);
+        what was left ``created`` is launched by the next start."""
+        self.stopping = True
+
+    def resume(self) -> None:
+        self.stopping = False
+
     def forget_node(self, node: str) -> None:
         """A node died: it may come back as a fresh engine, without our images."""
         self._images = {k for k in self._images if k[0] != node}
@@ -116,7 +130,9 @@ class Launcher:
         d = Deferred.fromCoroutine(work)
 
         def failed(failure: Failure) -> None:
-            if failure.check(StorageUnavailable):
+            if self.stopping:
+                log.info("launch of {id} left at shutdown: {error}", id=str(_id), error=failure.getErrorMessage())
+            elif failure.check(StorageUnavailable):
                 self.storage_unavailable(failure.value)
             else:
                 log.failure("launch of {id} failed", failure, id=str(_id))
@@ -174,14 +190,16 @@ class Launcher:
             return
         # a pull may take long: the container may have been cancelled (or its node died) meanwhile
         now = await self.store.find_one(collection, {"_id": doc["_id"]}, {"state": 1})
-        if now is None or now["state"] != states.CREATED:
+        if now is None or now["state"] != states.CREATED or self.stopping:
             return
         daemon = await self.identity.get()  # read once; a database outage stops the launch here
         slot = self._slot(node)
         await slot.acquire()
         try:
+            if self.stopping:
+                return
             try:
-                await self.cluster.call(
+                await self._call(
                     node,
                     docker_ops.create_container,
                     name,
@@ -202,7 +220,7 @@ class Launcher:
                 return
             if start:
                 try:
-                    await self.cluster.call(node, docker_ops.start_container, name)
+                    await self._call(node, docker_ops.start_container, name)
                 except Exception as e:
                     await self._docker_failed(collection, doc, "could not start the container", e)
                     return
@@ -210,6 +228,18 @@ class Launcher:
                     await self._record_address(node, doc["_id"])
         finally:
             slot.release()
+
+    async def _call(self, node: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """A create or start: one that never ran (its deadline passed while it waited for a
+        Docker thread) is asked again, up to :data:`ATTEMPTS` times; an engine's error is final
+        (the container fails, and the task's ``max_task_trials`` decide)."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return await self.cluster.call(node, fn, *args)
+            except QueuedTooLong as e:
+                if attempt == ATTEMPTS:
+                    raise
+                log.warn("{error}; asking again ({n} of {of})", error=first_line(e), n=attempt + 1, of=ATTEMPTS)
 
     async def _record_address(self, node: str, _id: ObjectId) -> None:
         """Write where application containers reach this data container into its document,
@@ -230,8 +260,10 @@ class Launcher:
         slot = self._slot(node)
         await slot.acquire()
         try:
+            if self.stopping:
+                return
             try:
-                await self.cluster.call(node, docker_ops.start_container, name)
+                await self._call(node, docker_ops.start_container, name)
             except Exception as e:
                 await self._docker_failed(APP, app, "could not start the container", e)
                 return

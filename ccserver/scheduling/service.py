@@ -125,6 +125,7 @@ class Scheduler(Service):
 
     def startService(self) -> None:
         super().startService()
+        self.launcher.resume()
         self.started_at = self.clock.seconds()
         self._recovered = False
         self.cleaner.reconciled.clear()
@@ -134,6 +135,7 @@ class Scheduler(Service):
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
+        self.launcher.stop()
         if self._loop.running:
             self._loop.stop()
         if self._pending_call is not None and self._pending_call.active():

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from ccserver import config as configuration
 from ccserver import states
+from ccserver.cluster.service import QueuedTooLong
 from ccserver.scheduling.launcher import DATA, Launcher
 
 
@@ -126,3 +127,37 @@ def test_at_most_launches_per_node_creates_in_flight_per_node_and_one_pull_per_i
     assert launcher.in_flight() == 0 and len(ended) == len(docs)
     creates = [n for n, what, _ in cluster.pending if what == "create_container"]
     assert creates.count("a") == 5 and creates.count("b") == 3  # each exactly once
+
+
+class FailedOnce(FakeLifecycle):
+    def __init__(self, store: FakeStore) -> None:
+        super().__init__(store)
+        self.failed: list[str] = []
+
+    async def container_failed(self, collection: str, _id: ObjectId, why: str, *args: Any) -> bool:
+        self.failed.append(why)
+        return True
+
+
+def test_a_create_that_never_ran_is_asked_again_and_fails_the_container_after_3_attempts() -> None:
+    launcher, cluster, ended = make(per_node=1, nodes=["a"])
+    lifecycle = launcher.lifecycle = FailedOnce(launcher.store)  # type: ignore[arg-type,assignment]
+    cluster.report_error = lambda node, error: None  # type: ignore[method-assign]
+    launcher.launch(DATA, data_container("a"))
+    cluster.answer("ensure_image")
+
+    def queued_too_long(what: str) -> None:
+        for _, name, d in list(cluster.pending):
+            if name == what and not d.called:
+                d.errback(QueuedTooLong(f"{what} on node a: no Docker thread was free within 35 s"))
+
+    queued_too_long("create_container")
+    assert cluster.in_flight("a", "create_container") == 1 and lifecycle.failed == []  # asked again
+    cluster.answer("create_container", "id")
+    queued_too_long("start_container")
+    queued_too_long("start_container")
+    queued_too_long("start_container")  # the third attempt: given up
+    assert lifecycle.failed == [
+        "could not start the container: start_container on node a: no Docker thread was free within 35 s"
+    ]
+    assert launcher.in_flight() == 0 and ended == [1]
