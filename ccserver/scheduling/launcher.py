@@ -97,7 +97,9 @@ class Launcher:
         return len(self._busy)
 
     def launch(self, collection: str, doc: dict[str, Any]) -> None:
-        """Pull, create (and for a data container start) ``doc``'s container, in the background."""
+        """Pull, create and start ``doc``'s container, in the background (an application
+        container only once its data containers are processing; else it is left created, and
+        a later round starts it)."""
         self._run(doc["_id"], self._launch(collection, doc, start=collection == DATA))
 
     def start_application(self, app: dict[str, Any]) -> None:
@@ -218,6 +220,9 @@ class Launcher:
                 collection, doc["_id"], states.WAITING, "Container created.", from_states=(states.CREATED,)
             ):
                 return
+            # an application container whose data containers are processing (or that has
+            # none) starts at once, without waiting for a round and a turn behind other creates
+            start = start or (collection == APP and await self._data_ready(doc))
             if start:
                 try:
                     await self._call(node, docker_ops.start_container, name)
@@ -228,6 +233,17 @@ class Launcher:
                     await self._record_address(node, doc["_id"])
         finally:
             slot.release()
+        if start and collection == APP:
+            await self.lifecycle.transition(
+                APP, doc["_id"], states.PROCESSING, "Container started.", from_states=(states.WAITING,)
+            )
+
+    async def _data_ready(self, app: dict[str, Any]) -> bool:
+        ids = app.get("data_container_ids") or []
+        if not ids:
+            return True
+        found = await self.store.find(DATA, {"_id": {"$in": list(ids)}}, projection={"state": 1})
+        return len(found) == len(set(ids)) and all(d["state"] == states.PROCESSING for d in found)
 
     async def _call(self, node: str, fn: Callable[..., Any], *args: Any) -> Any:
         """A create or start: one that never ran (its deadline passed while it waited for a
