@@ -124,6 +124,10 @@ class DockerConfig:
     pull_policy: str
     nodes: tuple[NodeConfig, ...]
     heartbeat_seconds: float
+    #: launches (create, start) in flight per node; image pulls are apart from them
+    launches_per_node: int = 4
+    #: threads for image pulls, all nodes together (one pull per node and image)
+    pull_threads: int = 4
 
 
 @dataclass(frozen=True)
@@ -466,6 +470,8 @@ def _docker(d: Mapping[str, Any], label: str, env: Mapping[str, str]) -> DockerC
         pull_policy=d.get("pull_policy", "if-not-present"),
         nodes=tuple(nodes),
         heartbeat_seconds=float(d.get("heartbeat_seconds", 15)),
+        launches_per_node=d.get("launches_per_node", 4),
+        pull_threads=d.get("pull_threads", 4),
     )
 
 

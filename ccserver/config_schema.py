@@ -151,6 +151,8 @@ SCHEMA: dict[str, Any] = {
                 "machines_dir": _STR,
                 "pull_policy": {"enum": ["always", "if-not-present", "never"]},
                 "heartbeat_seconds": _POS_NUM,
+                "launches_per_node": _POS_INT,
+                "pull_threads": _POS_INT,
                 "nodes": {
                     "type": "object",
                     "additionalProperties": _NODE,

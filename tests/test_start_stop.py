@@ -9,21 +9,20 @@ with image pulls hanging on a registry that never answers, SIGTERM did not stop 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import docker
-import pytest
 
 from ccserver.testing.daemon import Daemon, daemon_env
+from tests import hanging_registry
+from tests.hanging_registry import HangingRegistry
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "tcp:0:interface=127.0.0.1"
+registry = hanging_registry.registry  # the fixture
 
 
 def test_a_store_that_cannot_open_exits_1_with_one_line(tmp_path: Path) -> None:
@@ -43,63 +42,6 @@ def test_a_store_that_cannot_open_exits_1_with_one_line(tmp_path: Path) -> None:
     assert "store" in failures[0] and "db-is-a-directory" in failures[0], failures[0]
     assert "Unhandled error" not in output and "Traceback" not in output, output
     assert "listening on" not in output  # nothing was served by a daemon without its store
-
-
-class HangingRegistry:
-    """A registry on loopback that answers ``/v2/`` and then never answers: pulls hang."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.requests: list[str] = []
-        self.release = threading.Event()
-        self._threads: list[threading.Thread] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.release.is_set():
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(120)
-            try:
-                while True:
-                    head = b""
-                    while b"\r\n\r\n" not in head:
-                        chunk = conn.recv(4096)
-                        if not chunk:
-                            return
-                        head += chunk
-                    line = head.split(b"\r\n", 1)[0].decode("latin-1")
-                    self.requests.append(line)
-                    if line.split()[1] in ("/v2", "/v2/"):
-                        conn.sendall(
-                            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                            b"Docker-Distribution-API-Version: registry/2.0\r\nContent-Length: 2\r\n\r\n{}"
-                        )
-                        continue
-                    self.release.wait(120)  # never answer (bounded, for the test's sake)
-                    return
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.close()
-
-
-@pytest.fixture
-def registry() -> Any:
-    hanging = HangingRegistry()
-    yield hanging
-    hanging.close()
 
 
 def test_sigterm_with_hanging_pulls_exits_within_the_bound(tmp_path: Path, registry: HangingRegistry) -> None:

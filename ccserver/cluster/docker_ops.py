@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
+from collections.abc import Callable
 from typing import Any
 
 import docker
@@ -23,6 +25,8 @@ log = Logger(namespace="ccserver.docker")
 
 KIND_LABEL = "io.curious-containers.kind"
 LOG_TAIL_BYTES = 4000
+#: a pull under way is logged this often (layers, bytes)
+PULL_LOG_SECONDS = 10.0
 
 
 class ContainerGone(Exception):
@@ -52,15 +56,44 @@ def ensure_image(
                 raise RuntimeError(f"image {image} is not present on node {node} and pull_policy is 'never'") from None
     repository, tag = _split_tag(image)
     log.info("pulling image {image} on node {node}", image=image, node=node)
-    last = ""
+    progress = PullProgress(image, node, time.monotonic)
     for event in client.api.pull(repository, tag=tag, stream=True, decode=True, auth_config=auth):
         if "error" in event:
             raise RuntimeError(f"pull of {image} on node {node} failed: {event['error']}")
-        status = event.get("status", "")
-        if status and status != last and "progress" not in event:
-            log.debug("pull {image} on {node}: {status}", image=image, node=node, status=status)
-            last = status
-    log.info("pulled image {image} on node {node}", image=image, node=node)
+        progress.see(event)
+    log.info("pulled image {image} on node {node}: {summary}", image=image, node=node, summary=progress.summary())
+
+
+class PullProgress:
+    """The layers and bytes of one pull, from the engine's progress events, logged at most
+    every :data:`PULL_LOG_SECONDS` (the engine sends many events a second)."""
+
+    def __init__(self, image: str, node: str, now: Callable[[], float]) -> None:
+        self.image, self.node, self.now = image, node, now
+        self.last_log = now()
+        #: layer id -> (bytes downloaded, total bytes or 0)
+        self.layers: dict[str, tuple[int, int]] = {}
+        self.done: set[str] = set()
+
+    def see(self, event: dict[str, Any]) -> None:
+        layer, status = event.get("id"), event.get("status", "")
+        if layer and status in ("Pulling fs layer", "Waiting", "Downloading", "Verifying Checksum"):
+            detail = event.get("progressDetail") or {}
+            current, total = self.layers.get(layer, (0, 0))
+            self.layers[layer] = (int(detail.get("current") or current), int(detail.get("total") or total))
+        elif layer and status in ("Download complete", "Pull complete", "Already exists"):
+            self.done.add(layer)
+            current, total = self.layers.get(layer, (0, 0))
+            self.layers[layer] = (max(current, total), total)
+        if self.now() - self.last_log >= PULL_LOG_SECONDS:
+            self.last_log = self.now()
+            log.info("pull {image} on {node}: {summary}", image=self.image, node=self.node, summary=self.summary())
+
+    def summary(self) -> str:
+        got = sum(c for c, _ in self.layers.values())
+        total = sum(t for _, t in self.layers.values())
+        size = f"{got / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{got / 1e6:.1f} MB"
+        return f"{len(self.done)} of {len(self.layers)} layers, {size}"
 
 
 def _split_tag(image: str) -> tuple[str, str | None]:

@@ -1,10 +1,13 @@
 """The cluster: every configured Docker engine (node), its health, and calls to it.
 
 Each Docker call of the scheduler goes through the one bounded Docker thread pool
-(``thread_limit``), with the engine's ``api_timeout`` in the SDK client and an outer timeout on
-the Deferred.  Container ends are learnt from each engine's event stream (one reader thread per
-node, outside the pool, since it blocks for as long as the node lives) and, as a safety net,
-from the scheduler's periodic reconciliation.
+(``thread_limit``), with the engine's ``api_timeout`` in the SDK client and one deadline on
+the Deferred that counts from when the call was asked (queue time included; a call whose
+deadline passed before a thread took it never runs).  Image pulls have a pool of their own
+(``pull_threads``), and so do the short look-ups a request waits for.  Container ends are
+learnt from each engine's event stream (one reader thread per node, outside the pool, since
+it blocks for as long as the node lives) and, as a safety net, from the scheduler's periodic
+reconciliation.
 
 Health: every ``heartbeat_seconds`` each node is asked for ``info`` on a small pool of its own
 (one thread per node), so that a busy Docker pool (long pulls, many starts) neither delays a
@@ -45,8 +48,14 @@ CALL_SLACK = 5.0
 #: extra seconds over api_timeout before a health check gives up on a node
 HEALTH_SLACK = 1.0
 PULL_TIMEOUT = 1800.0
+
+
 #: an event stream that ended sooner than this after it opened is re-opened only after it
 EVENTS_RETRY_SECONDS = 2.0
+
+
+class QueuedTooLong(TimeoutError):
+    """A Docker call waited for a thread until its deadline had passed, and was never run."""
 
 
 @dataclass
@@ -97,6 +106,14 @@ class Cluster(Service):
         self.health_pool = ThreadPoolService(
             reactor, "docker-health", len(self.nodes) + 1, config.server.shutdown_timeout_seconds
         )
+        #: image pulls (up to 30 minutes each): apart from the Docker pool, which they would fill
+        self.pull_pool = ThreadPoolService(
+            reactor, "docker-pull", config.docker.pull_threads, config.server.shutdown_timeout_seconds
+        )
+        #: short look-ups a request waits for (a data container's address): one thread per node
+        self.lookup_pool = ThreadPoolService(
+            reactor, "docker-lookup", len(self.nodes) + 1, config.server.shutdown_timeout_seconds
+        )
 
     # --- service ---------------------------------------------------------------------
 
@@ -104,6 +121,8 @@ class Cluster(Service):
         super().startService()
         self._stopping = False
         self.health_pool.startService()
+        self.pull_pool.startService()
+        self.lookup_pool.startService()
         self._heartbeat.start(self.config.docker.heartbeat_seconds, now=True)
 
     def stopService(self) -> Deferred[None] | None:
@@ -113,7 +132,8 @@ class Cluster(Service):
             self._heartbeat.stop()
         for node in self.nodes.values():
             self._stop_events(node)
-        return self.health_pool.stopService()
+        stopping = [p.stopService() for p in (self.health_pool, self.pull_pool, self.lookup_pool)]
+        return gatherResults([d for d in stopping if d is not None]).addCallback(lambda _: None)
 
     # --- calls -----------------------------------------------------------------------
 
@@ -140,25 +160,45 @@ class Cluster(Service):
             self.health_pool.run(client.close).addErrback(lambda _: None)
 
     def call(
-        self, name: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None, health: bool = False
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        timeout: float | None = None,
+        health: bool = False,
+        pool: ThreadPoolService | None = None,
     ) -> Deferred[Any]:
         """Run ``fn(client, *args)`` for node ``name`` on the Docker pool (``health``: on the
-        health pool)."""
+        health pool; ``pool``: on that one).
+
+        The deadline counts from this call, time spent waiting for a free thread included: a
+        call still queued when it passes never runs (:class:`QueuedTooLong`), one that runs
+        past it fails with ``TimeoutError`` (its thread goes on until the engine answers, bounded
+        by the client's ``api_timeout``)."""
         node = self.nodes[name]
         limit = timeout or (self.config.docker.api_timeout + CALL_SLACK)
-        d: Deferred[Any]
-
-        def arm() -> None:
-            d.addTimeout(limit, self.reactor)
+        lock = threading.Lock()
+        state = {"started": False, "expired": False}
 
         def work() -> Any:
-            # the time limit runs from the moment a thread takes the call, not from when it was
-            # queued: with many containers launched at once, calls wait their turn in the
-            # bounded pool, and waiting is not the engine's fault
-            self.reactor.callFromThread(arm)
+            with lock:
+                if state["expired"]:
+                    return None  # its deadline passed while it waited: it must not run at all
+                state["started"] = True
             return fn(self._client(node), *args)
 
-        d = (self.health_pool if health else self.pool).run(work)
+        def expired(result: Any, _timeout: float) -> Any:
+            with lock:
+                state["expired"] = True
+                started = state["started"]
+            what = getattr(fn, "__name__", "Docker call")
+            if not started:
+                raise QueuedTooLong(f"{what} on node {name}: no Docker thread was free within {limit:g} s")
+            raise TimeoutError(f"{what} on node {name}: no answer within {limit:g} s")
+
+        chosen = pool if pool is not None else (self.health_pool if health else self.pool)
+        d = chosen.run(work)
+        d.addTimeout(limit, self.reactor, onTimeoutCancel=expired)
         return d
 
     def healthy_names(self) -> list[str]:

@@ -1,9 +1,11 @@
 """The scheduler: a loop of rounds that turns waiting tasks into running containers.
 
 A round (cc-protocol §8): place waiting tasks (the pure :mod:`ccserver.scheduling.placement`
-decides, this service writes the documents), launch what was placed (pull, create, start, in
-the order data containers first, application containers once their data containers are
-processing), and clean up (remove containers of ended documents, end data containers nobody
+decides, this service writes the documents), hand what was placed to the
+:mod:`launcher <ccserver.scheduling.launcher>` (which pulls, creates and starts each container
+on its own, data containers first, application containers once their data containers are
+processing; a round never waits for a launch, and every launch that ends asks for a round),
+and clean up (remove containers of ended documents, end data containers nobody
 needs).  Rounds run every ``scheduling_interval_seconds`` and at once on ``wake()``; they never
 overlap, and any number of wake-ups during a round cause exactly one more round.
 
@@ -12,6 +14,13 @@ each node is reconciled with the store once it is known to be healthy, before an
 launched on it: containers that kept running while the daemon was down go on, those that
 ended are collected.  A round that finds the database unavailable stops quietly; one warning
 is logged per outage, and the next interval tries again.
+
+The parts: :mod:`~ccserver.scheduling.rounds` and :mod:`~ccserver.scheduling.placement`
+decide, :mod:`~ccserver.scheduling.placement_writes` records the decisions,
+:mod:`~ccserver.scheduling.launcher` pulls, creates and starts, :mod:`~ccserver.scheduling.cleanup`
+reconciles the engines with the store and removes what is no longer needed, and
+:mod:`~ccserver.scheduling.recovery` repairs what a crash left half-done.  This service owns
+the loop that runs them.
 """
 
 from __future__ import annotations
@@ -20,29 +29,34 @@ from typing import Any
 
 from bson import ObjectId
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ccserver import states
-from ccserver.callbacks import results_sent
 from ccserver.cluster import docker_ops
-from ccserver.cluster.service import PULL_TIMEOUT, Cluster
+from ccserver.cluster.service import Cluster
 from ccserver.collector import CollectorPause
-from ccserver.config import Config, auth_config
+from ccserver.config import Config
 from ccserver.identity import DaemonIdentity
 from ccserver.lifecycle import Lifecycle
 from ccserver.scheduling import rounds
+from ccserver.scheduling.cleanup import Cleanup
+from ccserver.scheduling.launcher import Launcher
+from ccserver.scheduling.messages import first_line
+from ccserver.scheduling.placement_writes import write_placement
 from ccserver.scheduling.recovery import Recovery
 from ccserver.storage.base import StorageUnavailable, Store
 from ccserver.threads import ThreadPoolService
-from ccserver.vault import Vault, digests
+from ccserver.vault import Vault
 
 log = Logger(namespace="ccserver.scheduler")
 
 APP = "application_containers"
 DATA = "data_containers"
 LIVE = {"$in": list(states.LIVE_STATES)}
+#: seconds a callback may wait for a data container's address from Docker
+LOOKUP_TIMEOUT = 5.0
 #: cancelled tasks are finished (notified, masked) this many at a time
 CANCEL_CHUNK = 250
 
@@ -72,8 +86,6 @@ class Scheduler(Service):
         self.store = store
         #: this daemon's id: the label of the containers it creates, and the only ones it touches
         self.identity = identity
-        #: containers of an older ccserver (no daemon label) unknown to our store, warned about once
-        self._foreign_warned: set[str] = set()
         self.cluster = cluster
         self.lifecycle = lifecycle
         self.clock = clock
@@ -85,14 +97,25 @@ class Scheduler(Service):
         self._again = False
         self._pending_call: Any = None
         self._full_round_due = True
-        self._images: set[tuple[str, str]] = set()
+        #: data container addresses looked up for callbacks (when their document has none yet)
         self._addresses: dict[ObjectId, str] = {}
+        self.launcher = Launcher(
+            config,
+            store,
+            cluster,
+            lifecycle,
+            vault,
+            identity,
+            callback_base=lambda: self.callback_base,
+            ready=lambda node: node in self.cleaner.reconciled,
+            launched=self.wake,
+            storage_unavailable=self.storage_unavailable,
+        )
         self.recovery = Recovery(store, lifecycle, clock, pool.run if pool is not None else None)
         #: when this process started scheduling; what is older was written by an earlier one
         self.started_at = 0.0
         self._recovered = False
-        #: nodes compared with the store since they were last found healthy
-        self._reconciled: set[str] = set()
+        self.cleaner = Cleanup(store, cluster, lifecycle, identity, removed=self._forget_address)
         #: the database was found unavailable, and not yet found back
         self.outage = False
         #: background loops that finish ended tasks (their groups are theirs to end)
@@ -102,15 +125,17 @@ class Scheduler(Service):
 
     def startService(self) -> None:
         super().startService()
+        self.launcher.resume()
         self.started_at = self.clock.seconds()
         self._recovered = False
-        self._reconciled.clear()
+        self.cleaner.reconciled.clear()
         self._full_round_due = True
         self._loop.start(self.config.server.scheduling_interval_seconds, now=False)
         self.wake()
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
+        self.launcher.stop()
         if self._loop.running:
             self._loop.stop()
         if self._pending_call is not None and self._pending_call.active():
@@ -174,7 +199,7 @@ class Scheduler(Service):
             self.outage = True
             log.warn(
                 "the database is unavailable ({error}); scheduling paused, retrying every {s} s",
-                error=_message(error),
+                error=first_line(error),
                 s=self.config.server.scheduling_interval_seconds,
             )
 
@@ -196,8 +221,8 @@ class Scheduler(Service):
         finally:
             release()
         healthy = set(self.cluster.healthy_names())
-        self._reconciled &= healthy  # a node that was away is compared again when it is back
-        due = sorted(healthy if full else healthy - self._reconciled)
+        self.cleaner.reconciled &= healthy  # a node that was away is compared again when it is back
+        due = sorted(healthy if full else healthy - self.cleaner.reconciled)
         if due:
             await self.reconcile(due)
         await self.place()
@@ -217,69 +242,21 @@ class Scheduler(Service):
         for task_id, why in decisions.too_large:
             await self.lifecycle.task_failed_at_once(task_id, why)
         for placed in decisions.placed:
-            await self._write_placement(placed)
-
-    async def _write_placement(self, placed: rounds.Placed) -> None:
-        now = self.clock.seconds()
-        dc_defaults = self.config.defaults.data_container
-        new_data, kept = [], []
-        task = placed.task
-        if placed.new_data_containers:
-            # a new data container holds the task's real specs (credentials included), kept
-            # apart from its document like the task's own (see ccserver.vault)
-            revealed = await self.vault.reveal(task)
-            specs = dict(zip(digests(task), revealed.get("input_files") or (), strict=False))
-        for new in placed.new_data_containers:
-            doc = {
-                "_id": new.id,
-                "state": states.CREATED,
-                "created_at": now,
-                "transitions": [states.transition(states.CREATED, "Data container created.", now)],
-                "username": task["username"],
-                "input_files": [specs[digest] for digest in new.input_files],
-                "callbacks": [],
-                "cluster_node": new.node,
-                "container_ram": dc_defaults.container_ram,
-            }
-            secret = self.vault.conceal(doc)
-            doc["input_file_digests"] = list(new.input_files)
-            new_data.append(doc)
-            if secret:
-                kept.append(secret)
-        if new_data:
-            await self.vault.keep(kept)
-            await self.store.insert_many(DATA, new_data)
-        app_id = ObjectId()
-        await self.store.insert_one(
-            APP,
-            {
-                "_id": app_id,
-                "state": states.CREATED,
-                "created_at": now,
-                "transitions": [states.transition(states.CREATED, "Application container created.", now)],
-                "username": task["username"],
-                "task_id": [task["_id"]],
-                "data_container_ids": placed.data_container_ids,
-                "callbacks": [],
-                "cluster_node": placed.node,
-                "container_ram": task["application_container_description"]["container_ram"],
-            },
-        )
-        await self.lifecycle.task_processing(
-            task["_id"], task["task_group_id"][0], {"application_container_id": app_id}
-        )
+            await write_placement(placed, self.config, self.store, self.lifecycle, self.vault, self.clock.seconds())
 
     async def launch(self) -> None:
-        """Create and start what was placed: data containers at once, application containers
-        once every data container they use is processing."""
-        work = []
+        """Hand what was placed to the launcher, which pulls, creates and starts each container
+        on its own (a round never waits for it): data containers at once, application
+        containers once every data container they use is processing."""
         for dc in await self.store.find(DATA, {"state": states.CREATED}):
-            work.append(self._launch(DATA, dc, start=True))
+            if not self.launcher.busy(dc["_id"]):
+                self.launcher.launch(DATA, dc)
         for app in await self.store.find(APP, {"state": states.CREATED}):
-            work.append(self._launch(APP, app, start=False))
-        await _all(work)
-        work = []
-        waiting = await self.store.find(APP, {"state": states.WAITING})
+            if not self.launcher.busy(app["_id"]):
+                self.launcher.launch(APP, app)
+        waiting = [
+            app for app in await self.store.find(APP, {"state": states.WAITING}) if not self.launcher.busy(app["_id"])
+        ]
         needed = {i for app in waiting for i in app.get("data_container_ids", [])}
         ready: set[Any] = set()
         if needed:
@@ -287,94 +264,7 @@ class Scheduler(Service):
             ready = {d["_id"] for d in found if d["state"] == states.PROCESSING}
         for app in waiting:
             if all(i in ready for i in app.get("data_container_ids", [])):
-                work.append(self._start_application(app))
-        await _all(work)
-
-    async def _launch(self, collection: str, doc: dict[str, Any], start: bool) -> None:
-        node, name = doc["cluster_node"], str(doc["_id"])
-        if node in self.cluster.nodes and node not in self._reconciled:
-            if self.cluster.nodes[node].healthy is not False:
-                return  # not checked (or compared with the store) yet since the start: wait
-        if node not in self.cluster.nodes or not self.cluster.nodes[node].healthy:
-            await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is not available")
-            return
-        if collection == DATA:
-            dc = self.config.defaults.data_container
-            image, entry_point = dc.image, dc.entry_point
-            auth = auth_config(dc.registry_auth)
-            kind, path = "data", "/data-containers/callback"
-        else:
-            task = await self.store.find_one("tasks", {"_id": doc["task_id"][0]})
-            if task is None:
-                await self.lifecycle.container_failed(collection, doc["_id"], "its task is gone")
-                return
-            task = await self.vault.reveal(task)  # its registry_auth
-            description = task["application_container_description"]
-            image = description["image"]
-            entry_point = description.get("entry_point") or self.config.defaults.application_entry_point
-            auth = description.get("registry_auth")
-            kind, path = "application", "/application-containers/callback"
-        settings = {
-            "container_type": kind,
-            "container_id": name,
-            "callback_key": self.vault.callback_key(collection, doc["_id"]),
-            "callback_url": f"{self.callback_base}{path}",
-        }
-        try:
-            await self._ensure_image(node, image, auth)
-        except Exception as e:
-            await self.lifecycle.container_failed(collection, doc["_id"], f"image {image}: {_message(e)}")
-            return
-        daemon = await self.identity.get()  # read once; a database outage stops the round here
-        try:
-            await self.cluster.call(
-                node,
-                docker_ops.create_container,
-                name,
-                image,
-                docker_ops.command_line(entry_point, settings),
-                doc["container_ram"],
-                kind,
-                self.config.docker.net,
-                daemon,
-            )
-        except Exception as e:
-            if "Conflict" not in str(e):  # created before a restart: go on with it
-                await self._docker_failed(collection, doc, "could not create the container", e)
-                return
-        if not await self.lifecycle.transition(
-            collection, doc["_id"], states.WAITING, "Container created.", from_states=(states.CREATED,)
-        ):
-            return
-        if start:
-            try:
-                await self.cluster.call(node, docker_ops.start_container, name)
-            except Exception as e:
-                await self._docker_failed(collection, doc, "could not start the container", e)
-
-    async def _start_application(self, app: dict[str, Any]) -> None:
-        name = str(app["_id"])
-        if app["cluster_node"] not in self._reconciled:
-            return  # its node was not compared with the store yet: it may have run already
-        try:
-            await self.cluster.call(app["cluster_node"], docker_ops.start_container, name)
-        except Exception as e:
-            await self._docker_failed(APP, app, "could not start the container", e)
-            return
-        await self.lifecycle.transition(
-            APP, app["_id"], states.PROCESSING, "Container started.", from_states=(states.WAITING,)
-        )
-
-    async def _ensure_image(self, node: str, image: str, auth: dict[str, str] | None) -> None:
-        policy = self.config.docker.pull_policy
-        if policy != "always" and (node, image) in self._images:
-            return
-        await self.cluster.call(node, docker_ops.ensure_image, image, policy, auth, node, timeout=PULL_TIMEOUT)
-        self._images.add((node, image))
-
-    async def _docker_failed(self, collection: str, doc: dict[str, Any], what: str, error: Exception) -> None:
-        await self.lifecycle.container_failed(collection, doc["_id"], f"{what}: {_message(error)}")
-        self.cluster.report_error(doc["cluster_node"], error)
+                self.launcher.start_application(app)
 
     # --- containers that ended, vanished or are left over ------------------------------------
 
@@ -386,133 +276,20 @@ class Scheduler(Service):
         try:
             if owner is not None and owner != await self.identity.get():
                 return
-            await self._container_died(node, name, code, legacy=owner is None)
+            await self.cleaner.container_died(node, name, code, legacy=owner is None)
         except StorageUnavailable as e:
             self.storage_unavailable(e)
 
-    async def _container_died(self, node: str, name: str, code: int, legacy: bool = False) -> None:
-        try:
-            _id = ObjectId(name)
-        except Exception:
-            return  # an inspection container, removed by its runner
-        for collection in (APP, DATA):
-            doc = await self.store.find_one(collection, {"_id": _id}, {"state": 1, "cluster_node": 1, "callbacks": 1})
-            if doc is not None:
-                break
-        else:
-            if legacy:
-                self._leave_foreign(node, name)
-            else:
-                await self._remove(node, name)
-            return
-        if states.is_end(doc["state"]):
-            await self._remove(node, name)
-            return
-        if collection == APP and results_sent(doc):
-            # its results were sent; only the answer to its last callback was lost
-            await self.lifecycle.application_succeeded(_id, "Results sent (callback 3); the container has ended.")
-            await self._remove(node, name)
-            return
-        logs = ""
-        try:
-            logs = await self.cluster.call(node, docker_ops.logs_tail, name)
-        except Exception:
-            pass
-        if code:
-            why = f"container exited with code {code}" + (f"; last output:\n{logs.strip()}" if logs.strip() else "")
-        else:
-            why = "container exited before it sent all its callbacks" + (
-                f"; last output:\n{logs.strip()}" if logs.strip() else ""
-            )
-        await self.lifecycle.container_failed(collection, _id, why)
-        await self._remove(node, name)
-
-    def _leave_foreign(self, node: str, name: str) -> None:
-        if name not in self._foreign_warned:
-            self._foreign_warned.add(name)
-            log.warn(
-                "container {name} on node {node} was made by a ccserver without a daemon identity "
-                "and is unknown to this daemon's store: left alone (remove it by hand if it is nobody's)",
-                name=name,
-                node=node,
-            )
-
-    async def _remove(self, node: str, name: str) -> None:
-        try:
-            await self.cluster.call(node, docker_ops.remove_container, name)
-        except Exception as e:
-            log.warn("could not remove container {name} on {node}: {error}", name=name, node=node, error=_message(e))
-        try:
-            self._addresses.pop(ObjectId(name), None)
-        except Exception:
-            pass
-
     async def reconcile(self, nodes: list[str] | None = None) -> None:
-        """Compare engines with the store (every healthy one by default): fail live documents
-        whose container vanished, collect containers that ended unnoticed (e.g. while the
-        daemon was down), remove containers of ended or unknown documents.  Containers that
-        are still running are left alone: their callbacks are accepted as before."""
-        daemon = await self.identity.get()
-        for node in nodes if nodes is not None else self.cluster.healthy_names():
-            try:
-                present = await self.cluster.call(node, docker_ops.our_containers, daemon)
-            except Exception as e:
-                self.cluster.report_error(node, e)
-                continue
-            for collection in (APP, DATA):
-                docs = await self.store.find(
-                    collection,
-                    {"cluster_node": node, "state": {"$in": [states.WAITING, states.PROCESSING]}},
-                    projection={"_id": 1},
-                )
-                for doc in docs:
-                    name = str(doc["_id"])
-                    if name not in present:
-                        await self.lifecycle.container_failed(collection, doc["_id"], "container vanished from Docker")
-                    elif present[name][1] in ("exited", "dead"):
-                        try:
-                            _, code = await self.cluster.call(node, docker_ops.container_state, name)
-                        except docker_ops.ContainerGone:
-                            await self.lifecycle.container_failed(
-                                collection, doc["_id"], "container vanished from Docker"
-                            )
-                            continue
-                        await self._container_died(node, name, code, legacy=present[name][2])
-            for name, (kind, _status, legacy) in present.items():
-                if kind == "inspection":
-                    continue
-                try:
-                    _id = ObjectId(name)
-                except Exception:
-                    continue
-                collection = APP if kind == "application" else DATA
-                found = await self.store.find_one(collection, {"_id": _id}, {"state": 1})
-                if found is None and legacy:
-                    self._leave_foreign(node, name)
-                elif found is None or states.is_end(found["state"]):
-                    await self._remove(node, name)
-            self._reconciled.add(node)
+        """Compare engines with the store (see :meth:`Cleanup.reconcile`)."""
+        await self.cleaner.reconcile(nodes)
 
     async def cleanup(self) -> None:
-        """Data containers that no live application container needs succeed and go;
-        containers of ended (e.g. cancelled) documents are removed."""
-        live_dcs = await self.store.find(DATA, {"state": LIVE}, projection={"_id": 1, "cluster_node": 1, "state": 1})
-        if live_dcs:
-            apps = await self.store.find(APP, {"state": LIVE}, projection={"data_container_ids": 1})
-            used = {i for a in apps for i in a.get("data_container_ids", [])}
-            for dc in live_dcs:
-                if dc["_id"] not in used:
-                    if await self.lifecycle.transition(
-                        DATA, dc["_id"], states.SUCCESS, "No application container needs this data container."
-                    ):
-                        await self._remove(dc["cluster_node"], str(dc["_id"]))
-        # cancelled application containers are killed and removed
-        cancelled = await self.store.find(
-            APP, {"state": states.CANCELLED, "removed": {"$ne": True}}, projection={"cluster_node": 1}
-        )
-        for app in cancelled:
-            await self._remove(app["cluster_node"], str(app["_id"]))
-            await self.store.update_one(APP, {"_id": app["_id"]}, {"$set": {"removed": True}})
+        """Data containers nobody needs and containers of ended documents go (see :mod:`cleanup`)."""
+        await self.cleaner.cleanup()
+
+    def _forget_address(self, _id: ObjectId) -> None:
+        self._addresses.pop(_id, None)
 
     def tasks_cancelled(self, ids: list[ObjectId]) -> None:
         """Tasks were cancelled through the API: notify, mask, end their groups (in the
@@ -542,19 +319,29 @@ class Scheduler(Service):
         d.addErrback(lambda f: log.failure("finishing cancelled tasks", f))
 
     async def data_container_address(self, dc: dict[str, Any]) -> str:
-        """Where application containers reach a data container (cached per container)."""
+        """Where application containers reach a data container: written into its document by
+        the launcher once it started; else (a start not recorded yet, an older document)
+        looked up once on the cluster's look-up pool, with a short deadline, never behind
+        the Docker pool's queue."""
+        if dc.get("address"):
+            return str(dc["address"])
         if dc["_id"] not in self._addresses:
             self._addresses[dc["_id"]] = await self.cluster.call(
-                dc["cluster_node"], docker_ops.container_address, str(dc["_id"]), self.config.docker.net
+                dc["cluster_node"],
+                docker_ops.container_address,
+                str(dc["_id"]),
+                self.config.docker.net,
+                timeout=LOOKUP_TIMEOUT,
+                pool=self.cluster.lookup_pool,
             )
         return self._addresses[dc["_id"]]
 
     async def node_dead(self, node: str) -> None:
         """Fail the live containers of a dead node (their tasks are retried elsewhere)."""
-        self._reconciled.discard(node)
+        self.cleaner.reconciled.discard(node)
         # a node that comes back may be a fresh engine: check its images again, and its data
         # containers' addresses are gone with them
-        self._images = {k for k in self._images if k[0] != node}
+        self.launcher.forget_node(node)
         try:
             for collection in (DATA, APP):
                 docs = await self.store.find(collection, {"cluster_node": node, "state": LIVE}, projection={"_id": 1})
@@ -562,25 +349,3 @@ class Scheduler(Service):
                     await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is dead")
         except StorageUnavailable as e:
             self.storage_unavailable(e)
-
-
-async def _all(work: list[Any]) -> None:
-    """Run coroutines side by side (the Docker pool bounds them); log any that broke.  If the
-    database was unavailable to one of them, that error is raised once all are done (the
-    round stops; the next one redoes what is left)."""
-    if work:
-        results = await DeferredList([Deferred.fromCoroutine(w) for w in work], consumeErrors=True)
-        unavailable = None
-        for ok, result in results:
-            if not ok:
-                if result.check(StorageUnavailable):
-                    unavailable = result.value
-                else:
-                    log.failure("scheduler step failed", result)
-        if unavailable is not None:
-            raise unavailable
-
-
-def _message(error: BaseException) -> str:
-    text = str(error) or error.__class__.__name__
-    return text.strip().splitlines()[0][:1000] if text.strip() else error.__class__.__name__

@@ -77,5 +77,8 @@ async def test_containers_join_docker_net_and_data_containers_are_reached_by_nam
     assert task["state"] == states.SUCCESS, task["transitions"]
     assert harness.archive.results[f"{tag}-copy"] == data
     assert harness.archive.downloads["net.txt"] == 1  # once, by the data container
-    # the application container was given the data container's name, not an address
-    assert addresses.seen == {dc_id: str(dc_id)}
+    # the application container was given the data container's name, not an address: the
+    # launcher wrote it into the data container's document, and no callback asked Docker
+    dc = await harness.root.store.find_one("data_containers", {"_id": dc_id})
+    assert dc is not None and dc["address"] == str(dc_id)
+    assert addresses.seen == {}

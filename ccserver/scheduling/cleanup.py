@@ -1,0 +1,176 @@
+"""Reconcile and clean up: containers that ended, vanished or are left over.
+
+The engines are compared with the store (:meth:`Cleanup.reconcile`, once per node when it is
+found healthy and on every full round), ends reported by the event streams are acted on
+(:meth:`Cleanup.container_died`), and containers nobody needs any more go
+(:meth:`Cleanup.cleanup`).  Only containers carrying this daemon's identity label are ever
+touched; those of an older ccserver (no label) only when our store knows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bson import ObjectId
+from twisted.logger import Logger
+
+from ccserver import states
+from ccserver.callbacks import results_sent
+from ccserver.cluster import docker_ops
+from ccserver.cluster.service import Cluster
+from ccserver.identity import DaemonIdentity
+from ccserver.lifecycle import Lifecycle
+from ccserver.scheduling.messages import first_line
+from ccserver.storage.base import Store
+
+log = Logger(namespace="ccserver.scheduler")
+
+APP = "application_containers"
+DATA = "data_containers"
+LIVE = {"$in": list(states.LIVE_STATES)}
+
+
+class Cleanup:
+    def __init__(
+        self,
+        store: Store,
+        cluster: Cluster,
+        lifecycle: Lifecycle,
+        identity: DaemonIdentity,
+        removed: Callable[[ObjectId], None],
+    ) -> None:
+        """``removed`` hears of each container removed (by its document id)."""
+        self.store = store
+        self.cluster = cluster
+        self.lifecycle = lifecycle
+        #: this daemon's id: the label of the containers it creates, and the only ones it touches
+        self.identity = identity
+        self.removed = removed
+        #: nodes compared with the store since they were last found healthy
+        self.reconciled: set[str] = set()
+        #: containers of an older ccserver (no daemon label) unknown to our store, warned about once
+        self._foreign_warned: set[str] = set()
+
+    async def container_died(self, node: str, name: str, code: int, legacy: bool = False) -> None:
+        try:
+            _id = ObjectId(name)
+        except Exception:
+            return  # an inspection container, removed by its runner
+        for collection in (APP, DATA):
+            doc = await self.store.find_one(collection, {"_id": _id}, {"state": 1, "cluster_node": 1, "callbacks": 1})
+            if doc is not None:
+                break
+        else:
+            if legacy:
+                self.leave_foreign(node, name)
+            else:
+                await self.remove(node, name)
+            return
+        if states.is_end(doc["state"]):
+            await self.remove(node, name)
+            return
+        if collection == APP and results_sent(doc):
+            # its results were sent; only the answer to its last callback was lost
+            await self.lifecycle.application_succeeded(_id, "Results sent (callback 3); the container has ended.")
+            await self.remove(node, name)
+            return
+        logs = ""
+        try:
+            logs = await self.cluster.call(node, docker_ops.logs_tail, name)
+        except Exception:
+            pass
+        if code:
+            why = f"container exited with code {code}" + (f"; last output:\n{logs.strip()}" if logs.strip() else "")
+        else:
+            why = "container exited before it sent all its callbacks" + (
+                f"; last output:\n{logs.strip()}" if logs.strip() else ""
+            )
+        await self.lifecycle.container_failed(collection, _id, why)
+        await self.remove(node, name)
+
+    def leave_foreign(self, node: str, name: str) -> None:
+        if name not in self._foreign_warned:
+            self._foreign_warned.add(name)
+            log.warn(
+                "container {name} on node {node} was made by a ccserver without a daemon identity "
+                "and is unknown to this daemon's store: left alone (remove it by hand if it is nobody's)",
+                name=name,
+                node=node,
+            )
+
+    async def remove(self, node: str, name: str) -> None:
+        try:
+            await self.cluster.call(node, docker_ops.remove_container, name)
+        except Exception as e:
+            log.warn("could not remove container {name} on {node}: {error}", name=name, node=node, error=first_line(e))
+        try:
+            self.removed(ObjectId(name))
+        except Exception:
+            pass
+
+    async def reconcile(self, nodes: list[str] | None = None) -> None:
+        """Compare engines with the store (every healthy one by default): fail live documents
+        whose container vanished, collect containers that ended unnoticed (e.g. while the
+        daemon was down), remove containers of ended or unknown documents.  Containers that
+        are still running are left alone: their callbacks are accepted as before."""
+        daemon = await self.identity.get()
+        for node in nodes if nodes is not None else self.cluster.healthy_names():
+            try:
+                present = await self.cluster.call(node, docker_ops.our_containers, daemon)
+            except Exception as e:
+                self.cluster.report_error(node, e)
+                continue
+            for collection in (APP, DATA):
+                docs = await self.store.find(
+                    collection,
+                    {"cluster_node": node, "state": {"$in": [states.WAITING, states.PROCESSING]}},
+                    projection={"_id": 1},
+                )
+                for doc in docs:
+                    name = str(doc["_id"])
+                    if name not in present:
+                        await self.lifecycle.container_failed(collection, doc["_id"], "container vanished from Docker")
+                    elif present[name][1] in ("exited", "dead"):
+                        try:
+                            _, code = await self.cluster.call(node, docker_ops.container_state, name)
+                        except docker_ops.ContainerGone:
+                            await self.lifecycle.container_failed(
+                                collection, doc["_id"], "container vanished from Docker"
+                            )
+                            continue
+                        await self.container_died(node, name, code, legacy=present[name][2])
+            for name, (kind, _status, legacy) in present.items():
+                if kind == "inspection":
+                    continue
+                try:
+                    _id = ObjectId(name)
+                except Exception:
+                    continue
+                collection = APP if kind == "application" else DATA
+                found = await self.store.find_one(collection, {"_id": _id}, {"state": 1})
+                if found is None and legacy:
+                    self.leave_foreign(node, name)
+                elif found is None or states.is_end(found["state"]):
+                    await self.remove(node, name)
+            self.reconciled.add(node)
+
+    async def cleanup(self) -> None:
+        """Data containers that no live application container needs succeed and go;
+        containers of ended (e.g. cancelled) documents are removed."""
+        live_dcs = await self.store.find(DATA, {"state": LIVE}, projection={"_id": 1, "cluster_node": 1, "state": 1})
+        if live_dcs:
+            apps = await self.store.find(APP, {"state": LIVE}, projection={"data_container_ids": 1})
+            used = {i for a in apps for i in a.get("data_container_ids", [])}
+            for dc in live_dcs:
+                if dc["_id"] not in used:
+                    if await self.lifecycle.transition(
+                        DATA, dc["_id"], states.SUCCESS, "No application container needs this data container."
+                    ):
+                        await self.remove(dc["cluster_node"], str(dc["_id"]))
+        # cancelled application containers are killed and removed
+        cancelled = await self.store.find(
+            APP, {"state": states.CANCELLED, "removed": {"$ne": True}}, projection={"cluster_node": 1}
+        )
+        for app in cancelled:
+            await self.remove(app["cluster_node"], str(app["_id"]))
+            await self.store.update_one(APP, {"_id": app["_id"]}, {"$set": {"removed": True}})

@@ -1,0 +1,322 @@
+"""Launches: pull, create and start one container, as an operation of its own.
+
+A scheduling round decides and writes (placement), then hands each placed container to the
+:class:`Launcher` and goes on: a round never awaits a launch, so a pull that hangs for half
+an hour neither delays the next round nor the tasks that must fail at once.
+
+Each launch has its parts bounded on their own:
+
+* the image is pulled on the pull pool (``docker.pull_threads``), with the 30-minute pull
+  deadline, one pull per (node, image) however many containers wait for it;
+* create and start run on the Docker pool with the ``api_timeout`` deadline (counted from
+  when they were asked, see :meth:`ccserver.cluster.service.Cluster.call`), at most
+  ``docker.launches_per_node`` at once per node, so that removals, look-ups and the other
+  nodes' launches are not queued behind a burst of creates;
+* a data container's address is looked up once it started and written into its document,
+  so that a callback never waits on Docker for it.
+
+A create or start that never ran (its deadline passed while it waited for a thread) is asked
+again, up to three times.  A launch that fails otherwise fails its container (and through it
+the task, which the lifecycle retries within ``max_task_trials``); the next round hands over
+what is still ``created``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bson import ObjectId
+from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ccserver import states
+from ccserver.cluster import docker_ops
+from ccserver.cluster.service import PULL_TIMEOUT, Cluster, QueuedTooLong
+from ccserver.config import Config, auth_config
+from ccserver.identity import DaemonIdentity
+from ccserver.lifecycle import Lifecycle
+from ccserver.scheduling.messages import first_line
+from ccserver.storage.base import StorageUnavailable, Store
+from ccserver.vault import Vault
+
+log = Logger(namespace="ccserver.launcher")
+
+APP = "application_containers"
+DATA = "data_containers"
+#: times a create or start that never ran (queued past its deadline) is asked
+ATTEMPTS = 3
+
+
+class Launcher:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        cluster: Cluster,
+        lifecycle: Lifecycle,
+        vault: Vault,
+        identity: DaemonIdentity,
+        callback_base: Callable[[], str | None],
+        ready: Callable[[str], bool],
+        launched: Callable[[], None],
+        storage_unavailable: Callable[[BaseException], None],
+    ) -> None:
+        """``callback_base`` gives the base URL of callbacks; ``ready(node)`` says whether a
+        node was compared with the store since it was found healthy (before that nothing is
+        launched there); ``launched`` is called when a launch ended (the scheduler then runs
+        a round: application containers may now start); ``storage_unavailable`` hears of a
+        database outage met by a launch."""
+        self.config = config
+        self.store = store
+        self.cluster = cluster
+        self.lifecycle = lifecycle
+        self.vault = vault
+        self.identity = identity
+        self.callback_base = callback_base
+        self.ready = ready
+        self.launched = launched
+        self.storage_unavailable = storage_unavailable
+        #: documents whose launch (or start) is under way
+        self._busy: set[ObjectId] = set()
+        self._slots: dict[str, DeferredSemaphore] = {}
+        #: pulls under way: the Deferreds of those who wait for one
+        self._pulls: dict[tuple[str, str], list[Deferred[None]]] = {}
+        #: (node, image) known present
+        self._images: set[tuple[str, str]] = set()
+        #: the daemon is stopping: nothing more is created or started
+        self.stopping = False
+
+    # --- what the scheduler asks ---------------------------------------------------------
+
+    def busy(self, _id: ObjectId) -> bool:
+        return _id in self._busy
+
+    def in_flight(self) -> int:
+        return len(self._busy)
+
+    def launch(self, collection: str, doc: dict[str, Any]) -> None:
+        """Pull, create and start ``doc``'s container, in the background (an application
+        container only once its data containers are processing; else it is left created, and
+        a later round starts it)."""
+        self._run(doc["_id"], self._launch(collection, doc, start=collection == DATA))
+
+    def start_application(self, app: dict[str, Any]) -> None:
+        """Start a created application container (its data containers are processing)."""
+        self._run(app["_id"], self._start_application(app))
+
+    def pulls_under_way(self) -> dict[tuple[str, str], int]:
+        """(node, image) → how many launches wait for that pull besides the one that asked it."""
+        return {key: len(waiters) for key, waiters in self._pulls.items()}
+
+    def stop(self) -> None:
+        """Create and start nothing more (what runs ends with the pools' shutdown bound);
+        what was left ``created`` is launched by the next start."""
+        self.stopping = True
+
+    def resume(self) -> None:
+        self.stopping = False
+
+    def forget_node(self, node: str) -> None:
+        """A node died: it may come back as a fresh engine, without our images."""
+        self._images = {k for k in self._images if k[0] != node}
+
+    # --- the operations ------------------------------------------------------------------
+
+    def _run(self, _id: ObjectId, work: Any) -> None:
+        if _id in self._busy:
+            work.close()  # never started: nothing to undo
+            return
+        self._busy.add(_id)
+        d = Deferred.fromCoroutine(work)
+
+        def failed(failure: Failure) -> None:
+            if self.stopping:
+                log.info("launch of {id} left at shutdown: {error}", id=str(_id), error=failure.getErrorMessage())
+            elif failure.check(StorageUnavailable):
+                self.storage_unavailable(failure.value)
+            else:
+                log.failure("launch of {id} failed", failure, id=str(_id))
+
+        def ended(_: Any) -> None:
+            self._busy.discard(_id)
+            self.launched()
+
+        d.addErrback(failed)
+        d.addBoth(ended)
+
+    def _slot(self, node: str) -> DeferredSemaphore:
+        if node not in self._slots:
+            self._slots[node] = DeferredSemaphore(self.config.docker.launches_per_node)
+        return self._slots[node]
+
+    async def _launch(self, collection: str, doc: dict[str, Any], start: bool) -> None:
+        node, name = doc["cluster_node"], str(doc["_id"])
+        if node in self.cluster.nodes and not self.ready(node):
+            if self.cluster.nodes[node].healthy is not False:
+                return  # not compared with the store yet since the start: the next round
+        if node not in self.cluster.nodes or not self.cluster.nodes[node].healthy:
+            await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is not available")
+            return
+        if collection == DATA:
+            dc = self.config.defaults.data_container
+            image, entry_point = dc.image, dc.entry_point
+            auth = auth_config(dc.registry_auth)
+            kind, path = "data", "/data-containers/callback"
+        else:
+            task = await self.store.find_one("tasks", {"_id": doc["task_id"][0]})
+            if task is None:
+                await self.lifecycle.container_failed(collection, doc["_id"], "its task is gone")
+                return
+            task = await self.vault.reveal(task)  # its registry_auth
+            description = task["application_container_description"]
+            image = description["image"]
+            entry_point = description.get("entry_point") or self.config.defaults.application_entry_point
+            auth = description.get("registry_auth")
+            kind, path = "application", "/application-containers/callback"
+        settings = {
+            "container_type": kind,
+            "container_id": name,
+            "callback_key": self.vault.callback_key(collection, doc["_id"]),
+            "callback_url": f"{self.callback_base()}{path}",
+        }
+        try:
+            await self._ensure_image(node, image, auth)
+        except Exception as e:
+            await self.lifecycle.container_failed(collection, doc["_id"], f"image {image}: {first_line(e)}")
+            return
+        # a pull may take long: the container may have been cancelled (or its node died) meanwhile
+        now = await self.store.find_one(collection, {"_id": doc["_id"]}, {"state": 1})
+        if now is None or now["state"] != states.CREATED or self.stopping:
+            return
+        daemon = await self.identity.get()  # read once; a database outage stops the launch here
+        slot = self._slot(node)
+        await slot.acquire()
+        try:
+            if self.stopping:
+                return
+            try:
+                await self._call(
+                    node,
+                    docker_ops.create_container,
+                    name,
+                    image,
+                    docker_ops.command_line(entry_point, settings),
+                    doc["container_ram"],
+                    kind,
+                    self.config.docker.net,
+                    daemon,
+                )
+            except Exception as e:
+                if "Conflict" not in str(e):  # created before a restart: go on with it
+                    await self._docker_failed(collection, doc, "could not create the container", e)
+                    return
+            if not await self.lifecycle.transition(
+                collection, doc["_id"], states.WAITING, "Container created.", from_states=(states.CREATED,)
+            ):
+                return
+            # an application container whose data containers are processing (or that has
+            # none) starts at once, without waiting for a round and a turn behind other creates
+            start = start or (collection == APP and await self._data_ready(doc))
+            if start:
+                try:
+                    await self._call(node, docker_ops.start_container, name)
+                except Exception as e:
+                    await self._docker_failed(collection, doc, "could not start the container", e)
+                    return
+                if collection == DATA:
+                    await self._record_address(node, doc["_id"])
+        finally:
+            slot.release()
+        if start and collection == APP:
+            await self.lifecycle.transition(
+                APP, doc["_id"], states.PROCESSING, "Container started.", from_states=(states.WAITING,)
+            )
+
+    async def _data_ready(self, app: dict[str, Any]) -> bool:
+        ids = app.get("data_container_ids") or []
+        if not ids:
+            return True
+        found = await self.store.find(DATA, {"_id": {"$in": list(ids)}}, projection={"state": 1})
+        return len(found) == len(set(ids)) and all(d["state"] == states.PROCESSING for d in found)
+
+    async def _call(self, node: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """A create or start: one that never ran (its deadline passed while it waited for a
+        Docker thread) is asked again, up to :data:`ATTEMPTS` times; an engine's error is final
+        (the container fails, and the task's ``max_task_trials`` decide)."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return await self.cluster.call(node, fn, *args)
+            except QueuedTooLong as e:
+                if attempt == ATTEMPTS:
+                    raise
+                log.warn("{error}; asking again ({n} of {of})", error=first_line(e), n=attempt + 1, of=ATTEMPTS)
+
+    async def _record_address(self, node: str, _id: ObjectId) -> None:
+        """Write where application containers reach this data container into its document,
+        so that callbacks read it instead of asking Docker."""
+        try:
+            address = await self.cluster.call(node, docker_ops.container_address, str(_id), self.config.docker.net)
+        except Exception as e:
+            # the callback path looks it up itself then (on a pool of its own, briefly)
+            log.warn("address of data container {id} not known: {error}", id=str(_id), error=first_line(e))
+            return
+        if address:
+            await self.store.update_one(DATA, {"_id": _id}, {"$set": {"address": address}})
+
+    async def _start_application(self, app: dict[str, Any]) -> None:
+        node, name = app["cluster_node"], str(app["_id"])
+        if not self.ready(node):
+            return  # its node was not compared with the store yet: it may have run already
+        slot = self._slot(node)
+        await slot.acquire()
+        try:
+            if self.stopping:
+                return
+            try:
+                await self._call(node, docker_ops.start_container, name)
+            except Exception as e:
+                await self._docker_failed(APP, app, "could not start the container", e)
+                return
+        finally:
+            slot.release()
+        await self.lifecycle.transition(
+            APP, app["_id"], states.PROCESSING, "Container started.", from_states=(states.WAITING,)
+        )
+
+    async def _ensure_image(self, node: str, image: str, auth: dict[str, str] | None) -> None:
+        """The image on the node, per the pull policy: one pull per (node, image) at a time,
+        shared by every launch that needs it."""
+        policy = self.config.docker.pull_policy
+        key = (node, image)
+        if policy != "always" and key in self._images:
+            return
+        if key in self._pulls:
+            waiter: Deferred[None] = Deferred()
+            self._pulls[key].append(waiter)
+            await waiter
+            return
+        self._pulls[key] = []
+        try:
+            await self.cluster.call(
+                node,
+                docker_ops.ensure_image,
+                image,
+                policy,
+                auth,
+                node,
+                timeout=PULL_TIMEOUT,
+                pool=self.cluster.pull_pool,
+            )
+        except Exception as e:
+            for waiter in self._pulls.pop(key, []):
+                waiter.errback(Failure(e))
+            raise
+        self._images.add(key)
+        for waiter in self._pulls.pop(key, []):
+            waiter.callback(None)
+
+    async def _docker_failed(self, collection: str, doc: dict[str, Any], what: str, error: Exception) -> None:
+        await self.lifecycle.container_failed(collection, doc["_id"], f"{what}: {first_line(error)}")
+        self.cluster.report_error(doc["cluster_node"], error)

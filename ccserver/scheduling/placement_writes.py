@@ -1,0 +1,69 @@
+"""Placement writes: a round's decisions (:func:`ccserver.scheduling.rounds.decide`) turned
+into documents: new data containers, the application container, the task processing."""
+
+from __future__ import annotations
+
+from bson import ObjectId
+
+from ccserver import states
+from ccserver.config import Config
+from ccserver.lifecycle import Lifecycle
+from ccserver.scheduling import rounds
+from ccserver.storage.base import Store
+from ccserver.vault import Vault, digests
+
+APP = "application_containers"
+DATA = "data_containers"
+
+
+async def write_placement(
+    placed: rounds.Placed, config: Config, store: Store, lifecycle: Lifecycle, vault: Vault, now: float
+) -> None:
+    """Record one placement: its new data containers (their input specs kept apart, see
+    :mod:`ccserver.vault`), its application container, and the task now processing; the
+    launcher starts them."""
+    dc_defaults = config.defaults.data_container
+    new_data, kept = [], []
+    task = placed.task
+    if placed.new_data_containers:
+        # a new data container holds the task's real specs (credentials included), kept
+        # apart from its document like the task's own (see ccserver.vault)
+        revealed = await vault.reveal(task)
+        specs = dict(zip(digests(task), revealed.get("input_files") or (), strict=False))
+    for new in placed.new_data_containers:
+        doc = {
+            "_id": new.id,
+            "state": states.CREATED,
+            "created_at": now,
+            "transitions": [states.transition(states.CREATED, "Data container created.", now)],
+            "username": task["username"],
+            "input_files": [specs[digest] for digest in new.input_files],
+            "callbacks": [],
+            "cluster_node": new.node,
+            "container_ram": dc_defaults.container_ram,
+        }
+        secret = vault.conceal(doc)
+        doc["input_file_digests"] = list(new.input_files)
+        new_data.append(doc)
+        if secret:
+            kept.append(secret)
+    if new_data:
+        await vault.keep(kept)
+        await store.insert_many(DATA, new_data)
+    app_id = ObjectId()
+    await store.insert_one(
+        APP,
+        {
+            "_id": app_id,
+            "state": states.CREATED,
+            "created_at": now,
+            "transitions": [states.transition(states.CREATED, "Application container created.", now)],
+            "username": task["username"],
+            "task_id": [task["_id"]],
+            "data_container_ids": placed.data_container_ids,
+            "callbacks": [],
+            "cluster_node": placed.node,
+            "container_ram": task["application_container_description"]["container_ram"],
+        },
+    )
+    await lifecycle.task_processing(task["_id"], task["task_group_id"][0], {"application_container_id": app_id})
