@@ -435,3 +435,21 @@ def _describe(e: BaseException) -> str:
         return f"{type(e).__name__}: {inner}"
     message = str(e)
     return f"{type(e).__name__}: {message}" if message else type(e).__name__
+
+
+class DeadNodeAnnouncer:
+    """Posts ``[defaults.error_handling.dead_node_notification]`` when the cluster finds a node
+    dead (a :class:`ccserver.wiring.ClusterListener`)."""
+
+    def __init__(self, notifier: Notifier, notification: Any) -> None:
+        self.notifier = notifier
+        self.notification = notification
+
+    def node_dead(self, node: str) -> None:
+        self.notifier.notify_dead_node(self.notification, node)
+
+    def node_healthy(self, node: str) -> None:
+        pass
+
+    def container_died(self, node: str, name: str, code: int, owner: str | None) -> None:
+        pass

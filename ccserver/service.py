@@ -25,7 +25,7 @@ from ccserver.config import Config
 from ccserver.destinations import Destinations
 from ccserver.identity import DaemonIdentity
 from ccserver.lifecycle import Lifecycle
-from ccserver.notifications import Notifier
+from ccserver.notifications import DeadNodeAnnouncer, Notifier
 from ccserver.scheduling.service import Scheduler
 from ccserver.storage import open_store
 from ccserver.threads import ThreadPoolService
@@ -36,6 +36,7 @@ from ccserver.web.offload import RequestWork
 from ccserver.web.open_files import open_file_limit
 from ccserver.web.service import WebService
 from ccserver.web.site import CCSite, Limits
+from ccserver.wiring import CallbackAddress, Wakeup
 
 log = Logger(namespace="ccserver")
 
@@ -101,14 +102,23 @@ class CCServer(MultiService):
 
         #: this daemon's id, kept in its store: the label of its containers
         self.identity = DaemonIdentity(self.store)
-        self.cluster = Cluster(config, self.store, self.docker_pool, reactor, self.identity)
+        #: where containers call back, known once the listeners are bound (see ccserver.wiring)
+        self.address = CallbackAddress()
+        #: wake-ups of the scheduler, asked for by parts built before it
+        self.wakeup = Wakeup()
+        self.cluster = Cluster(config, self.store, self.docker_pool, reactor, self.identity, self.address)
         self.cluster.setServiceParent(self)
         allowed = config.notifications
         self.notifier = Notifier(
             reactor, destinations=Destinations.from_strings(allowed.allowed_networks, allowed.allowed_hosts)
         )
         self.lifecycle = Lifecycle(
-            self.store, reactor, config.defaults.max_task_trials, self.vault, notify_task=self.notifier.notify_task
+            self.store,
+            reactor,
+            config.defaults.max_task_trials,
+            self.vault,
+            notify_task=self.notifier.notify_task,
+            wake=self.wakeup,
         )
         self.scheduler = Scheduler(
             config,
@@ -118,15 +128,18 @@ class CCServer(MultiService):
             reactor,
             self.vault,
             self.identity,
+            self.address,
             self.placement_pool,
             self.collector,
         )
         self.scheduler.setServiceParent(self)
-        self.lifecycle.wake = self.scheduler.wake
+        self.wakeup.subscribe(self.scheduler.wake)
+        # the engines' events reach the scheduler; dead nodes are announced
+        self.cluster.add_listener(self.scheduler)
+        self.cluster.add_listener(DeadNodeAnnouncer(self.notifier, config.defaults.dead_node_notification))
         self.callbacks = Callbacks(
-            self.store, self.lifecycle, self.scheduler.data_container_address, self.scheduler.wake, self.vault
+            self.store, self.lifecycle, self.scheduler.data_container_address, self.wakeup, self.vault
         )
-        self._connect_cluster()
 
         self.authenticator = Authenticator(self.store, config, reactor, self.hash_pool)
         self.api = API(
@@ -151,24 +164,6 @@ class CCServer(MultiService):
         self.web = WebService(reactor, site, config.server.shutdown_timeout_seconds)
         self.web.setServiceParent(self)
         self.ready: Deferred[Any] | None = None
-
-    def _connect_cluster(self) -> None:
-        """Events of the engines reach the scheduler; dead nodes are announced."""
-        cluster, scheduler = self.cluster, self.scheduler
-
-        def died(node: str, name: str, code: int, owner: str | None) -> None:
-            d = Deferred.fromCoroutine(scheduler.container_died(node, name, code, owner))
-            d.addErrback(lambda f: log.failure("handling the end of container {name}", f, name=name))
-
-        def dead(node: str) -> None:
-            d = Deferred.fromCoroutine(scheduler.node_dead(node))
-            d.addErrback(lambda f: log.failure("failing the containers of dead node {node}", f, node=node))
-            self.notifier.notify_dead_node(self.config.defaults.dead_node_notification, node)
-
-        cluster.on_container_died = died
-        cluster.on_node_dead = dead
-        cluster.on_node_healthy = lambda node: scheduler.wake()
-        cluster.inspection_url = lambda: self.host if self.ready is not None and self.ready.called else None
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd asks the application for an ILogObserver before it starts logging
@@ -220,8 +215,8 @@ class CCServer(MultiService):
         if self.plan.host is None:
             self.host += self.config.server.api_prefix
         log.info("containers will call back at {host}", host=self.host)
-        self.scheduler.callback_base = self.host
-        self.scheduler.wake()
+        self.address.set(self.host)
+        self.wakeup()
         # what start-up allocated lives as long as the daemon: keep it out of the
         # collector's full passes, which otherwise stall the reactor for tens of ms
         gc.collect()

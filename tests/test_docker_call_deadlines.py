@@ -13,6 +13,7 @@ from twisted.internet import reactor
 from ccserver import config as configuration
 from ccserver.cluster.service import Cluster, QueuedTooLong
 from ccserver.threads import ThreadPoolService
+from ccserver.wiring import CallbackAddress
 
 
 @pytest_twisted.ensureDeferred
@@ -22,7 +23,7 @@ async def test_a_call_queued_past_its_deadline_fails_then_and_never_runs() -> No
     )
     pool = ThreadPoolService(reactor, "docker", 1, 5)
     pool.startService()
-    cluster = Cluster(cfg, store=None, pool=pool, reactor=reactor, identity=None)  # type: ignore[arg-type]
+    cluster = Cluster(cfg, store=None, pool=pool, reactor=reactor, identity=None, address=CallbackAddress())  # type: ignore[arg-type]
     release = threading.Event()
     ran: list[str] = []
     try:

@@ -40,6 +40,7 @@ from ccserver.config import Config, NodeConfig, auth_config
 from ccserver.identity import DaemonIdentity
 from ccserver.storage.base import StorageError, Store
 from ccserver.threads import ThreadPoolService
+from ccserver.wiring import CallbackAddress, ClusterListener
 
 log = Logger(namespace="ccserver.cluster")
 
@@ -80,7 +81,13 @@ class Cluster(Service):
     name = "cluster"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
     def __init__(
-        self, config: Config, store: Store, pool: ThreadPoolService, reactor: Any, identity: DaemonIdentity
+        self,
+        config: Config,
+        store: Store,
+        pool: ThreadPoolService,
+        reactor: Any,
+        identity: DaemonIdentity,
+        address: CallbackAddress,
     ) -> None:
         self.config = config
         self.store = store
@@ -89,14 +96,11 @@ class Cluster(Service):
         self.pool = pool
         self.reactor = reactor
         self.nodes = {n.name: Node(n) for n in config.docker.nodes}
-        #: set by the daemon: the URL inspection containers GET (server.host)
-        self.inspection_url: Callable[[], str | None] = lambda: None
-        #: called with (node name, container name, exit code, daemon label or None) when a
-        #: container made by ccserver ends (the receiver decides whether it is its own)
-        self.on_container_died: Callable[[str, str, int, str | None], None] = lambda node, name, code, owner: None
-        #: called with the node name when a node is declared dead / healthy again
-        self.on_node_dead: Callable[[str], Any] = lambda node: None
-        self.on_node_healthy: Callable[[str], Any] = lambda node: None
+        #: the URL inspection containers GET: where containers call back (None until known)
+        self.address = address
+        #: told when a container made by ccserver ends (with its daemon label or None: the
+        #: listener decides whether it is its own) and when a node is found dead or healthy
+        self._listeners: list[ClusterListener] = []
         self._heartbeat = LoopingCall(self.heartbeat)
         self._heartbeat.clock = reactor
         self._checking: dict[str, Deferred[bool]] = {}
@@ -158,6 +162,14 @@ class Cluster(Service):
             client, node.client = node.client, None
         if client is not None:
             self.health_pool.run(client.close).addErrback(lambda _: None)
+
+    def add_listener(self, listener: ClusterListener) -> None:
+        """``listener`` hears about container ends and node health from now on."""
+        self._listeners.append(listener)
+
+    def _container_died(self, node: str, name: str, code: int, owner: str | None) -> None:
+        for listener in self._listeners:
+            listener.container_died(node, name, code, owner)
 
     def call(
         self,
@@ -264,7 +276,7 @@ class Cluster(Service):
         return True
 
     async def _inspect(self, node: Node) -> tuple[bool, str]:
-        url = self.inspection_url()
+        url = self.address.get()
         if not url:
             return True, ""
         dc = self.config.defaults.data_container
@@ -314,7 +326,8 @@ class Cluster(Service):
         self._drop_client(node)
         if was is not False:
             log.error("node {node} is dead: {problem}", node=node.name, problem=description)
-            self.on_node_dead(node.name)
+            for listener in self._listeners:
+                listener.node_dead(node.name)
             await self._record_dead(node.name, description)
 
     async def _mark_healthy(self, node: Node) -> None:
@@ -326,7 +339,8 @@ class Cluster(Service):
                 log.info("node {node} is healthy again", node=node.name)
             else:
                 log.info("node {node}: {ram} MB, {cpus} CPUs", node=node.name, ram=node.total_ram, cpus=node.total_cpus)
-            self.on_node_healthy(node.name)
+            for listener in self._listeners:
+                listener.node_healthy(node.name)
             await self._record_dead(node.name, None)
 
     async def _record_dead(self, name: str, description: str | None) -> None:
@@ -382,7 +396,7 @@ class Cluster(Service):
                 name = attributes.get("name", "")
                 code = int(attributes.get("exitCode") or 0)
                 owner = attributes.get(docker_ops.DAEMON_LABEL)  # the event's attributes hold the labels
-                self.reactor.callFromThread(self.on_container_died, node.name, name, code, owner)
+                self.reactor.callFromThread(self._container_died, node.name, name, code, owner)
         except Exception as e:
             if not reader.closed:
                 self.reactor.callFromThread(self._events_ended, node, reader, e)

@@ -49,6 +49,7 @@ from ccserver.scheduling.recovery import Recovery
 from ccserver.storage.base import StorageUnavailable, Store
 from ccserver.threads import ThreadPoolService
 from ccserver.vault import Vault
+from ccserver.wiring import CallbackAddress
 
 log = Logger(namespace="ccserver.scheduler")
 
@@ -73,6 +74,7 @@ class Scheduler(Service):
         clock: Any,
         vault: Vault,
         identity: DaemonIdentity,
+        address: CallbackAddress,
         pool: ThreadPoolService | None = None,
         collector: CollectorPause | None = None,
     ) -> None:
@@ -89,8 +91,8 @@ class Scheduler(Service):
         self.cluster = cluster
         self.lifecycle = lifecycle
         self.clock = clock
-        #: the base URL for callbacks, set by the daemon once it listens
-        self.callback_base: str | None = None
+        #: the base URL for callbacks, known once the daemon listens
+        self.address = address
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
         self._running: Deferred[None] | None = None
@@ -106,7 +108,7 @@ class Scheduler(Service):
             lifecycle,
             vault,
             identity,
-            callback_base=lambda: self.callback_base,
+            callback_base=address.get,
             ready=lambda node: node in self.cleaner.reconciled,
             launched=self.wake,
             storage_unavailable=self.storage_unavailable,
@@ -206,7 +208,7 @@ class Scheduler(Service):
     # --- a round -----------------------------------------------------------------------
 
     async def round(self, full: bool = True) -> None:
-        if self.callback_base is None:
+        if self.address.get() is None:
             return
         release = self.collector.hold() if self.collector is not None else lambda: None
         try:
@@ -268,7 +270,20 @@ class Scheduler(Service):
 
     # --- containers that ended, vanished or are left over ------------------------------------
 
-    async def container_died(self, node: str, name: str, code: int, owner: str | None = None) -> None:
+    # --- what the cluster tells (ccserver.wiring.ClusterListener) -----------------------------
+
+    def container_died(self, node: str, name: str, code: int, owner: str | None) -> None:
+        d = Deferred.fromCoroutine(self._container_died(node, name, code, owner))
+        d.addErrback(lambda f: log.failure("handling the end of container {name}", f, name=name))
+
+    def node_dead(self, node: str) -> None:
+        d = Deferred.fromCoroutine(self._node_dead(node))
+        d.addErrback(lambda f: log.failure("failing the containers of dead node {node}", f, node=node))
+
+    def node_healthy(self, node: str) -> None:
+        self.wake()
+
+    async def _container_died(self, node: str, name: str, code: int, owner: str | None = None) -> None:
         """A container made by ccserver ended on ``node`` (from the engine's event stream, with
         the daemon label it carries).  Another daemon's container is none of our business; one
         of an older ccserver (no label) is ours only if our store knows it.  A database outage
@@ -336,7 +351,7 @@ class Scheduler(Service):
             )
         return self._addresses[dc["_id"]]
 
-    async def node_dead(self, node: str) -> None:
+    async def _node_dead(self, node: str) -> None:
         """Fail the live containers of a dead node (their tasks are retried elsewhere)."""
         self.cleaner.reconciled.discard(node)
         # a node that comes back may be a fresh engine: check its images again, and its data

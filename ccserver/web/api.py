@@ -92,7 +92,7 @@ class API:
         self.scheduler = scheduler
         self.clock = clock
         self.query_cache = QueryCache(clock, config.server.query_cache_seconds)
-        #: may be set after construction (the handler needs the scheduler, built alongside)
+        #: the callback handler (None: callbacks answered 503, as in API-only tests)
         self.callbacks = callbacks
         self.vault = vault
         self.submitter = tasks.Submitter(store, clock, vault)

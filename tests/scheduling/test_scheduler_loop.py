@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 
 from ccserver import config as configuration
 from ccserver.scheduling.service import Scheduler
+from ccserver.wiring import CallbackAddress
 
 
 class CountingScheduler(Scheduler):
@@ -22,6 +23,7 @@ class CountingScheduler(Scheduler):
             clock=clock,
             vault=None,
             identity=None,  # type: ignore[arg-type]
+            address=CallbackAddress("http://cc"),
         )
         self.rounds: list[tuple[bool, Deferred[None]]] = []
 
