@@ -14,15 +14,14 @@ from bson import ObjectId
 from twisted.logger import Logger
 
 from ccserver import states
+from ccserver.documents import mask_secrets
 from ccserver.errors import CallbackRefused, WrongCallbackKey
+from ccserver.kinds import DATA, DEFAULT_KINDS, Kinds
 from ccserver.lifecycle import Lifecycle
 from ccserver.storage.base import Store
 from ccserver.vault import Vault, digests
 
 log = Logger(namespace="ccserver.callbacks")
-
-APPLICATION = "application_containers"
-DATA = "data_containers"
 
 
 class Callbacks:
@@ -33,12 +32,20 @@ class Callbacks:
         data_container_address: Callable[[dict[str, Any]], Awaitable[str]],
         wake: Callable[[], None],
         vault: Vault,
+        kinds: Kinds = DEFAULT_KINDS,
     ) -> None:
         self.store = store
         self.vault = vault
         self.lifecycle = lifecycle
         self.data_container_address = data_container_address
         self.wake = wake
+        #: the container kinds (see ccserver.kinds)
+        self.kinds = kinds
+        #: the answers of each kind's callbacks, by kind name (a kind without one is refused)
+        self.answers: dict[str, Callable[[dict[str, Any], int], Awaitable[dict[str, Any]]]] = {
+            "application": self._application,
+            "data": self._data,
+        }
 
     async def handle(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
         """Check, record and act on one callback; the answer body, or a :class:`~ccserver.errors.DomainError`.
@@ -47,11 +54,15 @@ class Callbacks:
         was killed, the database went away half-way: the worker saw an error and sends the
         same callback again), the repeated callback is acted on again: every action is a
         compare-and-set change, so what was already done is not done twice."""
+        kind = self.kinds.of(collection)
+        if kind is None or kind.name not in self.answers:
+            raise CallbackRefused(f"no callbacks are accepted for {collection}")
         container = await self._authenticated(collection, body)
         _id = container["_id"]
         received = container.get("callbacks", [])
         expected = len(received)
-        record = {k: v for k, v in body.items() if k != "callback_key"}
+        # recorded masked: container documents hold no secrets (see ccserver.vault)
+        record = mask_secrets({k: v for k, v in body.items() if k != "callback_key"})
         repeated = bool(received) and body["callback_type"] == expected - 1 and _same(received[-1], record)
         if states.is_end(container["state"]):
             # An ended container is owed nothing: a repeat of its last callback (its answer
@@ -59,25 +70,29 @@ class Callbacks:
             if repeated:
                 return {}
             raise CallbackRefused(f"container {_id} is {states.name(container['state'])}; no more callbacks accepted")
-        if repeated:
-            problem = _problem(body, expected - 1)
-            if problem:
-                await self.lifecycle.container_failed(collection, _id, problem, body["content"].get("exception"))
-                raise CallbackRefused(f"container {_id} failed: {problem}")
-            return await self._answer(collection, container, body["callback_type"])
-        await self.store.update_one(collection, {"_id": _id}, {"$push": {"callbacks": record}})
-
-        problem = _problem(body, expected)
+        problem = _problem(body, expected - 1 if repeated else expected)
+        task_id = container[kind.task_field][0] if kind.task_field and container.get(kind.task_field) else None
         if problem:
-            await self.lifecycle.container_failed(collection, _id, problem, body["content"].get("exception"))
+            if not repeated:
+                await self.store.update_one(collection, {"_id": _id}, {"$push": {"callbacks": record}})
+            await self.lifecycle.container_failed(
+                collection, _id, problem, body["content"].get("exception"), task_id=task_id
+            )
             raise CallbackRefused(f"container {_id} failed: {problem}")
-
-        return await self._answer(collection, container, body["callback_type"])
-
-    async def _answer(self, collection: str, container: dict[str, Any], callback_type: int) -> dict[str, Any]:
-        if collection == APPLICATION:
-            return await self._application(container, callback_type)
-        return await self._data(container, callback_type)
+        if kind.success_callbacks == body["callback_type"] + 1:
+            # its last callback: recorded in the write that ends it, its task's end follows
+            push = None if repeated else {"callbacks": record}
+            if (
+                not await self.lifecycle.container_succeeded(
+                    collection, _id, f"Results sent (callback {body['callback_type']}).", task_id=task_id, push=push
+                )
+                and push
+            ):
+                await self.store.update_one(collection, {"_id": _id}, {"$push": push})  # it ended meanwhile
+            return {}
+        if not repeated:
+            await self.store.update_one(collection, {"_id": _id}, {"$push": {"callbacks": record}})
+        return await self.answers[kind.name](container, body["callback_type"])
 
     async def _authenticated(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
         """The container the callback is for, if it carries that container's key.  Keys are
@@ -106,9 +121,7 @@ class Callbacks:
                 "sandbox": description.get("sandbox"),
                 "tracing": description.get("tracing"),
             }
-        if callback_type == 3:
-            await self.lifecycle.application_succeeded(container["_id"], "Results sent (callback 3).")
-        return {}
+        return {}  # callback 3 ends it (see handle)
 
     async def _input_files(self, task: dict[str, Any], container: dict[str, Any]) -> list[Any]:
         inputs = task.get("input_files", [])
@@ -118,7 +131,7 @@ class Callbacks:
         cache: dict[ObjectId, tuple[list[Any], str]] = {}
         for spec_digest, dc_id in zip(digests(task), container["data_container_ids"], strict=False):
             if dc_id not in cache:
-                dc = await self.store.find_one(DATA, {"_id": dc_id})
+                dc = await self.store.find_one(DATA.documents, {"_id": dc_id})
                 if dc is None:
                     raise CallbackRefused(f"data container {dc_id} is gone")
                 cache[dc_id] = (digests(dc), await self.data_container_address(dc))
@@ -137,7 +150,7 @@ class Callbacks:
             return {"input_files": inputs, "input_file_keys": keys}
         if callback_type == 1:
             if await self.lifecycle.transition(
-                DATA,
+                DATA.documents,
                 container["_id"],
                 states.PROCESSING,
                 "Input files available in data container.",
@@ -159,15 +172,16 @@ def _problem(body: dict[str, Any], expected: int) -> str | None:
     return None
 
 
-def results_sent(container: dict[str, Any]) -> bool:
-    """Did this application container report all four callbacks with success?  Then its
-    results were sent, whatever became of the answer to the last one or of the process."""
+def results_sent(container: dict[str, Any], callbacks: int = 4) -> bool:
+    """Did this container report all its ``callbacks`` (an application container's four)
+    with success?  Then its results were sent, whatever became of the answer to the last one
+    or of the process."""
     received = container.get("callbacks") or []
-    if len(received) < 4:
+    if len(received) < callbacks:
         return False
     return all(
         c.get("callback_type") == i and (c.get("content") or {}).get("state") == states.SUCCESS
-        for i, c in enumerate(received[:4])
+        for i, c in enumerate(received[:callbacks])
     )
 
 

@@ -24,6 +24,7 @@ from ccserver.collector import CollectorPause
 from ccserver.config import Config
 from ccserver.destinations import Destinations
 from ccserver.identity import DaemonIdentity
+from ccserver.kinds import DEFAULT_KINDS
 from ccserver.lifecycle import Lifecycle
 from ccserver.notifications import DeadNodeAnnouncer, Notifier
 from ccserver.scheduling.service import Scheduler
@@ -104,6 +105,9 @@ class CCServer(MultiService):
         self.identity = DaemonIdentity(self.store)
         #: where containers call back, known once the listeners are bound (see ccserver.wiring)
         self.address = CallbackAddress()
+        #: the kinds of container this daemon runs (see ccserver.kinds); the scheduler, the
+        #: launcher and the cleanup take them from the life cycle
+        self.kinds = DEFAULT_KINDS
         #: wake-ups of the scheduler, asked for by parts built before it
         self.wakeup = Wakeup()
         self.cluster = Cluster(config, self.store, self.docker_pool, reactor, self.identity, self.address)
@@ -119,6 +123,7 @@ class CCServer(MultiService):
             self.vault,
             notify_task=self.notifier.notify_task,
             wake=self.wakeup,
+            kinds=self.kinds,
         )
         self.scheduler = Scheduler(
             config,
@@ -138,7 +143,7 @@ class CCServer(MultiService):
         self.cluster.add_listener(self.scheduler)
         self.cluster.add_listener(DeadNodeAnnouncer(self.notifier, config.defaults.dead_node_notification))
         self.callbacks = Callbacks(
-            self.store, self.lifecycle, self.scheduler.data_container_address, self.wakeup, self.vault
+            self.store, self.lifecycle, self.scheduler.data_container_address, self.wakeup, self.vault, self.kinds
         )
 
         self.authenticator = Authenticator(self.store, config, reactor, self.hash_pool)
@@ -153,6 +158,7 @@ class CCServer(MultiService):
             callbacks=self.callbacks,
             work=RequestWork(self.request_pool, config.server.inline_body_bytes),
             collector=self.collector,
+            lifecycle=self.lifecycle,
         )
         site = CCSite(
             self.api.resource(),

@@ -1,10 +1,10 @@
 """Submitting and cancelling tasks: the domain behind ``POST /tasks`` and ``POST /tasks/cancel``.
 
 Both work in bulk: a batch of 10,000 tasks is two ``insert_many`` calls (and concurrent
-submissions share them, see :class:`Submitter`), a cancel of many tasks is one ``find`` and
-two ``update_many`` calls per 250 tasks, so the API's speed does not depend on how clients
-group their work.  State changes use the state as a compare-and-set
-filter, so a task the scheduler finished a moment ago is never pulled out of its end state.
+submissions share them, see :class:`Submitter`), a cancel of many tasks is one ``find`` per
+250 tasks here (who may cancel what) and the life cycle's bulk writes
+(:meth:`ccserver.lifecycle.Lifecycle.cancel_tasks`), so the API's speed does not depend on how
+clients group their work.
 """
 
 from __future__ import annotations
@@ -272,18 +272,19 @@ def _fire(d: Deferred[Any], result: Any) -> None:
         d.callback(result)
 
 
-async def cancel(
-    store: Store,
-    user: Principal,
-    ids: list[ObjectId],
-    clock: Clock,
-    on_cancelled: Callable[[list[ObjectId]], Any] = lambda ids: None,
-) -> list[dict[str, Any]]:
-    """Cancel the tasks ``ids`` (all or none) and their live application containers; fire
-    with ``{"_id", "state"}`` per requested id, in request order.
+class Canceller(Protocol):
+    """What cancels: :meth:`ccserver.lifecycle.Lifecycle.cancel_tasks`."""
 
-    A standard user may name only its own tasks: a foreign id is answered exactly like an
-    unknown one, so the answer does not reveal which ids exist."""
+    async def cancel_tasks(self, ids: list[ObjectId], description: str) -> dict[ObjectId, int]: ...
+
+
+async def cancel(store: Store, user: Principal, ids: list[ObjectId], lifecycle: Canceller) -> list[dict[str, Any]]:
+    """Cancel the tasks ``ids`` (all or none) and their live containers; fire with
+    ``{"_id", "state"}`` per requested id, in request order.
+
+    This checks who may cancel what; the cancel itself (its writes, what follows the ends,
+    the groups) is the life cycle's.  A standard user may name only its own tasks: a foreign
+    id is answered exactly like an unknown one, so the answer does not reveal which ids exist."""
     wanted = list(dict.fromkeys(ids))
     scope: dict[str, Any] = {"_id": {"$in": wanted}}
     if not user.is_admin:
@@ -298,35 +299,12 @@ async def cancel(
             raise UnknownTask(f"task not found: {task_id}")
     live = [i for i in wanted if known[i] in states.LIVE_STATES]
     if live:
-        now = clock.seconds()
-        by = f"Task cancelled by {user.username}."
-        for chunk in _chunks(live):
-            await store.update_many(
-                "tasks",
-                {"_id": {"$in": chunk}, "state": states.not_ended()},
-                {
-                    "$set": {"state": states.CANCELLED},
-                    "$push": {"transitions": states.transition(states.CANCELLED, by, now)},
-                },
-            )
-            await store.update_many(
-                "application_containers",
-                {"task_id": {"$in": chunk}, "state": states.not_ended()},
-                {
-                    "$set": {"state": states.CANCELLED},
-                    "$push": {"transitions": states.transition(states.CANCELLED, by, now)},
-                },
-            )
-            # the states now: cancelled, or an end state the scheduler reached first
-            now_states = await store.find("tasks", {"_id": {"$in": chunk}}, projection={"_id": 1, "state": 1})
-            known.update({doc["_id"]: doc["state"] for doc in now_states})
-        # what follows an end (notifications, masking, the group's end) is the life cycle's
-        on_cancelled([i for i in live if known[i] == states.CANCELLED])
+        known.update(await lifecycle.cancel_tasks(live, f"Task cancelled by {user.username}."))
     return [{"_id": task_id, "state": known[task_id]} for task_id in ids]
 
 
-#: ids per store call of a cancel: a filter's ``$in`` list is searched linearly per document
-#: by the embedded store's matcher, so very long lists cost quadratic time
+#: ids per store call of the ownership check of a cancel: a filter's ``$in`` list is searched
+#: linearly per document by the embedded store's matcher, so very long lists cost quadratic time
 CANCEL_CHUNK = 250
 
 

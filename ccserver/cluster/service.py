@@ -38,6 +38,7 @@ from ccserver.cluster import docker_ops
 from ccserver.cluster.engine import describe_error, make_client
 from ccserver.config import Config, NodeConfig, auth_config
 from ccserver.identity import DaemonIdentity
+from ccserver.kinds import APPLICATION, DATA
 from ccserver.storage.base import StorageError, Store
 from ccserver.threads import ThreadPoolService
 from ccserver.wiring import CallbackAddress, ClusterListener
@@ -436,8 +437,8 @@ class Cluster(Service):
     async def _status(self) -> dict[str, Any]:
         live = {"state": {"$in": list(states.LIVE_STATES)}}
         projection = {"cluster_node": 1, "container_ram": 1}
-        apps = await self.store.find("application_containers", live, projection=projection)
-        datas = await self.store.find("data_containers", live, projection=projection)
+        apps = await self.store.find(APPLICATION.documents, live, projection=projection)
+        datas = await self.store.find(DATA.documents, live, projection=projection)
         healthy = []
         for node in self.nodes.values():
             if not node.healthy:

@@ -25,8 +25,6 @@ from ccserver.storage.base import Store
 
 log = Logger(namespace="ccserver.scheduler")
 
-APP = "application_containers"
-DATA = "data_containers"
 LIVE = {"$in": list(states.LIVE_STATES)}
 
 
@@ -46,6 +44,8 @@ class Cleanup:
         #: this daemon's id: the label of the containers it creates, and the only ones it touches
         self.identity = identity
         self.removed = removed
+        #: the container kinds (see ccserver.kinds): the life cycle's
+        self.kinds = lifecycle.kinds
         #: nodes compared with the store since they were last found healthy
         self.reconciled: set[str] = set()
         #: containers of an older ccserver (no daemon label) unknown to our store, warned about once
@@ -56,7 +56,9 @@ class Cleanup:
             _id = ObjectId(name)
         except Exception:
             return  # an inspection container, removed by its runner
-        for collection in (APP, DATA):
+        for kind in self.kinds.kept():
+            assert kind.collection is not None
+            collection = kind.collection
             doc = await self.store.find_one(collection, {"_id": _id}, {"state": 1, "cluster_node": 1, "callbacks": 1})
             if doc is not None:
                 break
@@ -69,9 +71,13 @@ class Cleanup:
         if states.is_end(doc["state"]):
             await self.remove(node, name)
             return
-        if collection == APP and results_sent(doc):
+        if kind.success_callbacks is not None and results_sent(doc, kind.success_callbacks):
             # its results were sent; only the answer to its last callback was lost
-            await self.lifecycle.application_succeeded(_id, "Results sent (callback 3); the container has ended.")
+            await self.lifecycle.container_succeeded(
+                collection,
+                _id,
+                f"Results sent (callback {kind.success_callbacks - 1}); the container has ended.",
+            )
             await self.remove(node, name)
             return
         logs = ""
@@ -120,7 +126,9 @@ class Cleanup:
             except Exception as e:
                 self.cluster.report_error(node, e)
                 continue
-            for collection in (APP, DATA):
+            for kind in self.kinds.kept():
+                assert kind.collection is not None
+                collection = kind.collection
                 docs = await self.store.find(
                     collection,
                     {"cluster_node": node, "state": {"$in": [states.WAITING, states.PROCESSING]}},
@@ -139,15 +147,15 @@ class Cleanup:
                             )
                             continue
                         await self.container_died(node, name, code, legacy=present[name][2])
-            for name, (kind, _status, legacy) in present.items():
-                if kind == "inspection":
-                    continue
+            for name, (label, _status, legacy) in present.items():
+                known = self.kinds.named(label)
+                if known is None or known.collection is None:
+                    continue  # an inspection (or a kind whose runner removes it)
                 try:
                     _id = ObjectId(name)
                 except Exception:
                     continue
-                collection = APP if kind == "application" else DATA
-                found = await self.store.find_one(collection, {"_id": _id}, {"state": 1})
+                found = await self.store.find_one(known.collection, {"_id": _id}, {"state": 1})
                 if found is None and legacy:
                     self.leave_foreign(node, name)
                 elif found is None or states.is_end(found["state"]):
@@ -155,22 +163,40 @@ class Cleanup:
             self.reconciled.add(node)
 
     async def cleanup(self) -> None:
-        """Data containers that no live application container needs succeed and go;
-        containers of ended (e.g. cancelled) documents are removed."""
-        live_dcs = await self.store.find(DATA, {"state": LIVE}, projection={"_id": 1, "cluster_node": 1, "state": 1})
-        if live_dcs:
-            apps = await self.store.find(APP, {"state": LIVE}, projection={"data_container_ids": 1})
-            used = {i for a in apps for i in a.get("data_container_ids", [])}
-            for dc in live_dcs:
-                if dc["_id"] not in used:
+        """Containers that no live container needs any more (data containers) succeed and
+        go; containers of ended (e.g. cancelled) documents are removed."""
+        for kind in self.kinds.kept():
+            needing = [k for k in self.kinds.needing(kind) if k.collection and k.needs_field]
+            if not needing:
+                continue
+            assert kind.collection is not None
+            live = await self.store.find(
+                kind.collection, {"state": LIVE}, projection={"_id": 1, "cluster_node": 1, "state": 1}
+            )
+            if not live:
+                continue
+            used: set[ObjectId] = set()
+            for other in needing:
+                assert other.collection is not None and other.needs_field is not None
+                docs = await self.store.find(other.collection, {"state": LIVE}, projection={other.needs_field: 1})
+                used.update(i for d in docs for i in d.get(other.needs_field) or [])
+            for doc in live:
+                if doc["_id"] not in used:
                     if await self.lifecycle.transition(
-                        DATA, dc["_id"], states.SUCCESS, "No application container needs this data container."
+                        kind.collection,
+                        doc["_id"],
+                        states.SUCCESS,
+                        f"No {' or '.join(k.word for k in needing)} needs this {kind.word}.",
                     ):
-                        await self.remove(dc["cluster_node"], str(dc["_id"]))
-        # cancelled application containers are killed and removed
-        cancelled = await self.store.find(
-            APP, {"state": states.CANCELLED, "removed": {"$ne": True}}, projection={"cluster_node": 1}
-        )
-        for app in cancelled:
-            await self.remove(app["cluster_node"], str(app["_id"]))
-            await self.store.update_one(APP, {"_id": app["_id"]}, {"$set": {"removed": True}})
+                        await self.remove(doc["cluster_node"], str(doc["_id"]))
+        # cancelled containers (of the kinds a task's cancel cancels) are killed and removed
+        for kind in self.kinds.kept():
+            if kind.task_field is None:
+                continue
+            assert kind.collection is not None
+            cancelled = await self.store.find(
+                kind.collection, {"state": states.CANCELLED, "removed": {"$ne": True}}, projection={"cluster_node": 1}
+            )
+            for doc in cancelled:
+                await self.remove(doc["cluster_node"], str(doc["_id"]))
+                await self.store.update_one(kind.collection, {"_id": doc["_id"]}, {"$set": {"removed": True}})

@@ -34,8 +34,9 @@ from twisted.python.failure import Failure
 from ccserver import states
 from ccserver.cluster import docker_ops
 from ccserver.cluster.service import PULL_TIMEOUT, Cluster, QueuedTooLong
-from ccserver.config import Config, auth_config
+from ccserver.config import Config
 from ccserver.identity import DaemonIdentity
+from ccserver.kinds import Kind
 from ccserver.lifecycle import Lifecycle
 from ccserver.scheduling.messages import first_line
 from ccserver.storage.base import StorageUnavailable, Store
@@ -43,8 +44,6 @@ from ccserver.vault import Vault
 
 log = Logger(namespace="ccserver.launcher")
 
-APP = "application_containers"
-DATA = "data_containers"
 #: times a create or start that never ran (queued past its deadline) is asked
 ATTEMPTS = 3
 
@@ -78,6 +77,8 @@ class Launcher:
         self.ready = ready
         self.launched = launched
         self.storage_unavailable = storage_unavailable
+        #: the container kinds: what each runs, when it starts (see ccserver.kinds)
+        self.kinds = lifecycle.kinds
         #: documents whose launch (or start) is under way
         self._busy: set[ObjectId] = set()
         self._slots: dict[str, DeferredSemaphore] = {}
@@ -97,14 +98,18 @@ class Launcher:
         return len(self._busy)
 
     def launch(self, collection: str, doc: dict[str, Any]) -> None:
-        """Pull, create and start ``doc``'s container, in the background (an application
-        container only once its data containers are processing; else it is left created, and
-        a later round starts it)."""
-        self._run(doc["_id"], self._launch(collection, doc, start=collection == DATA))
+        """Pull, create and start ``doc``'s container, in the background (started only once
+        the containers it needs, an application container's data containers, are processing;
+        else it is left created, and a later round starts it)."""
+        self._run(doc["_id"], self._launch(self.kinds[collection], doc))
+
+    def start(self, collection: str, doc: dict[str, Any]) -> None:
+        """Start a created container (what it needs is processing)."""
+        self._run(doc["_id"], self._start(self.kinds[collection], doc))
 
     def start_application(self, app: dict[str, Any]) -> None:
-        """Start a created application container (its data containers are processing)."""
-        self._run(app["_id"], self._start_application(app))
+        """:meth:`start` for an application container."""
+        self.start("application_containers", app)
 
     def pulls_under_way(self) -> dict[tuple[str, str], int]:
         """(node, image) → how many launches wait for that pull besides the one that asked it."""
@@ -151,7 +156,9 @@ class Launcher:
             self._slots[node] = DeferredSemaphore(self.config.docker.launches_per_node)
         return self._slots[node]
 
-    async def _launch(self, collection: str, doc: dict[str, Any], start: bool) -> None:
+    async def _launch(self, kind: Kind, doc: dict[str, Any]) -> None:
+        collection = kind.collection
+        assert collection is not None and kind.image_of is not None, f"{kind.word}s are not launched here"
         node, name = doc["cluster_node"], str(doc["_id"])
         if node in self.cluster.nodes and not self.ready(node):
             if self.cluster.nodes[node].healthy is not False:
@@ -159,40 +166,38 @@ class Launcher:
         if node not in self.cluster.nodes or not self.cluster.nodes[node].healthy:
             await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is not available")
             return
-        if collection == DATA:
-            dc = self.config.defaults.data_container
-            image, entry_point = dc.image, dc.entry_point
-            auth = auth_config(dc.registry_auth)
-            kind, path = "data", "/data-containers/callback"
-        else:
-            task = await self.store.find_one("tasks", {"_id": doc["task_id"][0]})
+        task = None
+        if kind.task_field is not None:
+            task = await self.store.find_one("tasks", {"_id": doc[kind.task_field][0]})
             if task is None:
                 await self.lifecycle.container_failed(collection, doc["_id"], "its task is gone")
                 return
             task = await self.vault.reveal(task)  # its registry_auth
-            description = task["application_container_description"]
-            image = description["image"]
-            entry_point = description.get("entry_point") or self.config.defaults.application_entry_point
-            auth = description.get("registry_auth")
-            kind, path = "application", "/application-containers/callback"
+        runs = kind.image_of(self.config, task)
         settings = {
-            "container_type": kind,
+            "container_type": kind.name,
             "container_id": name,
             "callback_key": self.vault.callback_key(collection, doc["_id"]),
-            "callback_url": f"{self.callback_base()}{path}",
+            "callback_url": f"{self.callback_base()}{kind.callback_path}",
         }
         try:
-            await self._ensure_image(node, image, auth)
+            waited = await self._ensure_image(node, runs.image, runs.auth)
         except Exception as e:
-            await self.lifecycle.container_failed(collection, doc["_id"], f"image {image}: {first_line(e)}")
+            await self.lifecycle.container_failed(collection, doc["_id"], f"image {runs.image}: {first_line(e)}")
             return
-        # a pull may take long: the container may have been cancelled (or its node died) meanwhile
-        now = await self.store.find_one(collection, {"_id": doc["_id"]}, {"state": 1})
-        if now is None or now["state"] != states.CREATED or self.stopping:
+        # a pull may take long: the container may have been cancelled (or its node died)
+        # meanwhile; an image known present took no time (a container cancelled since the
+        # round read it is removed by the cleanup once it was created)
+        if waited:
+            now = await self.store.find_one(collection, {"_id": doc["_id"]}, {"state": 1})
+            if now is None or now["state"] != states.CREATED:
+                return
+        if self.stopping:
             return
         daemon = await self.identity.get()  # read once; a database outage stops the launch here
         slot = self._slot(node)
         await slot.acquire()
+        started, address = False, None
         try:
             if self.stopping:
                 return
@@ -201,10 +206,10 @@ class Launcher:
                     node,
                     docker_ops.create_container,
                     name,
-                    image,
-                    docker_ops.command_line(entry_point, settings),
+                    runs.image,
+                    docker_ops.command_line(runs.entry_point, settings),
                     doc["container_ram"],
-                    kind,
+                    kind.name,
                     self.config.docker.net,
                     daemon,
                 )
@@ -212,33 +217,65 @@ class Launcher:
                 if "Conflict" not in str(e):  # created before a restart: go on with it
                     await self._docker_failed(collection, doc, "could not create the container", e)
                     return
-            if not await self.lifecycle.transition(
-                collection, doc["_id"], states.WAITING, "Container created.", from_states=(states.CREATED,)
-            ):
+            if not await self._needs_ready(kind, doc):
+                # a later round starts it, once what it needs is processing
+                await self.lifecycle.transition(
+                    collection, doc["_id"], states.WAITING, "Container created.", from_states=(states.CREATED,)
+                )
                 return
-            # an application container whose data containers are processing (or that has
-            # none) starts at once, without waiting for a round and a turn behind other creates
-            start = start or (collection == APP and await self._data_ready(doc))
-            if start:
-                try:
-                    await self._call(node, docker_ops.start_container, name)
-                except Exception as e:
-                    await self._docker_failed(collection, doc, "could not start the container", e)
-                    return
-                if collection == DATA:
-                    await self._record_address(node, doc["_id"])
+            # what it needs is there (or it needs nothing): it starts within its own launch,
+            # without waiting for a round and a turn behind other creates
+            try:
+                await self._call(node, docker_ops.start_container, name)
+            except Exception as e:
+                await self._docker_failed(collection, doc, "could not start the container", e)
+                return
+            started = True
+            if kind.serves_files:
+                address = await self._address(node, doc["_id"])
         finally:
             slot.release()
-        if start and collection == APP:
-            await self.lifecycle.transition(
-                APP, doc["_id"], states.PROCESSING, "Container started.", from_states=(states.WAITING,)
-            )
+        if started:
+            await self._started(kind, doc, from_created=True, address=address)
 
-    async def _data_ready(self, app: dict[str, Any]) -> bool:
-        ids = app.get("data_container_ids") or []
+    async def _started(self, kind: Kind, doc: dict[str, Any], from_created: bool, address: str | None = None) -> None:
+        """Record that ``doc``'s container was started: one compare-and-set write (created or
+        waiting → processing, or → waiting for a kind that says itself when it is ready),
+        its address in the same write."""
+        assert kind.collection is not None
+        extra = {"address": address} if address else None
+        from_states = (states.CREATED, states.WAITING) if from_created else (states.WAITING,)
+        if kind.processing_when_started:
+            await self.lifecycle.transition(
+                kind.collection,
+                doc["_id"],
+                states.PROCESSING,
+                "Container started.",
+                from_states=from_states,
+                extra=extra,
+            )
+            return
+        if from_created and await self.lifecycle.transition(
+            kind.collection,
+            doc["_id"],
+            states.WAITING,
+            "Container started.",
+            from_states=(states.CREATED,),
+            extra=extra,
+        ):
+            return
+        if extra:  # it said it is ready before we wrote that it started (or it started earlier)
+            await self.store.update_one(kind.collection, {"_id": doc["_id"]}, {"$set": extra})
+
+    async def _needs_ready(self, kind: Kind, doc: dict[str, Any]) -> bool:
+        """Are the containers ``doc`` needs (an application container's data containers) all
+        processing?  True when it needs none."""
+        ids = doc.get(kind.needs_field) or [] if kind.needs_field else []
         if not ids:
             return True
-        found = await self.store.find(DATA, {"_id": {"$in": list(ids)}}, projection={"state": 1})
+        needed = self.kinds.named(kind.needs_kind or "")
+        assert needed is not None and needed.collection is not None
+        found = await self.store.find(needed.collection, {"_id": {"$in": list(ids)}}, projection={"state": 1})
         return len(found) == len(set(ids)) and all(d["state"] == states.PROCESSING for d in found)
 
     async def _call(self, node: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -253,50 +290,51 @@ class Launcher:
                     raise
                 log.warn("{error}; asking again ({n} of {of})", error=first_line(e), n=attempt + 1, of=ATTEMPTS)
 
-    async def _record_address(self, node: str, _id: ObjectId) -> None:
-        """Write where application containers reach this data container into its document,
-        so that callbacks read it instead of asking Docker."""
+    async def _address(self, node: str, _id: ObjectId) -> str | None:
+        """Where other containers reach this one (a data container), recorded in its
+        document so that callbacks read it instead of asking Docker."""
         try:
             address = await self.cluster.call(node, docker_ops.container_address, str(_id), self.config.docker.net)
         except Exception as e:
             # the callback path looks it up itself then (on a pool of its own, briefly)
-            log.warn("address of data container {id} not known: {error}", id=str(_id), error=first_line(e))
-            return
-        if address:
-            await self.store.update_one(DATA, {"_id": _id}, {"$set": {"address": address}})
+            log.warn("address of container {id} not known: {error}", id=str(_id), error=first_line(e))
+            return None
+        return str(address) if address else None
 
-    async def _start_application(self, app: dict[str, Any]) -> None:
-        node, name = app["cluster_node"], str(app["_id"])
+    async def _start(self, kind: Kind, doc: dict[str, Any]) -> None:
+        assert kind.collection is not None
+        node, name = doc["cluster_node"], str(doc["_id"])
         if not self.ready(node):
             return  # its node was not compared with the store yet: it may have run already
         slot = self._slot(node)
         await slot.acquire()
+        address = None
         try:
             if self.stopping:
                 return
             try:
                 await self._call(node, docker_ops.start_container, name)
             except Exception as e:
-                await self._docker_failed(APP, app, "could not start the container", e)
+                await self._docker_failed(kind.collection, doc, "could not start the container", e)
                 return
+            if kind.serves_files:
+                address = await self._address(node, doc["_id"])
         finally:
             slot.release()
-        await self.lifecycle.transition(
-            APP, app["_id"], states.PROCESSING, "Container started.", from_states=(states.WAITING,)
-        )
+        await self._started(kind, doc, from_created=False, address=address)
 
-    async def _ensure_image(self, node: str, image: str, auth: dict[str, str] | None) -> None:
+    async def _ensure_image(self, node: str, image: str, auth: dict[str, str] | None) -> bool:
         """The image on the node, per the pull policy: one pull per (node, image) at a time,
-        shared by every launch that needs it."""
+        shared by every launch that needs it.  False when it was known present (no wait)."""
         policy = self.config.docker.pull_policy
         key = (node, image)
         if policy != "always" and key in self._images:
-            return
+            return False
         if key in self._pulls:
             waiter: Deferred[None] = Deferred()
             self._pulls[key].append(waiter)
             await waiter
-            return
+            return True
         self._pulls[key] = []
         try:
             await self.cluster.call(
@@ -316,6 +354,7 @@ class Launcher:
         self._images.add(key)
         for waiter in self._pulls.pop(key, []):
             waiter.callback(None)
+        return True
 
     async def _docker_failed(self, collection: str, doc: dict[str, Any], what: str, error: Exception) -> None:
         await self.lifecycle.container_failed(collection, doc["_id"], f"{what}: {first_line(error)}")

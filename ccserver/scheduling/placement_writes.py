@@ -7,13 +7,14 @@ from bson import ObjectId
 
 from ccserver import states
 from ccserver.config import Config
+from ccserver.kinds import APPLICATION, DATA
 from ccserver.lifecycle import Lifecycle
 from ccserver.scheduling import rounds
 from ccserver.storage.base import Store
 from ccserver.vault import Vault, digests
 
-APP = "application_containers"
-DATA = "data_containers"
+APP = APPLICATION.documents
+DATA_CONTAINERS = DATA.documents
 
 
 async def write_placement(
@@ -49,7 +50,7 @@ async def write_placement(
             kept.append(secret)
     if new_data:
         await vault.keep(kept)
-        await store.insert_many(DATA, new_data)
+        await store.insert_many(DATA_CONTAINERS, new_data)
     app_id = ObjectId()
     await store.insert_one(
         APP,

@@ -50,13 +50,15 @@ from twisted.logger import Logger
 from ccserver import states, tasks
 from ccserver.callbacks import results_sent
 from ccserver.documents import mask_secrets
+from ccserver.kinds import APPLICATION
+from ccserver.kinds import DATA as DATA_KIND
 from ccserver.lifecycle import Lifecycle
 from ccserver.storage.base import Store
 
 log = Logger(namespace="ccserver.recovery")
 
-APP = "application_containers"
-DATA = "data_containers"
+APP = APPLICATION.documents
+DATA = DATA_KIND.documents
 LIVE = {"$in": list(states.LIVE_STATES)}
 #: the periodic checks leave alone what changed less than this many seconds ago: a step
 #: under way (a callback, a container's end) finishes within milliseconds, or fails

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from ccserver import states
 from ccserver.cluster.service import Cluster
 from ccserver.config import Config
+from ccserver.kinds import DATA, DEFAULT_KINDS, Kinds
 from ccserver.scheduling import placement
 from ccserver.storage.base import Store
 from ccserver.vault import digests as digests_of
@@ -44,13 +45,16 @@ class Decisions:
 Runner = Callable[..., "Deferred[Any]"]
 
 
-async def decide(config: Config, store: Store, cluster: Cluster, run: Runner | None = None) -> Decisions:
+async def decide(
+    config: Config, store: Store, cluster: Cluster, run: Runner | None = None, kinds: Kinds = DEFAULT_KINDS
+) -> Decisions:
     """Read the round's inputs, then decide, with ``run`` (a thread pool's ``run``) when given:
     with thousands of waiting tasks, building the inputs and placing them takes long enough to
     hold up every other answer if done on the reactor thread.
 
     At most ``server.scheduling_round_tasks`` waiting tasks are read, the oldest first, so a
-    round's cost is bounded however long the queue is and the order stays first in, first out."""
+    round's cost is bounded however long the queue is and the order stays first in, first out.
+    The RAM of the live containers of every kind in ``kinds`` is reserved on their nodes."""
     healthy = cluster.capacities()
     if not healthy:
         return Decisions()
@@ -61,10 +65,10 @@ async def decide(config: Config, store: Store, cluster: Cluster, run: Runner | N
         return Decisions()
     live = {"state": {"$in": list(states.LIVE_STATES)}}
     containers = []
-    for collection in ("application_containers", "data_containers"):
+    for collection in kinds.collections():
         containers += await store.find(collection, live, projection={"cluster_node": 1, "container_ram": 1})
     dcs = await store.find(
-        "data_containers", live, projection={"cluster_node": 1, "input_files": 1, "input_file_digests": 1}
+        DATA.documents, live, projection={"cluster_node": 1, "input_files": 1, "input_file_digests": 1}
     )
     if run is None:
         return decide_now(config, healthy, tasks, containers, dcs)

@@ -39,6 +39,7 @@ from ccserver.cluster.service import Cluster
 from ccserver.collector import CollectorPause
 from ccserver.config import Config
 from ccserver.identity import DaemonIdentity
+from ccserver.kinds import Kind
 from ccserver.lifecycle import Lifecycle
 from ccserver.scheduling import rounds
 from ccserver.scheduling.cleanup import Cleanup
@@ -53,13 +54,9 @@ from ccserver.wiring import CallbackAddress
 
 log = Logger(namespace="ccserver.scheduler")
 
-APP = "application_containers"
-DATA = "data_containers"
 LIVE = {"$in": list(states.LIVE_STATES)}
 #: seconds a callback may wait for a data container's address from Docker
 LOOKUP_TIMEOUT = 5.0
-#: cancelled tasks are finished (notified, masked) this many at a time
-CANCEL_CHUNK = 250
 
 
 class Scheduler(Service):
@@ -90,6 +87,8 @@ class Scheduler(Service):
         self.identity = identity
         self.cluster = cluster
         self.lifecycle = lifecycle
+        #: the container kinds (see ccserver.kinds): the life cycle's
+        self.kinds = lifecycle.kinds
         self.clock = clock
         #: the base URL for callbacks, known once the daemon listens
         self.address = address
@@ -120,8 +119,6 @@ class Scheduler(Service):
         self.cleaner = Cleanup(store, cluster, lifecycle, identity, removed=self._forget_address)
         #: the database was found unavailable, and not yet found back
         self.outage = False
-        #: background loops that finish ended tasks (their groups are theirs to end)
-        self._finishing = 0
 
     # --- service and wake-ups ------------------------------------------------------------
 
@@ -217,7 +214,7 @@ class Scheduler(Service):
                 self._recovered = True
                 log.info("start-up recovery: {report}", report=str(report))
             elif full:
-                report = await self.recovery.periodic(groups=self._finishing == 0)
+                report = await self.recovery.periodic(groups=self.lifecycle.finishing == 0)
                 if report:
                     log.info("recovery: {report}", report=str(report))
         finally:
@@ -237,7 +234,7 @@ class Scheduler(Service):
         release = self.collector.hold() if self.collector is not None else lambda: None
         try:
             decisions = await rounds.decide(
-                self.config, self.store, self.cluster, self.pool.run if self.pool is not None else None
+                self.config, self.store, self.cluster, self.pool.run if self.pool is not None else None, self.kinds
             )
         finally:
             release()
@@ -246,27 +243,43 @@ class Scheduler(Service):
         for placed in decisions.placed:
             await write_placement(placed, self.config, self.store, self.lifecycle, self.vault, self.clock.seconds())
 
+    def _needed_first(self, launched: bool = False) -> list[Kind]:
+        """The kinds with documents (``launched``: those the launcher launches), those that
+        others need first (data containers before the application containers that use them)."""
+        kinds = [k for k in self.kinds.kept() if k.image_of is not None or not launched]
+        return sorted(kinds, key=lambda k: not any(self.kinds.needing(k)))
+
     async def launch(self) -> None:
         """Hand what was placed to the launcher, which pulls, creates and starts each container
-        on its own (a round never waits for it): data containers at once, application
-        containers once every data container they use is processing."""
-        for dc in await self.store.find(DATA, {"state": states.CREATED}):
-            if not self.launcher.busy(dc["_id"]):
-                self.launcher.launch(DATA, dc)
-        for app in await self.store.find(APP, {"state": states.CREATED}):
-            if not self.launcher.busy(app["_id"]):
-                self.launcher.launch(APP, app)
-        waiting = [
-            app for app in await self.store.find(APP, {"state": states.WAITING}) if not self.launcher.busy(app["_id"])
-        ]
-        needed = {i for app in waiting for i in app.get("data_container_ids", [])}
-        ready: set[Any] = set()
-        if needed:
-            found = await self.store.find(DATA, {"_id": {"$in": list(needed)}}, projection={"state": 1})
-            ready = {d["_id"] for d in found if d["state"] == states.PROCESSING}
-        for app in waiting:
-            if all(i in ready for i in app.get("data_container_ids", [])):
-                self.launcher.start_application(app)
+        on its own (a round never waits for it): containers that need nothing at once, the
+        others (application containers) once every container they need is processing."""
+        kinds = self._needed_first(launched=True)
+        for kind in kinds:
+            assert kind.collection is not None
+            for doc in await self.store.find(kind.collection, {"state": states.CREATED}):
+                if not self.launcher.busy(doc["_id"]):
+                    self.launcher.launch(kind.collection, doc)
+        for kind in kinds:
+            if kind.needs_field is None:
+                continue
+            assert kind.collection is not None
+            needed_kind = self.kinds.named(kind.needs_kind or "")
+            assert needed_kind is not None and needed_kind.collection is not None
+            waiting = [
+                doc
+                for doc in await self.store.find(kind.collection, {"state": states.WAITING})
+                if not self.launcher.busy(doc["_id"])
+            ]
+            needed = {i for doc in waiting for i in doc.get(kind.needs_field) or []}
+            ready: set[Any] = set()
+            if needed:
+                found = await self.store.find(
+                    needed_kind.collection, {"_id": {"$in": list(needed)}}, projection={"state": 1}
+                )
+                ready = {d["_id"] for d in found if d["state"] == states.PROCESSING}
+            for doc in waiting:
+                if all(i in ready for i in doc.get(kind.needs_field) or []):
+                    self.launcher.start(kind.collection, doc)
 
     # --- containers that ended, vanished or are left over ------------------------------------
 
@@ -306,33 +319,6 @@ class Scheduler(Service):
     def _forget_address(self, _id: ObjectId) -> None:
         self._addresses.pop(_id, None)
 
-    def tasks_cancelled(self, ids: list[ObjectId]) -> None:
-        """Tasks were cancelled through the API: notify, mask, end their groups (in the
-        background; the answer to the client does not wait for it)."""
-
-        async def after() -> None:
-            # each task first, then each group once: a group ends only after all its
-            # cancelled tasks were finished, so a crash half-way leaves it live (and the
-            # start-up recovery finishes the rest)
-            self._finishing += 1
-            try:
-                groups: dict[ObjectId, None] = {}
-                for start in range(0, len(ids), CANCEL_CHUNK):
-                    chunk = ids[start : start + CANCEL_CHUNK]
-                    for task in await self.store.find("tasks", {"_id": {"$in": chunk}}):
-                        await self.lifecycle.finish_ended(task)
-                        groups.update(dict.fromkeys(task.get("task_group_id") or []))
-                for group_id in groups:
-                    await self.lifecycle.update_group(group_id)
-            except StorageUnavailable as e:
-                self.storage_unavailable(e)
-                self._full_round_due = True
-            finally:
-                self._finishing -= 1
-
-        d = Deferred.fromCoroutine(after())
-        d.addErrback(lambda f: log.failure("finishing cancelled tasks", f))
-
     async def data_container_address(self, dc: dict[str, Any]) -> str:
         """Where application containers reach a data container: written into its document by
         the launcher once it started; else (a start not recorded yet, an older document)
@@ -358,9 +344,12 @@ class Scheduler(Service):
         # containers' addresses are gone with them
         self.launcher.forget_node(node)
         try:
-            for collection in (DATA, APP):
-                docs = await self.store.find(collection, {"cluster_node": node, "state": LIVE}, projection={"_id": 1})
+            for kind in self._needed_first():  # those others need first: theirs fail with them
+                assert kind.collection is not None
+                docs = await self.store.find(
+                    kind.collection, {"cluster_node": node, "state": LIVE}, projection={"_id": 1}
+                )
                 for doc in docs:
-                    await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is dead")
+                    await self.lifecycle.container_failed(kind.collection, doc["_id"], f"node {node} is dead")
         except StorageUnavailable as e:
             self.storage_unavailable(e)

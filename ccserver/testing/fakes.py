@@ -57,6 +57,3 @@ class FakeScheduler:
 
     def wake(self) -> None:
         self.wakes += 1
-
-    def tasks_cancelled(self, ids: list[Any]) -> None:
-        self.cancelled = getattr(self, "cancelled", []) + list(ids)

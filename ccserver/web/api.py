@@ -54,8 +54,6 @@ class Cluster(Protocol):
 class Scheduler(Protocol):
     def wake(self) -> None: ...
 
-    def tasks_cancelled(self, ids: list[Any]) -> None: ...
-
 
 class CallbackHandler(Protocol):
     """``ccserver.callbacks.Callbacks``: checks the callback key, records, answers."""
@@ -84,7 +82,10 @@ class API:
         callbacks: CallbackHandler | None = None,
         work: RequestWork | None = None,
         collector: CollectorPause | None = None,
+        lifecycle: tasks.Canceller | None = None,
     ) -> None:
+        """``lifecycle`` cancels tasks (:class:`ccserver.lifecycle.Lifecycle`; without one,
+        cancels are answered 503, as callbacks are without ``callbacks``)."""
         self.config = config
         self.store = store
         self.auth = auth
@@ -94,6 +95,7 @@ class API:
         self.query_cache = QueryCache(clock, config.server.query_cache_seconds)
         #: the callback handler (None: callbacks answered 503, as in API-only tests)
         self.callbacks = callbacks
+        self.lifecycle = lifecycle
         self.vault = vault
         self.submitter = tasks.Submitter(store, clock, vault)
         self.cors = CORSPolicy(config.server.cors_origins)
@@ -199,8 +201,10 @@ class API:
         release = self._pause_collector(size)
         try:
             batch, ids = await self.work.run(size, _cancellation, request)
-            result = await tasks.cancel(self.store, user, ids, self.clock, self.scheduler.tasks_cancelled)
-            self.scheduler.wake()
+            if self.lifecycle is None:
+                raise Unavailable("tasks cannot be cancelled: this server has no scheduler")
+            # the life cycle wakes the scheduler when it cancelled something
+            result = await tasks.cancel(self.store, user, ids, self.lifecycle)
             answer = {"tasks": result} if batch else result[0]
             return await self._answer_sized(request, answer, self.work.large(size))
         finally:

@@ -24,6 +24,7 @@ from ccserver.auth.guard import Authenticator
 from ccserver.auth.users import create_user
 from ccserver.config import Config, from_dict
 from ccserver.errors import WrongCallbackKey
+from ccserver.lifecycle import Lifecycle
 from ccserver.storage.base import Store
 from ccserver.testing.fakes import FakeCluster, FakeScheduler
 from ccserver.threads import ThreadPoolService
@@ -171,6 +172,9 @@ async def start_server(accounts: Store, hash_pool: ThreadPoolService, tmp_path: 
         config = make_config(tmp_path, **server_settings)
         cluster, scheduler = FakeCluster(), FakeScheduler()
         auth = Authenticator(accounts, config, reactor, hash_pool)
+        vault = Vault(accounts, b"k" * 32)
+        # the real life cycle cancels; its wake-ups reach the (counting) scheduler
+        lifecycle = Lifecycle(accounts, reactor, config.defaults.max_task_trials, vault, wake=scheduler.wake)
         api = API(
             config,
             accounts,
@@ -178,8 +182,9 @@ async def start_server(accounts: Store, hash_pool: ThreadPoolService, tmp_path: 
             cluster,
             scheduler,
             reactor,
-            Vault(accounts, b"k" * 32),
+            vault,
             KeyCheckingCallbacks(accounts),
+            lifecycle=lifecycle,
         )
         site = CCSite(api.resource(), max_body_bytes=config.server.max_body_bytes)
         port = reactor.listenTCP(0, site, interface="127.0.0.1")

@@ -12,7 +12,11 @@ from twisted.internet.defer import Deferred, succeed
 from ccserver import config as configuration
 from ccserver import states
 from ccserver.cluster.service import QueuedTooLong
-from ccserver.scheduling.launcher import DATA, Launcher
+from ccserver.kinds import DATA as DATA_KIND
+from ccserver.kinds import DEFAULT_KINDS
+from ccserver.scheduling.launcher import Launcher
+
+DATA = DATA_KIND.documents
 
 
 class FakeNode:
@@ -58,6 +62,7 @@ class FakeStore:
 class FakeLifecycle:
     def __init__(self, store: FakeStore) -> None:
         self.store = store
+        self.kinds = DEFAULT_KINDS
 
     async def transition(self, collection: str, _id: ObjectId, state: int, *args: Any, **kwargs: Any) -> bool:
         self.store.states[_id] = state

@@ -8,6 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from ccserver import config as configuration
+from ccserver.lifecycle import Lifecycle
 from ccserver.scheduling.service import Scheduler
 from ccserver.wiring import CallbackAddress
 
@@ -19,7 +20,8 @@ class CountingScheduler(Scheduler):
             cfg,
             store=None,
             cluster=None,
-            lifecycle=None,
+            # a life cycle that never runs here (rounds are counted, not run)
+            lifecycle=Lifecycle(None, clock, 1, None),  # type: ignore[arg-type]
             clock=clock,
             vault=None,
             identity=None,  # type: ignore[arg-type]

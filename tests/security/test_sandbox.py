@@ -22,8 +22,8 @@ import pytest
 import pytest_twisted
 
 from ccserver import states
-from ccserver.callbacks import APPLICATION as APP
 from ccserver.callbacks import Callbacks
+from ccserver.kinds import APPLICATION
 from ccserver.storage.base import Store
 from ccserver.vault import Vault
 from ccserver.worker import sandbox
@@ -32,6 +32,7 @@ from tests.e2e.harness import NOINPUT_IMAGE, Harness, app_task
 from tests.worker.fake_cc import FakeCC
 from tests.worker.test_worker_unit import run_worker, work, write_config
 
+APP = APPLICATION.documents
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = {
     "num_open_files": 77,
