@@ -106,3 +106,24 @@ async def test_placement_reserves_the_ram_of_every_kind(store: Store) -> None:
     assert not (await rounds.decide(cfg, store, cluster, None, KINDS)).placed
     # the 0.10 kinds alone do not see it (which is why the kinds are passed)
     assert len((await rounds.decide(cfg, store, cluster, None, DEFAULT_KINDS)).placed) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_live_container_documents_of_an_older_ccserver_are_masked_at_the_start(store: Store) -> None:
+    """Their end no longer reads them (one compare-and-set write), so what an older ccserver
+    stored unmasked in a live container document is masked by the start-up recovery."""
+    from ccserver.documents import MASK
+    from ccserver.scheduling.recovery import Recovery
+
+    spec = {"connector_type": "http", "connector_access": {"url": "u", "password": "hunter2"}}
+    dc = await store.insert_one(
+        DATA.documents, {"state": states.PROCESSING, "input_files": [spec], "transitions": [], "callbacks": []}
+    )
+    clock = Clock()
+    clock.advance(1000)
+    life = Lifecycle(store, clock, max_task_trials=3, vault=Vault(store, b"k" * 32))
+    report = await Recovery(store, life, clock).startup(1000.0)
+    assert report.counts["container documents masked"] == 1
+    doc = await store.find_one(DATA.documents, {"_id": dc})
+    assert doc is not None and doc["input_files"][0]["connector_access"]["password"] == MASK
+    assert doc["input_files"][0]["connector_access"]["url"] == "u"
