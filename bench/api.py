@@ -42,7 +42,6 @@ import json
 import os
 import resource
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ccserver.testing import daemon as harness  # noqa: E402
 from ccserver.testing.daemon import FileDaemon, daemon_env  # noqa: E402
 
 CLIENTS = 32
@@ -345,32 +345,17 @@ def env_for(home: Path) -> dict[str, str]:
 
 
 def write_config(tmp: Path) -> Path:
-    config = tmp / "config.toml"
-    config.write_text(
-        "[server]\n"
-        f"data_dir = '{tmp / 'data'}'\n"
-        "listen = ['tcp:0:interface=127.0.0.1']\n"
-        "\n"
-        "# the only node cannot be reached: it is reported dead, nothing is placed, tasks wait\n"
-        "[docker.nodes.none]\n"
-        "base_url = 'unix:///nonexistent/docker.sock'\n"
-    )
-    return config
+    # the only node cannot be reached: it is reported dead, nothing is placed, tasks wait
+    return harness.write_config(tmp)
 
 
 def create_user(config: Path, env: dict[str, str]) -> bool:
-    admin = str(Path(sys.executable).with_name("ccserver-admin"))
-    done = subprocess.run(
-        [admin, "--config", str(config), "create-user", USERNAME, "--password-stdin"],
-        input=PASSWORD + "\n",
-        text=True,
-        env=env,
-        timeout=60,
-        capture_output=True,
-    )
-    if done.returncode != 0:
-        print(f"ccserver-admin create-user failed ({done.returncode}): {done.stdout}{done.stderr}", file=sys.stderr)
-    return done.returncode == 0
+    try:
+        harness.create_user(config, USERNAME, PASSWORD, env)
+    except harness.DaemonError as e:
+        print(e, file=sys.stderr)
+        return False
+    return True
 
 
 def get_json(host: str, port: int, path: str, auth: str) -> tuple[int, dict]:

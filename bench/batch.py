@@ -30,7 +30,6 @@ import base64
 import http.client
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ccserver.testing import daemon as harness  # noqa: E402
 from ccserver.testing.daemon import FileDaemon, daemon_env  # noqa: E402
 from ccserver.testing.sampling import Sampler, batch_body, percentile, summary  # noqa: E402
 
@@ -72,33 +72,9 @@ WALL: dict[str, float] = {}
 
 
 def write_config(tmp: Path, max_body: int, interval: float) -> Path:
-    config = tmp / "config.toml"
-    config.write_text(
-        "[server]\n"
-        f"data_dir = '{tmp / 'data'}'\n"
-        "listen = ['tcp:0:interface=127.0.0.1']\n"
-        "host = 'http://127.0.0.1'\n"
-        f"max_body_bytes = {max_body}\n"
-        f"scheduling_interval_seconds = {interval}\n"
-        "# the only node cannot be reached: nothing is placed, Docker is not measured\n"
-        "[docker.nodes.none]\n"
-        "base_url = 'unix:///nonexistent/docker.sock'\n"
-    )
-    return config
-
-
-def create_user(config: Path, env: dict[str, str]) -> None:
-    admin = str(Path(sys.executable).with_name("ccserver-admin"))
-    done = subprocess.run(
-        [admin, "--config", str(config), "create-user", USERNAME, "--password-stdin"],
-        input=PASSWORD + "\n",
-        text=True,
-        env=env,
-        timeout=60,
-        capture_output=True,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"ccserver-admin failed: {done.stdout}{done.stderr}")
+    # the only node cannot be reached: nothing is placed, Docker is not measured
+    server = {"host": "http://127.0.0.1", "max_body_bytes": max_body, "scheduling_interval_seconds": interval}
+    return harness.write_config(tmp, server=server)
 
 
 def basic(user: str, secret: str) -> str:
@@ -187,7 +163,7 @@ def main() -> int:
             (tmp / "hooks" / "sitecustomize.py").write_text(GC_HOOK)
             env["PYTHONPATH"] = str(tmp / "hooks") + os.pathsep + env["PYTHONPATH"]
             env["CCSERVER_BENCH_GC_LOG"] = str(tmp / "gc.log")
-        create_user(config, env)
+        harness.create_user(config, USERNAME, PASSWORD, env)
         daemon = FileDaemon(
             ["--config", str(config)], env=env, cwd=str(tmp), log=tmp / "daemon.log", profile=args.profile
         )

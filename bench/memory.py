@@ -21,7 +21,6 @@ import argparse
 import base64
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ccserver.testing import daemon as harness  # noqa: E402
 from ccserver.testing.daemon import Daemon  # noqa: E402
 from ccserver.testing.ferretdb import free_port  # noqa: E402
 
@@ -85,26 +85,13 @@ def main() -> int:
         env["HOME"] = str(tmp / "home")
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         port = free_port()
-        config = tmp / "config.toml"
-        config.write_text(
-            "[server]\n"
-            f"data_dir = '{tmp / 'data'}'\n"
-            f"listen = ['tcp:{port}:interface=127.0.0.1']\n"
-            "host = 'http://127.0.0.1'\n"
-            "[docker.nodes.none]\n"
-            "base_url = 'unix:///nonexistent/docker.sock'\n"
+        config = harness.write_config(
+            tmp, listen=f"tcp:{port}:interface=127.0.0.1", server={"host": "http://127.0.0.1"}
         )
-        admin = str(Path(sys.executable).with_name("ccserver-admin"))
-        done = subprocess.run(
-            [admin, "--config", str(config), "create-user", USERNAME, "--password-stdin"],
-            input=PASSWORD + "\n",
-            text=True,
-            env=env,
-            timeout=60,
-            capture_output=True,
-        )
-        if done.returncode != 0:
-            print(f"ccserver-admin failed: {done.stdout}{done.stderr}", file=sys.stderr)
+        try:
+            harness.create_user(config, USERNAME, PASSWORD, env)
+        except harness.DaemonError as e:
+            print(e, file=sys.stderr)
             return 2
         daemon = Daemon(["--config", str(config)], env=env, cwd=str(tmp))
         started = time.monotonic()

@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from bson import ObjectId  # noqa: E402
 
 from ccserver.storage.embedded import SCHEMA, _encode, _id_key, _insert, _keys  # noqa: E402
+from ccserver.testing import daemon as harness  # noqa: E402
 from ccserver.testing.daemon import Daemon  # noqa: E402
 from ccserver.testing.ferretdb import free_port  # noqa: E402
 
@@ -60,18 +61,9 @@ def env_for(home: Path) -> dict[str, str]:
 
 
 def write_config(tmp: Path, port: int) -> Path:
-    config = tmp / "config.toml"
-    config.write_text(
-        "[server]\n"
-        f"data_dir = '{tmp / 'data'}'\n"
-        f"listen = ['tcp:{port}:interface=127.0.0.1']\n"
-        "host = 'http://127.0.0.1'\n"
-        "scheduling_interval_seconds = 5\n"
-        "# the only node cannot be reached: its containers cannot be asked about\n"
-        "[docker.nodes.none]\n"
-        "base_url = 'unix:///nonexistent/docker.sock'\n"
-    )
-    return config
+    # the only node cannot be reached: its containers cannot be asked about
+    server = {"host": "http://127.0.0.1", "scheduling_interval_seconds": 5}
+    return harness.write_config(tmp, listen=f"tcp:{port}:interface=127.0.0.1", server=server)
 
 
 def transition(state: int, now: float) -> dict[str, Any]:

@@ -8,7 +8,7 @@ the container, and through it the task (which may then be retried).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from bson import ObjectId
 from twisted.logger import Logger
@@ -23,6 +23,13 @@ from ccserver.vault import Vault, digests
 
 log = Logger(namespace="ccserver.callbacks")
 
+#: the field of a recorded callback that says when it was received (not part of what was sent)
+RECEIVED_AT = "received_at"
+
+
+class Clock(Protocol):
+    def seconds(self) -> float: ...
+
 
 class Callbacks:
     def __init__(
@@ -33,7 +40,10 @@ class Callbacks:
         wake: Callable[[], None],
         vault: Vault,
         kinds: Kinds = DEFAULT_KINDS,
+        clock: Clock | None = None,
     ) -> None:
+        """``clock`` stamps each recorded callback with when it was received
+        (``received_at``, epoch seconds; none without a clock)."""
         self.store = store
         self.vault = vault
         self.lifecycle = lifecycle
@@ -41,6 +51,7 @@ class Callbacks:
         self.wake = wake
         #: the container kinds (see ccserver.kinds)
         self.kinds = kinds
+        self.clock = clock
         #: the answers of each kind's callbacks, by kind name (a kind without one is refused)
         self.answers: dict[str, Callable[[dict[str, Any], int], Awaitable[dict[str, Any]]]] = {
             "application": self._application,
@@ -64,6 +75,8 @@ class Callbacks:
         # recorded masked: container documents hold no secrets (see ccserver.vault)
         record = mask_secrets({k: v for k, v in body.items() if k != "callback_key"})
         repeated = bool(received) and body["callback_type"] == expected - 1 and _same(received[-1], record)
+        if self.clock is not None:
+            record[RECEIVED_AT] = self.clock.seconds()
         if states.is_end(container["state"]):
             # An ended container is owed nothing: a repeat of its last callback (its answer
             # was lost) is acknowledged, with no content; anything else is refused.
@@ -186,5 +199,8 @@ def results_sent(container: dict[str, Any], callbacks: int = 4) -> bool:
 
 
 def _same(stored: dict[str, Any], record: dict[str, Any]) -> bool:
-    """Is ``record`` the callback already stored (ids compared as text)?"""
-    return {k: str(v) for k, v in stored.items()} == {k: str(v) for k, v in record.items()}
+    """Is ``record`` the callback already stored (ids compared as text; when it was
+    received is not part of it)?"""
+    return {k: str(v) for k, v in stored.items() if k != RECEIVED_AT} == {
+        k: str(v) for k, v in record.items() if k != RECEIVED_AT
+    }

@@ -143,7 +143,13 @@ class CCServer(MultiService):
         self.cluster.add_listener(self.scheduler)
         self.cluster.add_listener(DeadNodeAnnouncer(self.notifier, config.defaults.dead_node_notification))
         self.callbacks = Callbacks(
-            self.store, self.lifecycle, self.scheduler.data_container_address, self.wakeup, self.vault, self.kinds
+            self.store,
+            self.lifecycle,
+            self.scheduler.data_container_address,
+            self.wakeup,
+            self.vault,
+            self.kinds,
+            clock=reactor,
         )
 
         self.authenticator = Authenticator(self.store, config, reactor, self.hash_pool)

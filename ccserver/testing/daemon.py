@@ -6,6 +6,7 @@ The process logs to standard output; :class:`Daemon` collects the lines in a thr
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -38,6 +39,46 @@ def twistd_path() -> str:
 
 class DaemonError(Exception):
     pass
+
+
+#: a node that cannot be reached: it is reported dead, nothing is placed, tasks wait (for the
+#: benchmarks that measure no Docker)
+UNREACHABLE_NODE = "# the only node cannot be reached: nothing is placed\n[docker.nodes.none]\nbase_url = 'unix:///nonexistent/docker.sock'\n"
+
+
+def write_config(
+    directory: Path,
+    listen: str = "tcp:0:interface=127.0.0.1",
+    server: Mapping[str, Any] | None = None,
+    rest: str = UNREACHABLE_NODE,
+) -> Path:
+    """``directory/config.toml`` for a daemon of its own: a ``[server]`` section with its
+    data in ``directory/data``, listening on ``listen``, with the ``server`` keys (strings,
+    numbers, booleans, lists), then ``rest`` (TOML text; by default an unreachable node)."""
+    lines = ["[server]", f"data_dir = {json.dumps(str(directory / 'data'))}", f"listen = [{json.dumps(listen)}]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in (server or {}).items()]
+    config = directory / "config.toml"
+    config.write_text("\n".join(lines) + "\n\n" + rest)
+    return config
+
+
+def create_user(
+    config: Path, username: str, password: str, env: Mapping[str, str] | None = None, admin: bool = False
+) -> None:
+    """Create a user with ``ccserver-admin`` (the one next to the running Python) for the
+    daemon configured by ``config``; :class:`DaemonError` with its output if that fails."""
+    command = [str(Path(sys.executable).with_name("ccserver-admin")), "--config", str(config), "create-user"]
+    command += [username, "--password-stdin", *(["--admin"] if admin else [])]
+    done = subprocess.run(
+        command,
+        input=password + "\n",
+        text=True,
+        env=dict(os.environ if env is None else env),
+        timeout=60,
+        capture_output=True,
+    )
+    if done.returncode != 0:
+        raise DaemonError(f"ccserver-admin create-user failed ({done.returncode}): {done.stdout}{done.stderr}")
 
 
 class Daemon:

@@ -110,8 +110,15 @@ async def seed(store: Store, tasks_in_group: int) -> tuple[ObjectId, list[Object
 
 def callbacks_on(store: Any) -> tuple[Callbacks, Vault]:
     vault = Vault(store, KEY)
-    lifecycle = Lifecycle(store, Clock(), max_task_trials=3, vault=vault)
-    return Callbacks(store, lifecycle, data_container_address=None, wake=lambda: None, vault=vault), vault  # type: ignore[arg-type]
+    clock = Clock()
+    clock.advance(RECEIVED)
+    lifecycle = Lifecycle(store, clock, max_task_trials=3, vault=vault)
+    callbacks = Callbacks(store, lifecycle, None, wake=lambda: None, vault=vault, clock=clock)  # type: ignore[arg-type]
+    return callbacks, vault
+
+
+#: the clock's time when the callbacks arrive
+RECEIVED = 1234.5
 
 
 def callback_3(vault: Vault, app: ObjectId) -> dict[str, Any]:
@@ -134,6 +141,7 @@ async def test_a_task_that_succeeds_costs_a_handful_of_round_trips_to_its_groups
     container = await store.find_one(APP, {"_id": app})
     assert container is not None and container["state"] == states.SUCCESS
     assert [c["callback_type"] for c in container["callbacks"]] == [0, 1, 2, 3]
+    assert container["callbacks"][3]["received_at"] == RECEIVED  # when it arrived (bench/tasks.py reports it)
     assert [t["state"] for t in container["transitions"]] == [states.SUCCESS]
     task = await store.find_one("tasks", {"_id": tid})
     assert task is not None and task["state"] == states.SUCCESS
