@@ -352,7 +352,11 @@ class Lifecycle:
             await self.vault.forget([task_id])
             await self._mask("tasks", task_id, task)
 
-    async def task_processing(self, task_id: ObjectId, group_id: ObjectId, caused_by: dict[str, Any]) -> None:
+    async def task_processing(
+        self, task_id: ObjectId, group_id: ObjectId, caused_by: dict[str, Any], group: bool = True
+    ) -> None:
+        """The task is placed; its group too (unless ``group`` is false: the caller knows it
+        was moved already)."""
         await self.transition(
             "tasks",
             task_id,
@@ -361,6 +365,8 @@ class Lifecycle:
             caused_by=caused_by,
             from_states=(states.WAITING,),
         )
+        if not group:
+            return
         await self.transition(
             "task_groups",
             group_id,

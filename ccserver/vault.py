@@ -118,7 +118,12 @@ class Vault:
             await self.store.insert_many(SECRETS, secrets)
 
     async def reveal(self, doc: Document) -> Document:
-        """``doc`` with its secrets (a new dict; ``doc`` as it is when it kept none)."""
+        """``doc`` with its secrets (a new dict; ``doc`` as it is when it kept none).
+
+        A document without secret fields kept none (:meth:`conceal` keeps exactly the fields
+        it masks, and masking keeps their names): it costs no read."""
+        if not has_secret(doc):
+            return doc
         kept = await self.store.find_one(SECRETS, {"_id": doc["_id"]})
         if not kept:
             return doc

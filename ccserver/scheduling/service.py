@@ -240,8 +240,15 @@ class Scheduler(Service):
             release()
         for task_id, why in decisions.too_large:
             await self.lifecycle.task_failed_at_once(task_id, why)
+        groups: set[ObjectId] = set()
         for placed in decisions.placed:
-            await write_placement(placed, self.config, self.store, self.lifecycle, self.vault, self.clock.seconds())
+            written = await write_placement(
+                placed, self.config, self.store, self.lifecycle, self.vault, self.clock.seconds(), groups
+            )
+            # launched at once: the first containers start while the round writes the others
+            for collection, doc in written:
+                if not self.launcher.busy(doc["_id"]):
+                    self.launcher.launch(collection, doc)
 
     def _needed_first(self, launched: bool = False) -> list[Kind]:
         """The kinds with documents (``launched``: those the launcher launches), those that
