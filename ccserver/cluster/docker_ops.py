@@ -20,6 +20,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from twisted.logger import Logger
 
 from ccserver.identity import DAEMON_LABEL
+from ccserver.kinds import INSPECTION
 
 log = Logger(namespace="ccserver.docker")
 
@@ -215,7 +216,7 @@ def run_inspection(
     """Run an inspection container to its end; (exit code, log tail).  Removed afterwards.
     It carries the daemon label when the daemon's id is known (ends of inspection containers
     are never acted on, so a database outage need not stop an inspection)."""
-    labels = {KIND_LABEL: "inspection"}
+    labels = {KIND_LABEL: INSPECTION.name}
     if daemon:
         labels[DAEMON_LABEL] = daemon
     container = client.containers.create(

@@ -38,7 +38,7 @@ from ccserver.cluster import docker_ops
 from ccserver.cluster.engine import describe_error, make_client
 from ccserver.config import Config, NodeConfig, auth_config
 from ccserver.identity import DaemonIdentity
-from ccserver.kinds import APPLICATION, DATA
+from ccserver.kinds import APPLICATION, DATA, INSPECTION
 from ccserver.storage.base import StorageError, Store
 from ccserver.threads import ThreadPoolService
 from ccserver.wiring import CallbackAddress, ClusterListener
@@ -281,7 +281,7 @@ class Cluster(Service):
         if not url:
             return True, ""
         dc = self.config.defaults.data_container
-        settings = {"container_type": "inspection", "inspection_url": url}
+        settings = {"container_type": INSPECTION.name, "inspection_url": url}
         name = f"ccserver-inspection-{node.name}-{int(self.reactor.seconds() * 1000)}"
         try:
             daemon = self.identity.known

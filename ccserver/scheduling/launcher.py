@@ -97,11 +97,12 @@ class Launcher:
     def in_flight(self) -> int:
         return len(self._busy)
 
-    def launch(self, collection: str, doc: dict[str, Any]) -> None:
+    def launch(self, collection: str, doc: dict[str, Any], task: dict[str, Any] | None = None) -> None:
         """Pull, create and start ``doc``'s container, in the background (started only once
         the containers it needs, an application container's data containers, are processing;
-        else it is left created, and a later round starts it)."""
-        self._run(doc["_id"], self._launch(self.kinds[collection], doc))
+        else it is left created, and a later round starts it).  ``task``: the stored document
+        of the task it runs for, when the caller has just read it."""
+        self._run(doc["_id"], self._launch(self.kinds[collection], doc, task))
 
     def start(self, collection: str, doc: dict[str, Any]) -> None:
         """Start a created container (what it needs is processing)."""
@@ -156,7 +157,7 @@ class Launcher:
             self._slots[node] = DeferredSemaphore(self.config.docker.launches_per_node)
         return self._slots[node]
 
-    async def _launch(self, kind: Kind, doc: dict[str, Any]) -> None:
+    async def _launch(self, kind: Kind, doc: dict[str, Any], task: dict[str, Any] | None = None) -> None:
         collection = kind.collection
         assert collection is not None and kind.image_of is not None, f"{kind.word}s are not launched here"
         node, name = doc["cluster_node"], str(doc["_id"])
@@ -166,12 +167,14 @@ class Launcher:
         if node not in self.cluster.nodes or not self.cluster.nodes[node].healthy:
             await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is not available")
             return
-        task = None
-        if kind.task_field is not None:
+        if kind.task_field is None:
+            task = None
+        elif task is None or task.get("_id") != doc[kind.task_field][0]:
             task = await self.store.find_one("tasks", {"_id": doc[kind.task_field][0]})
             if task is None:
                 await self.lifecycle.container_failed(collection, doc["_id"], "its task is gone")
                 return
+        if task is not None:
             task = await self.vault.reveal(task)  # its registry_auth
         runs = kind.image_of(self.config, task)
         settings = {

@@ -248,7 +248,7 @@ class Scheduler(Service):
             # launched at once: the first containers start while the round writes the others
             for collection, doc in written:
                 if not self.launcher.busy(doc["_id"]):
-                    self.launcher.launch(collection, doc)
+                    self.launcher.launch(collection, doc, placed.task)
 
     def _needed_first(self, launched: bool = False) -> list[Kind]:
         """The kinds with documents (``launched``: those the launcher launches), those that

@@ -227,3 +227,18 @@ async def test_a_container_end_is_one_compare_and_set_write(store: Store) -> Non
     assert counting.calls == Counter(update_one=2)
     container = await store.find_one(APP, {"_id": app})
     assert container is not None and [t["state"] for t in container["transitions"]] == [states.CANCELLED]
+
+
+@pytest_twisted.ensureDeferred
+async def test_revealing_a_document_without_secret_fields_reads_nothing(store: Store) -> None:
+    counting = CountingStore(store)
+    vault = Vault(counting, KEY)  # type: ignore[arg-type]
+    plain = {"_id": ObjectId(), "application_container_description": {"image": "x", "container_ram": 64}}
+    assert await vault.reveal(plain) is plain
+    assert counting.total == 0
+    secret = {"_id": ObjectId(), "registry_auth": {"username": "u", "password": "hunter2"}}
+    await vault.keep([vault.conceal(secret) or {}])
+    assert secret["registry_auth"]["password"] != "hunter2"
+    revealed = await vault.reveal(secret)
+    assert revealed["registry_auth"]["password"] == "hunter2"
+    assert counting.calls == Counter(insert_many=1, find_one=1)
