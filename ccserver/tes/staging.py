@@ -1,0 +1,397 @@
+"""Staging of TES tasks: inputs into a task's volumes before its first executor, outputs
+out of them after its last.
+
+Both go through the engine's archive API on a created (not started) container that mounts
+the task's volumes: inputs are one tar stream per input, made on the fly from the source
+and sent with ``put_archive``; outputs are read with ``get_archive`` member by member and
+each file is uploaded while it is read.  Nothing is held whole in memory, no image of ours is
+needed, and it works on every engine the daemon reaches, remote TLS ones included.
+
+The functions block: the runner calls them on a thread pool, never on the reactor.  Up to
+``[tes.storage] transfer_threads`` inputs (outputs) of one task move at once.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+import docker
+import docker.errors
+
+from ccserver.config import StorageConfig
+from ccserver.tes import transfer_file, transfer_ftp, transfer_http, transfer_s3
+from ccserver.tes.locations import check_url, join_url, redact
+from ccserver.tes.tarstream import Tally, tar_chunks
+from ccserver.tes.transfer_base import Budget, ChunkStream, Entry, TransferError, Uploader
+
+__all__ = ["StagingError", "check_url", "stage_in", "stage_out"]
+
+_T = TypeVar("_T")
+#: Docker's os.ModeDir and os.ModeSymlink bits in an archive stat
+_MODE_DIR = 1 << 31
+_MODE_SYMLINK = 1 << 27
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+class StagingError(Exception):
+    """Staging failed; the message names the input or output and its URL (no password)."""
+
+
+def _label(kind: str, index: int, item: dict[str, Any]) -> str:
+    url = item.get("url")
+    return f"{kind}[{index}] ({redact(url)})" if url else f"{kind}[{index}]"
+
+
+def _container_path(value: Any, label: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise StagingError(f"{label}: path must be an absolute path in the container, got {value!r}")
+    path = posixpath.normpath(value)
+    if path == "/":
+        raise StagingError(f"{label}: path must not be /")
+    return path
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def _input_entries(item: dict[str, Any], storage: StorageConfig, budget: Budget) -> Iterator[Entry]:
+    kind = item.get("type") or "FILE"
+    if item.get("url") is None or item.get("content") is not None:
+        data = (item.get("content") or "").encode("utf-8")
+        yield Entry("", size=len(data), open=lambda: cast(IO[bytes], _BytesSource(data)))
+        return
+    url: str = item["url"]
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("http", "https"):
+        yield from transfer_http.input_entries(url, kind, budget)
+    elif scheme == "ftp":
+        yield from transfer_ftp.input_entries(url, kind, budget)
+    elif scheme == "s3":
+        assert storage.s3 is not None  # checked before
+        yield from transfer_s3.input_entries(url, kind, storage.s3, budget)
+    else:
+        yield from transfer_file.input_entries(url, kind, storage, budget)
+
+
+class _BytesSource:
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._at = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        end = len(self._data) if size is None or size < 0 else self._at + size
+        chunk = bytes(self._data[self._at : end])
+        self._at += len(chunk)
+        return chunk
+
+    def __enter__(self) -> _BytesSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _check_inputs(inputs: list[dict[str, Any]], storage: StorageConfig) -> list[str]:
+    paths = []
+    for index, item in enumerate(inputs):
+        label = _label("inputs", index, item)
+        paths.append(_container_path(item.get("path"), label))
+        kind = item.get("type") or "FILE"
+        if kind not in ("FILE", "DIRECTORY"):
+            raise StagingError(f"{label}: type must be FILE or DIRECTORY, got {kind!r}")
+        if item.get("content") is not None:
+            if kind != "FILE":
+                raise StagingError(f"{label}: a content input must be of type FILE")
+            continue
+        if not item.get("url"):
+            raise StagingError(f"{label}: needs url or content")
+        reason = check_url(item["url"], storage, kind=kind)
+        if reason:
+            raise StagingError(f"{label}: {reason}")
+    return paths
+
+
+def stage_in(
+    client: docker.DockerClient, container: str, inputs: list[dict[str, Any]], storage: StorageConfig, deadline: float
+) -> list[str]:
+    """Write ``inputs`` (TES 1.1 Input dicts, real values) into ``container``'s volumes.
+
+    Every input is checked before anything is fetched (an unsupported or refused URL fails
+    at once, without reaching out).  Returns one log line per input; raises
+    :class:`StagingError` naming the first input that failed."""
+    paths = _check_inputs(inputs, storage)
+    budget = Budget(deadline)
+
+    def one(index: int) -> str:
+        item = inputs[index]
+        started = time.monotonic()
+        tally = Tally()
+        failure: list[BaseException] = []
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from tar_chunks(paths[index], _input_entries(item, storage, budget), budget, tally)
+            except BaseException as e:
+                failure.append(e)
+                raise
+
+        try:
+            client.api.put_archive(container, "/", chunks())
+        except Exception as e:
+            if failure:
+                raise failure[0] from None
+            raise TransferError(f"the engine refused the archive: {_engine_reason(e)}") from None
+        if failure:
+            raise failure[0]
+        what = "content" if item.get("content") is not None else redact(item["url"])
+        files = f"{tally.files} file{'s' if tally.files != 1 else ''}"
+        return (
+            f"inputs[{index}] {what} -> {paths[index]}: {files}, {tally.bytes} bytes "
+            f"in {time.monotonic() - started:.2f} s"
+        )
+
+    return _run_all("inputs", inputs, one, storage.transfer_threads, budget)
+
+
+def _engine_reason(e: Exception) -> str:
+    if isinstance(e, docker.errors.APIError):
+        return str(e.explanation or e)
+    return type(e).__name__
+
+
+def _run_all(
+    kind: str, items: list[dict[str, Any]], one: Callable[[int], _T], threads: int, budget: Budget
+) -> list[_T]:
+    """``one`` for each index on up to ``threads`` threads; the first failure stops the
+    others and is raised as a StagingError naming its item."""
+    if not items:
+        return []
+    lock = threading.Lock()
+    first: list[StagingError] = []
+
+    def guarded(index: int) -> _T | None:
+        try:
+            return one(index)
+        except (TransferError, StagingError, OSError, docker.errors.DockerException) as e:
+            reason = str(e) if not isinstance(e, OSError) else f"{type(e).__name__}: {e.strerror or e}"
+            with lock:
+                if not first:
+                    first.append(StagingError(f"{_label(kind, index, items[index])}: {reason}"))
+            budget.abort()
+            return None
+
+    if threads <= 1 or len(items) == 1:
+        results = [guarded(i) for i in range(len(items))]
+    else:
+        with ThreadPoolExecutor(max_workers=min(threads, len(items)), thread_name_prefix="tes-staging") as pool:
+            results = list(pool.map(guarded, range(len(items))))
+    if first:
+        raise first[0]
+    return [r for r in results if r is not None]
+
+
+# --- outputs --------------------------------------------------------------------------------
+
+
+def _check_outputs(outputs: list[dict[str, Any]], storage: StorageConfig) -> list[str]:
+    paths = []
+    for index, item in enumerate(outputs):
+        label = _label("outputs", index, item)
+        path = item.get("path")
+        wildcard = isinstance(path, str) and bool(_WILDCARD.search(path))
+        paths.append(_container_path(path, label))
+        kind = item.get("type") or "FILE"
+        if kind not in ("FILE", "DIRECTORY"):
+            raise StagingError(f"{label}: type must be FILE or DIRECTORY, got {kind!r}")
+        if not item.get("url"):
+            raise StagingError(f"{label}: url is required")
+        reason = check_url(item["url"], storage, kind="DIRECTORY" if wildcard else kind, output=True)
+        if reason:
+            raise StagingError(f"{label}: {reason}")
+    return paths
+
+
+def _uploader(url: str, storage: StorageConfig, budget: Budget) -> Uploader:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("http", "https"):
+        return transfer_http.HttpUploader(budget)
+    if scheme == "ftp":
+        return transfer_ftp.FtpUploader(budget)
+    if scheme == "s3":
+        assert storage.s3 is not None
+        return transfer_s3.S3Uploader(storage.s3, budget)
+    return transfer_file.FileUploader(storage, budget)
+
+
+def _pattern(path: str) -> re.Pattern[str]:
+    """A container path pattern as a regex: ``*`` and ``?`` do not cross ``/`` (as a shell)."""
+    out = []
+    i = 0
+    while i < len(path):
+        c = path[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and "]" in path[i + 2 :]:
+            end = path.index("]", i + 2)
+            body = path[i + 1 : end]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _archive(client: docker.DockerClient, container: str, path: str, budget: Budget) -> tuple[Any, dict[str, Any]]:
+    """The tar stream of ``path`` (symlinks followed, a few levels) and its stat."""
+    for _ in range(8):
+        budget.check()
+        try:
+            chunks, stat = client.api.get_archive(container, path, chunk_size=256 * 1024)
+        except docker.errors.NotFound:
+            raise TransferError(f"{path} does not exist in the container") from None
+        except docker.errors.APIError as e:
+            raise TransferError(f"the engine refused to read {path}: {_engine_reason(e)}") from None
+        stat = stat or {}
+        link = stat.get("linkTarget") or ""
+        if not (int(stat.get("mode", 0)) & _MODE_SYMLINK) or not link:
+            return chunks, stat
+        chunks.close()
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(path), link))
+    raise TransferError(f"{path}: too many levels of symbolic links")
+
+
+def stage_out(
+    client: docker.DockerClient, container: str, outputs: list[dict[str, Any]], storage: StorageConfig, deadline: float
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Upload ``outputs`` (TES 1.1 Output dicts, real values) from ``container``'s volumes.
+
+    Returns the OutputFileLog dicts (``size_bytes`` a string, as TES has it) of every file
+    uploaded and one log line per output; raises :class:`StagingError` naming the first
+    output that failed (a missing FILE output among them)."""
+    paths = _check_outputs(outputs, storage)
+    budget = Budget(deadline)
+
+    def one(index: int) -> tuple[list[dict[str, Any]], str]:
+        item = outputs[index]
+        started = time.monotonic()
+        uploader = _uploader(item["url"], storage, budget)
+        try:
+            logs, note = _one_output(client, container, item, paths[index], uploader, budget)
+        finally:
+            uploader.close()
+        size = sum(int(log["size_bytes"]) for log in logs)
+        line = (
+            f"outputs[{index}] {paths[index] if not _WILDCARD.search(item['path']) else item['path']} -> "
+            f"{redact(item['url'])}: {len(logs)} file{'s' if len(logs) != 1 else ''}, {size} bytes "
+            f"in {time.monotonic() - started:.2f} s{note}"
+        )
+        return logs, line
+
+    results = _run_all("outputs", outputs, one, storage.transfer_threads, budget)
+    return [log for logs, _ in results for log in logs], [line for _, line in results]
+
+
+def _one_output(
+    client: docker.DockerClient,
+    container: str,
+    item: dict[str, Any],
+    path: str,
+    uploader: Uploader,
+    budget: Budget,
+) -> tuple[list[dict[str, Any]], str]:
+    url: str = item["url"]
+    if _WILDCARD.search(item["path"]):
+        return _wildcard_output(client, container, item, uploader, budget)
+    kind = item.get("type") or "FILE"
+    chunks, stat = _archive(client, container, path, budget)
+    is_dir = bool(int(stat.get("mode", 0)) & _MODE_DIR)
+    if kind == "FILE" and is_dir:
+        chunks.close()
+        raise TransferError(f"{path} is a directory, not a FILE")
+    if kind == "DIRECTORY" and not is_dir:
+        chunks.close()
+        raise TransferError(f"{path} is not a directory")
+    root = stat.get("name") or posixpath.basename(path)
+    logs: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    links: list[str] = []
+    with tarfile.open(fileobj=ChunkStream(chunks, budget), mode="r|") as tar:
+        for member in tar:
+            budget.check()
+            rel = member.name[len(root) :].lstrip("/") if member.name != root else ""
+            full = posixpath.join(path, rel) if rel else path
+            target = join_url(url, rel)
+            if member.isdir():
+                uploader.make_dir(target)
+            elif member.isreg():
+                _upload_member(tar, member, target, uploader)
+                logs.append({"url": target, "path": full, "size_bytes": str(member.size)})
+            elif member.islnk():
+                links.append(rel)
+            else:
+                skipped.append(rel or path)
+    for rel in links:  # a hard link has no bytes in the archive: read it on its own
+        full = posixpath.join(path, rel)
+        linked = {"url": join_url(url, rel), "path": full}
+        sub_logs, _ = _one_output(client, container, linked, full, uploader, budget)
+        logs.extend(sub_logs)
+    if kind == "FILE" and not logs:
+        raise TransferError(f"{path} is not a regular file")
+    note = f" (not uploaded, not regular files: {', '.join(skipped[:5])})" if skipped else ""
+    return logs, note
+
+
+def _upload_member(tar: tarfile.TarFile, member: tarfile.TarInfo, url: str, uploader: Uploader) -> None:
+    source = tar.extractfile(member)
+    assert source is not None
+    uploader.put(url, source, member.size)
+
+
+def _wildcard_output(
+    client: docker.DockerClient, container: str, item: dict[str, Any], uploader: Uploader, budget: Budget
+) -> tuple[list[dict[str, Any]], str]:
+    """Each file matching ``path`` (or below a matching directory) goes to ``url`` plus its
+    path after ``path_prefix`` (TES 1.1)."""
+    pattern_text = posixpath.normpath(item["path"])
+    parts = pattern_text.split("/")
+    static = "/".join(p for p in parts[: next(i for i, p in enumerate(parts) if _WILDCARD.search(p))]) or "/"
+    prefix = item.get("path_prefix") or static
+    pattern = _pattern(pattern_text)
+    url: str = item["url"]
+    try:
+        chunks, stat = _archive(client, container, static, budget)
+    except TransferError:
+        return [], f" (nothing matched: {static} does not exist)"
+    parent = posixpath.dirname(static.rstrip("/")) or "/"
+    logs: list[dict[str, Any]] = []
+    matched_dirs: list[str] = []
+    with tarfile.open(fileobj=ChunkStream(chunks, budget), mode="r|") as tar:
+        for member in tar:
+            budget.check()
+            full = posixpath.normpath(posixpath.join(parent, member.name))
+            hit = bool(pattern.match(full)) or any(full.startswith(d + "/") for d in matched_dirs)
+            if not hit:
+                continue
+            if not full.startswith(prefix.rstrip("/") + "/"):
+                raise TransferError(f"{full} matches but does not start with path_prefix {prefix!r}")
+            target = join_url(url, full[len(prefix.rstrip("/")) + 1 :])
+            if member.isdir():
+                matched_dirs.append(full)
+                uploader.make_dir(target)
+            elif member.isreg():
+                _upload_member(tar, member, target, uploader)
+                logs.append({"url": target, "path": full, "size_bytes": str(member.size)})
+    return logs, "" if logs else " (nothing matched)"
