@@ -139,7 +139,7 @@ def stage_in(
         def chunks() -> Iterator[bytes]:
             try:
                 yield from tar_chunks(paths[index], _input_entries(item, storage, budget), budget, tally)
-            except BaseException as e:
+            except Exception as e:  # not GeneratorExit: the engine may stop reading first
                 failure.append(e)
                 raise
 
@@ -167,6 +167,22 @@ def _engine_reason(e: Exception) -> str:
     return type(e).__name__
 
 
+_USERINFO_PASSWORD = re.compile(r"(://[^/\s:@]*):[^@\s/]*@")
+
+
+def _reason(e: Exception) -> str:
+    """The message of a failure, without any password of a URL it may quote."""
+    if isinstance(e, (TransferError, StagingError)):
+        text = str(e)
+    elif isinstance(e, OSError) and e.strerror:
+        text = f"{type(e).__name__}: {e.strerror}"
+    elif isinstance(e, docker.errors.APIError):
+        text = f"the engine answered: {e.explanation or e}"
+    else:  # requests', urllib3's, tarfile's errors from the archive stream
+        text = f"{type(e).__name__}: {e}"
+    return _USERINFO_PASSWORD.sub(r"\1@", text)
+
+
 def _run_all(
     kind: str, items: list[dict[str, Any]], one: Callable[[int], _T], threads: int, budget: Budget
 ) -> list[_T]:
@@ -180,11 +196,10 @@ def _run_all(
     def guarded(index: int) -> _T | None:
         try:
             return one(index)
-        except (TransferError, StagingError, OSError, docker.errors.DockerException) as e:
-            reason = str(e) if not isinstance(e, OSError) else f"{type(e).__name__}: {e.strerror or e}"
+        except Exception as e:
             with lock:
                 if not first:
-                    first.append(StagingError(f"{_label(kind, index, items[index])}: {reason}"))
+                    first.append(StagingError(f"{_label(kind, index, items[index])}: {_reason(e)}"))
             budget.abort()
             return None
 

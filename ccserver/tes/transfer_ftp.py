@@ -54,7 +54,7 @@ class _Retrieval:
 
     def read(self, size: int = -1, /) -> bytes:
         try:
-            data = self._file.read(size)
+            data = self._file.read1(size)  # what has arrived: a trickle cannot outlast the deadline
         except _ERRORS as e:
             raise TransferError(f"FTP read: {_describe(e)}") from None
         if not data and not self._finished:

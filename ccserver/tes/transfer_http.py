@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import requests
 
-from ccserver.tes.transfer_base import Budget, BudgetReader, Entry, Readable, TransferError
+from ccserver.tes.transfer_base import CHUNK, Budget, BudgetReader, Entry, Readable, TransferError
 
 #: the bytes are counted against Content-Length, so they must arrive as sent
 _HEADERS = {"Accept-Encoding": "identity", "User-Agent": "ccserver-tes"}
@@ -42,15 +42,17 @@ def input_entries(url: str, kind: str, budget: Budget) -> Iterator[Entry]:
 
 
 class _Closing:
-    """The response body, closing the response with it."""
+    """The response body, closing the response with it.  Reads give what has arrived
+    (``read1``), so that a server sending a byte at a time cannot hold a read, and with it
+    the deadline check, for longer than one socket timeout."""
 
-    def __init__(self, raw: Readable, response: requests.Response) -> None:
+    def __init__(self, raw: Any, response: requests.Response) -> None:
         self._raw = raw
         self._response = response
 
     def read(self, size: int = -1, /) -> bytes:
         try:
-            return self._raw.read(size)
+            return cast(bytes, self._raw.read1(size if size and size > 0 else CHUNK))
         except (requests.RequestException, OSError) as e:
             raise TransferError(f"GET failed while reading: {type(e).__name__}") from None
         except Exception as e:  # urllib3's ProtocolError, ReadTimeoutError

@@ -4,6 +4,8 @@ back by running a container on the same volume."""
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -234,3 +236,71 @@ def test_many_inputs_on_several_threads(
 def test_deadline_passed(task: Task, storage: StorageConfig) -> None:
     with pytest.raises(StagingError, match=r"^inputs\[0\]: deadline passed"):
         stage_in(task.client, task.container, [{"path": "/data/x", "content": "x"}], storage, time.monotonic() - 1)
+
+
+class _SlowServer:
+    """Answers every request with headers announcing 100 kB and then one byte every 0.1 s
+    (``trickle``), or never answers at all."""
+
+    def __init__(self, trickle: bool) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.trickle = trickle
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/slow"
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            if self.trickle:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            while not self.stop.wait(0.1):
+                if self.trickle:
+                    try:
+                        conn.sendall(b"x")
+                    except OSError:
+                        return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["silent", "trickling"])
+def test_a_slow_server_cannot_outlast_the_deadline(task: Task, storage: StorageConfig, trickle: bool) -> None:
+    server = _SlowServer(trickle)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            stage_in(
+                task.client, task.container, [{"url": server.url, "path": "/data/x"}], storage, time.monotonic() + 2
+            )
+            outcome.append(None)
+        except BaseException as e:
+            outcome.append(e)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(20)
+    try:
+        assert not thread.is_alive(), "stage_in ran past its deadline"
+        assert isinstance(outcome[0], StagingError)
+        assert str(outcome[0]).startswith(f"inputs[0] ({server.url}): ")
+        assert ("deadline passed" if trickle else "ReadTimeout") in str(outcome[0])
+        assert time.monotonic() - started < 10
+    finally:
+        server.close()
