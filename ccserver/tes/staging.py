@@ -64,7 +64,7 @@ def _container_path(value: Any, label: str) -> str:
 
 def _input_entries(item: dict[str, Any], storage: StorageConfig, budget: Budget) -> Iterator[Entry]:
     kind = item.get("type") or "FILE"
-    if item.get("url") is None or item.get("content") is not None:
+    if _is_content(item):
         data = (item.get("content") or "").encode("utf-8")
         yield Entry("", size=len(data), open=lambda: cast(IO[bytes], _BytesSource(data)))
         return
@@ -79,6 +79,11 @@ def _input_entries(item: dict[str, Any], storage: StorageConfig, budget: Budget)
         yield from transfer_s3.input_entries(url, kind, storage.s3, budget)
     else:
         yield from transfer_file.input_entries(url, kind, storage, budget)
+
+
+def _is_content(item: dict[str, Any]) -> bool:
+    """TES 1.1: a non-empty ``content`` wins over ``url``; an empty one with a url is unset."""
+    return bool(item.get("content")) or (item.get("content") is not None and not item.get("url"))
 
 
 class _BytesSource:
@@ -107,7 +112,7 @@ def _check_inputs(inputs: list[dict[str, Any]], storage: StorageConfig) -> list[
         kind = item.get("type") or "FILE"
         if kind not in ("FILE", "DIRECTORY"):
             raise StagingError(f"{label}: type must be FILE or DIRECTORY, got {kind!r}")
-        if item.get("content") is not None:
+        if _is_content(item):
             if kind != "FILE":
                 raise StagingError(f"{label}: a content input must be of type FILE")
             continue
@@ -151,7 +156,7 @@ def stage_in(
             raise TransferError(f"the engine refused the archive: {_engine_reason(e)}") from None
         if failure:
             raise failure[0]
-        what = "content" if item.get("content") is not None else redact(item["url"])
+        what = "content" if _is_content(item) else redact(item["url"])
         files = f"{tally.files} file{'s' if tally.files != 1 else ''}"
         return (
             f"inputs[{index}] {what} -> {paths[index]}: {files}, {tally.bytes} bytes "

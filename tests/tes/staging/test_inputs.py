@@ -304,3 +304,20 @@ def test_a_slow_server_cannot_outlast_the_deadline(task: Task, storage: StorageC
         assert time.monotonic() - started < 10
     finally:
         server.close()
+
+
+def test_content_wins_over_url_unless_empty(
+    task: Task, storage: StorageConfig, http_server: HttpServer, deadline: float
+) -> None:
+    (http_server.root / "f.txt").write_bytes(b"from the url")
+    inputs = [
+        {"url": f"{http_server.url}/nothing-there", "path": "/data/c.txt", "content": "inline"},
+        {"url": f"{http_server.url}/f.txt", "path": "/data/u.txt", "content": ""},
+        {"path": "/data/empty.txt", "content": ""},
+    ]
+    stage_in(task.client, task.container, inputs, storage, deadline)
+    assert task.read("/data/c.txt") == b"inline"
+    assert task.read("/data/u.txt") == b"from the url"
+    assert task.read("/data/empty.txt") == b""
+    with pytest.raises(StagingError, match=r"^inputs\[0\]: needs url or content$"):
+        stage_in(task.client, task.container, [{"path": "/data/n"}], storage, deadline)

@@ -3,6 +3,7 @@ archive API from the created container and uploaded; compared byte for byte."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,28 @@ def test_round_trip_of_a_staged_input(task: Task, storage: StorageConfig, file_r
         deadline,
     )
     assert (file_root / "out.bin").read_bytes() == data
+
+
+def test_hard_links_and_a_multipart_s3_upload(
+    task: Task, storage: StorageConfig, s3_server: S3Server, file_root: Path, deadline: float
+) -> None:
+    task.run(
+        "set -e; mkdir -p /data/h; busybox dd if=/dev/urandom of=/data/h/big.bin bs=1048576 count=20 2>/dev/null;"
+        " printf 'shared' > /data/h/one.txt; ln /data/h/one.txt /data/h/two.txt"
+    )
+    digest = task.run("busybox sha256sum /data/h/big.bin").split()[0].decode()
+    outputs = [
+        {"url": f"s3://{s3_server.bucket}/h", "path": "/data/h", "type": "DIRECTORY"},
+        {"url": f"file://{file_root}/h", "path": "/data/h", "type": "DIRECTORY"},
+    ]
+    logs, _ = stage_out(task.client, task.container, outputs, storage, deadline)
+    s3 = s3_server.client()
+    body = s3.get_object(Bucket=s3_server.bucket, Key="h/big.bin")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == digest and len(body) == 20 * 1024 * 1024
+    for name in ("one.txt", "two.txt"):  # the second name of a hard link has no bytes in the tar
+        assert s3.get_object(Bucket=s3_server.bucket, Key=f"h/{name}")["Body"].read() == b"shared"
+        assert (file_root / "h" / name).read_bytes() == b"shared"
+    assert hashlib.sha256((file_root / "h/big.bin").read_bytes()).hexdigest() == digest
+    assert sorted(log["url"] for log in logs if log["url"].startswith("s3://")) == [
+        f"s3://{s3_server.bucket}/h/{name}" for name in ("big.bin", "one.txt", "two.txt")
+    ]
