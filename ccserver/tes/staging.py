@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import posixpath
 import re
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,17 +27,14 @@ import docker.errors
 
 from ccserver.config import StorageConfig
 from ccserver.tes import transfer_file, transfer_ftp, transfer_http, transfer_s3
-from ccserver.tes.locations import check_url, join_url, redact
+from ccserver.tes.locations import check_url, redact
+from ccserver.tes.output_archive import WILDCARD, collect, engine_reason
 from ccserver.tes.tarstream import Tally, tar_chunks
-from ccserver.tes.transfer_base import Budget, ChunkStream, Entry, TransferError, Uploader
+from ccserver.tes.transfer_base import Budget, Entry, TransferError, Uploader
 
 __all__ = ["StagingError", "check_url", "stage_in", "stage_out"]
 
 _T = TypeVar("_T")
-#: Docker's os.ModeDir and os.ModeSymlink bits in an archive stat
-_MODE_DIR = 1 << 31
-_MODE_SYMLINK = 1 << 27
-_WILDCARD = re.compile(r"[*?\[]")
 
 
 class StagingError(Exception):
@@ -153,7 +149,7 @@ def stage_in(
         except Exception as e:
             if failure:
                 raise failure[0] from None
-            raise TransferError(f"the engine refused the archive: {_engine_reason(e)}") from None
+            raise TransferError(f"the engine refused the archive: {engine_reason(e)}") from None
         if failure:
             raise failure[0]
         what = "content" if _is_content(item) else redact(item["url"])
@@ -164,12 +160,6 @@ def stage_in(
         )
 
     return _run_all("inputs", inputs, one, storage.transfer_threads, budget)
-
-
-def _engine_reason(e: Exception) -> str:
-    if isinstance(e, docker.errors.APIError):
-        return str(e.explanation or e)
-    return type(e).__name__
 
 
 _USERINFO_PASSWORD = re.compile(r"(://[^/\s:@]*):[^@\s/]*@")
@@ -226,7 +216,7 @@ def _check_outputs(outputs: list[dict[str, Any]], storage: StorageConfig) -> lis
     for index, item in enumerate(outputs):
         label = _label("outputs", index, item)
         path = item.get("path")
-        wildcard = isinstance(path, str) and bool(_WILDCARD.search(path))
+        wildcard = isinstance(path, str) and bool(WILDCARD.search(path))
         paths.append(_container_path(path, label))
         kind = item.get("type") or "FILE"
         if kind not in ("FILE", "DIRECTORY"):
@@ -251,48 +241,6 @@ def _uploader(url: str, storage: StorageConfig, budget: Budget) -> Uploader:
     return transfer_file.FileUploader(storage, budget)
 
 
-def _pattern(path: str) -> re.Pattern[str]:
-    """A container path pattern as a regex: ``*`` and ``?`` do not cross ``/`` (as a shell)."""
-    out = []
-    i = 0
-    while i < len(path):
-        c = path[i]
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[" and "]" in path[i + 2 :]:
-            end = path.index("]", i + 2)
-            body = path[i + 1 : end]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def _archive(client: docker.DockerClient, container: str, path: str, budget: Budget) -> tuple[Any, dict[str, Any]]:
-    """The tar stream of ``path`` (symlinks followed, a few levels) and its stat."""
-    for _ in range(8):
-        budget.check()
-        try:
-            chunks, stat = client.api.get_archive(container, path, chunk_size=256 * 1024)
-        except docker.errors.NotFound:
-            raise TransferError(f"{path} does not exist in the container") from None
-        except docker.errors.APIError as e:
-            raise TransferError(f"the engine refused to read {path}: {_engine_reason(e)}") from None
-        stat = stat or {}
-        link = stat.get("linkTarget") or ""
-        if not (int(stat.get("mode", 0)) & _MODE_SYMLINK) or not link:
-            return chunks, stat
-        chunks.close()
-        path = posixpath.normpath(posixpath.join(posixpath.dirname(path), link))
-    raise TransferError(f"{path}: too many levels of symbolic links")
-
-
 def stage_out(
     client: docker.DockerClient, container: str, outputs: list[dict[str, Any]], storage: StorageConfig, deadline: float
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -309,12 +257,12 @@ def stage_out(
         started = time.monotonic()
         uploader = _uploader(item["url"], storage, budget)
         try:
-            logs, note = _one_output(client, container, item, paths[index], uploader, budget)
+            logs, note = collect(client, container, item, paths[index], uploader, budget)
         finally:
             uploader.close()
         size = sum(int(log["size_bytes"]) for log in logs)
         line = (
-            f"outputs[{index}] {paths[index] if not _WILDCARD.search(item['path']) else item['path']} -> "
+            f"outputs[{index}] {paths[index] if not WILDCARD.search(item['path']) else item['path']} -> "
             f"{redact(item['url'])}: {len(logs)} file{'s' if len(logs) != 1 else ''}, {size} bytes "
             f"in {time.monotonic() - started:.2f} s{note}"
         )
@@ -322,96 +270,3 @@ def stage_out(
 
     results = _run_all("outputs", outputs, one, storage.transfer_threads, budget)
     return [log for logs, _ in results for log in logs], [line for _, line in results]
-
-
-def _one_output(
-    client: docker.DockerClient,
-    container: str,
-    item: dict[str, Any],
-    path: str,
-    uploader: Uploader,
-    budget: Budget,
-) -> tuple[list[dict[str, Any]], str]:
-    url: str = item["url"]
-    if _WILDCARD.search(item["path"]):
-        return _wildcard_output(client, container, item, uploader, budget)
-    kind = item.get("type") or "FILE"
-    chunks, stat = _archive(client, container, path, budget)
-    is_dir = bool(int(stat.get("mode", 0)) & _MODE_DIR)
-    if kind == "FILE" and is_dir:
-        chunks.close()
-        raise TransferError(f"{path} is a directory, not a FILE")
-    if kind == "DIRECTORY" and not is_dir:
-        chunks.close()
-        raise TransferError(f"{path} is not a directory")
-    root = stat.get("name") or posixpath.basename(path)
-    logs: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    links: list[str] = []
-    with tarfile.open(fileobj=ChunkStream(chunks, budget), mode="r|") as tar:
-        for member in tar:
-            budget.check()
-            rel = member.name[len(root) :].lstrip("/") if member.name != root else ""
-            full = posixpath.join(path, rel) if rel else path
-            target = join_url(url, rel)
-            if member.isdir():
-                uploader.make_dir(target)
-            elif member.isreg():
-                _upload_member(tar, member, target, uploader)
-                logs.append({"url": target, "path": full, "size_bytes": str(member.size)})
-            elif member.islnk():
-                links.append(rel)
-            else:
-                skipped.append(rel or path)
-    for rel in links:  # a hard link has no bytes in the archive: read it on its own
-        full = posixpath.join(path, rel)
-        linked = {"url": join_url(url, rel), "path": full}
-        sub_logs, _ = _one_output(client, container, linked, full, uploader, budget)
-        logs.extend(sub_logs)
-    if kind == "FILE" and not logs:
-        raise TransferError(f"{path} is not a regular file")
-    note = f" (not uploaded, not regular files: {', '.join(skipped[:5])})" if skipped else ""
-    return logs, note
-
-
-def _upload_member(tar: tarfile.TarFile, member: tarfile.TarInfo, url: str, uploader: Uploader) -> None:
-    source = tar.extractfile(member)
-    assert source is not None
-    uploader.put(url, source, member.size)
-
-
-def _wildcard_output(
-    client: docker.DockerClient, container: str, item: dict[str, Any], uploader: Uploader, budget: Budget
-) -> tuple[list[dict[str, Any]], str]:
-    """Each file matching ``path`` (or below a matching directory) goes to ``url`` plus its
-    path after ``path_prefix`` (TES 1.1)."""
-    pattern_text = posixpath.normpath(item["path"])
-    parts = pattern_text.split("/")
-    static = "/".join(p for p in parts[: next(i for i, p in enumerate(parts) if _WILDCARD.search(p))]) or "/"
-    prefix = item.get("path_prefix") or static
-    pattern = _pattern(pattern_text)
-    url: str = item["url"]
-    try:
-        chunks, stat = _archive(client, container, static, budget)
-    except TransferError:
-        return [], f" (nothing matched: {static} does not exist)"
-    parent = posixpath.dirname(static.rstrip("/")) or "/"
-    logs: list[dict[str, Any]] = []
-    matched_dirs: list[str] = []
-    with tarfile.open(fileobj=ChunkStream(chunks, budget), mode="r|") as tar:
-        for member in tar:
-            budget.check()
-            full = posixpath.normpath(posixpath.join(parent, member.name))
-            hit = bool(pattern.match(full)) or any(full.startswith(d + "/") for d in matched_dirs)
-            if not hit:
-                continue
-            if not full.startswith(prefix.rstrip("/") + "/"):
-                raise TransferError(f"{full} matches but does not start with path_prefix {prefix!r}")
-            target = join_url(url, full[len(prefix.rstrip("/")) + 1 :])
-            if member.isdir():
-                matched_dirs.append(full)
-                uploader.make_dir(target)
-            elif member.isreg():
-                _upload_member(tar, member, target, uploader)
-                logs.append({"url": target, "path": full, "size_bytes": str(member.size)})
-    return logs, "" if logs else " (nothing matched)"
