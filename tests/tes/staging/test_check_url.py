@@ -83,3 +83,22 @@ def test_file_path_and_join_url() -> None:
     assert join_url("s3://b/prefix/", "sub/x y.txt") == "s3://b/prefix/sub/x%20y.txt"
     assert join_url("http://h/up", "/a") == "http://h/up/a"
     assert join_url("ftp://u:p@h/d", "") == "ftp://u:p@h/d"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matches", "misses"),
+    [
+        ("/d/*.txt", ["/d/a.txt", "/d/.txt"], ["/d/a.txt/x", "/d/sub/a.txt", "/d/a.txtx"]),
+        ("/d/*/*.txt", ["/d/a/b.txt"], ["/d/a/b/c.txt", "/d/b.txt"]),
+        ("/d/?.log", ["/d/a.log"], ["/d/ab.log", "/d//.log"]),
+        ("/d/[ab]*", ["/d/a", "/d/bcd"], ["/d/c"]),
+        ("/d/[!ab]*", ["/d/c"], ["/d/a"]),
+        ("/d/a+b(1).txt", ["/d/a+b(1).txt"], ["/d/aab(1).txt"]),
+    ],
+)
+def test_wildcards_match_like_a_shell(pattern: str, matches: list[str], misses: list[str]) -> None:
+    from ccserver.tes.output_archive import _pattern
+
+    compiled = _pattern(pattern)
+    assert [p for p in matches if compiled.match(p)] == matches
+    assert [p for p in misses if compiled.match(p)] == []

@@ -180,9 +180,11 @@ def test_file_output_outside_the_roots_is_refused(
     outside = tmp_path / "outside"
     outside.mkdir()
     (file_root / "escape").symlink_to(outside)
+    (file_root / "planted.txt").symlink_to(outside / "planted.txt")  # a link where the file goes
     cases = [
         (f"file://{outside}/r.txt", "outside the allowed directories ([tes.storage] file_roots)"),
         (f"file://{file_root}/escape/r.txt", "resolves to"),
+        (f"file://{file_root}/planted.txt", "Too many levels of symbolic links"),
     ]
     for url, reason in cases:
         with pytest.raises(StagingError) as caught:
