@@ -321,3 +321,12 @@ def test_content_wins_over_url_unless_empty(
     assert task.read("/data/empty.txt") == b""
     with pytest.raises(StagingError, match=r"^inputs\[0\]: needs url or content$"):
         stage_in(task.client, task.container, [{"path": "/data/n"}], storage, deadline)
+
+
+def test_the_engine_refusing_the_archive_names_the_input(task: Task, storage: StorageConfig, deadline: float) -> None:
+    task.run("printf f > /data/f")
+    big = "y" * (8 * 1024 * 1024)  # the engine stops reading before the stream ends
+    with pytest.raises(StagingError) as caught:
+        stage_in(task.client, task.container, [{"path": "/data/f/below.txt", "content": big}], storage, deadline)
+    assert str(caught.value).startswith("inputs[0]: the engine refused the archive: "), str(caught.value)
+    assert task.read("/data/f") == b"f"
