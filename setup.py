@@ -25,6 +25,8 @@ setup(
         "service-identity>=24.1",
         "mongomock>=4.3",
         "idna>=3.6",
+        "boto3>=1.34",  # TES s3:// inputs and outputs (ccserver.tes.transfer_s3)
+        "requests>=2.31",  # TES http(s):// inputs and outputs, on the staging threads
     ],
     extras_require={
         "test": [
@@ -35,6 +37,8 @@ setup(
             "hypothesis>=6.100",
             "requests>=2.31",  # tests/security: what CC-Container-Worker 0.10 sends
             "packaging>=23",  # tests/test_packaging.py: reads setup.py and the lock files
+            "pyftpdlib>=2.0",  # tests/tes/staging: a real FTP server
+            "moto[server]>=5.0",  # tests/tes/staging: a real S3 server (ThreadedMotoServer)
         ],
         "lint": ["ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0", "types-docker>=7.1", "types-jsonschema>=4.20"],
         "docs": ["sphinx>=7"],

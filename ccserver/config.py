@@ -186,6 +186,35 @@ class NotificationsConfig:
 
 
 @dataclass(frozen=True)
+class S3Config:
+    """``[tes.storage.s3]``: the S3-compatible endpoint TES ``s3://`` inputs and outputs use."""
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """``[tes.storage]``: where TES inputs may come from and outputs may go."""
+
+    #: host directories ``file://`` inputs and outputs may use (normalized absolute paths)
+    file_roots: tuple[str, ...] = ()
+    #: inputs (outputs) of one task transferred at once
+    transfer_threads: int = 4
+    #: None: ``s3://`` URLs are refused
+    s3: S3Config | None = None
+
+
+@dataclass(frozen=True)
+class TesConfig:
+    """``[tes]``: the GA4GH TES API and its tasks."""
+
+    storage: StorageConfig = field(default=StorageConfig())
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon was configured with; ``source`` is the file or ``None``."""
 
@@ -197,6 +226,7 @@ class Config:
     defaults: Defaults
     ignored_sections: tuple[str, ...] = field(default=())
     notifications: NotificationsConfig = field(default=NotificationsConfig())
+    tes: TesConfig = field(default=TesConfig())
 
 
 # --- where things live --------------------------------------------------------------------
@@ -308,7 +338,35 @@ def from_dict(raw: Mapping[str, Any], source: str | None, env: Mapping[str, str]
         defaults=_defaults(raw.get("defaults", {})),
         ignored_sections=("ipc",) if "ipc" in raw else (),
         notifications=_notifications(raw.get("notifications", {}), label),
+        tes=_tes(raw.get("tes", {}), label, env),
     )
+
+
+def _tes(t: Mapping[str, Any], label: str, env: Mapping[str, str]) -> TesConfig:
+    return TesConfig(storage=_tes_storage(t.get("storage", {}), label, env))
+
+
+def _tes_storage(s: Mapping[str, Any], label: str, env: Mapping[str, str]) -> StorageConfig:
+    roots = []
+    for index, entry in enumerate(s.get("file_roots", ())):
+        path = _expand(entry, env)
+        if not os.path.isabs(path):
+            raise ConfigError(
+                f"{label}: tes.storage.file_roots[{index}]: expected an absolute directory, got {entry!r}"
+            )
+        roots.append(os.path.normpath(path))
+    s3 = None
+    if "s3" in s:
+        c = s["s3"]
+        if ("access_key_id" in c) != ("secret_access_key" in c):
+            raise ConfigError(f"{label}: tes.storage.s3: give both access_key_id and secret_access_key, or neither")
+        s3 = S3Config(
+            endpoint_url=c.get("endpoint_url"),
+            region=c.get("region", "us-east-1"),
+            access_key_id=c.get("access_key_id"),
+            secret_access_key=c.get("secret_access_key"),
+        )
+    return StorageConfig(file_roots=tuple(roots), transfer_threads=s.get("transfer_threads", 4), s3=s3)
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"

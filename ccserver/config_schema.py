@@ -56,6 +56,35 @@ _NODE = {
     "properties": {"base_url": _STR, "tls": _NODE_TLS},
 }
 
+#: ``[tes.storage]``: where TES inputs come from and outputs go (ccserver.tes.staging)
+_TES_STORAGE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "file_roots": {"type": "array", "items": _STR},
+        "transfer_threads": {"type": "integer", "minimum": 1, "maximum": 64},
+        "s3": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "endpoint_url": {"type": "string", "pattern": "^https?://[^/]+"},
+                "region": _STR,
+                "access_key_id": _STR,
+                "secret_access_key": _STR,
+            },
+        },
+    },
+}
+
+#: ``[tes]``: each part of the TES service adds its keys here
+_TES = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "storage": _TES_STORAGE,
+    },
+}
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -168,6 +197,7 @@ SCHEMA: dict[str, Any] = {
                 "allowed_hosts": {"type": "array", "items": _STR},
             },
         },
+        "tes": _TES,
         "defaults": {
             "type": "object",
             "additionalProperties": False,
