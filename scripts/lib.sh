@@ -46,6 +46,24 @@ python_env() {
     fi
 }
 
+lock_venv() {
+    # lock_venv NAME : prints the path of a venv holding exactly requirements/NAME.txt (hash-checked),
+    # made once per version of the lock under $CACHE/venvs.  For the clients the tests drive that
+    # cannot share the dev venv (Snakemake and its plugins).
+    local lock="$REPO/requirements/${1:?lock_venv needs a lock name}.txt" hash dir
+    hash=$(sha256sum "$lock" | cut -c1-12)
+    dir="$CACHE/venvs/$1-$hash"
+    if [ ! -f "$dir/.complete" ]; then
+        say "creating $dir from ${lock#"$REPO"/}"
+        rm -rf "$dir"
+        mkdir -p "$CACHE/venvs"
+        "$PYTHON" -m venv "$dir"
+        "$dir/bin/pip" install -q --disable-pip-version-check --require-hashes -r "$lock" >&2
+        touch "$dir/.complete"
+    fi
+    echo "$dir"
+}
+
 ferretdb_binary() {
     # Prints the path of a FerretDB $FERRETDB_VERSION binary, building it (cached) if needed.
     local bin="$CACHE/bin/ferretdb-$FERRETDB_VERSION"
