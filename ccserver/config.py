@@ -186,6 +186,16 @@ class NotificationsConfig:
 
 
 @dataclass(frozen=True)
+class TesConfig:
+    """``[tes]``: the GA4GH TES API (see docs/tes.rst)."""
+
+    #: serve the TES routes (``<prefix>/ga4gh/tes/v1`` and the legacy ``<prefix>/v1``)
+    enabled: bool = True
+    #: requests without credentials on the TES routes act as this user; ``None``: refused
+    anonymous_user: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon was configured with; ``source`` is the file or ``None``."""
 
@@ -197,6 +207,7 @@ class Config:
     defaults: Defaults
     ignored_sections: tuple[str, ...] = field(default=())
     notifications: NotificationsConfig = field(default=NotificationsConfig())
+    tes: TesConfig = field(default=TesConfig())
 
 
 # --- where things live --------------------------------------------------------------------
@@ -308,7 +319,12 @@ def from_dict(raw: Mapping[str, Any], source: str | None, env: Mapping[str, str]
         defaults=_defaults(raw.get("defaults", {})),
         ignored_sections=("ipc",) if "ipc" in raw else (),
         notifications=_notifications(raw.get("notifications", {}), label),
+        tes=_tes(raw.get("tes", {})),
     )
+
+
+def _tes(t: Mapping[str, Any]) -> TesConfig:
+    return TesConfig(enabled=t.get("enabled", True), anonymous_user=t.get("anonymous_user"))
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"

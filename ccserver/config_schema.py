@@ -56,6 +56,22 @@ _NODE = {
     "properties": {"base_url": _STR, "tls": _NODE_TLS},
 }
 
+
+def _tes_api_keys() -> dict[str, Any]:
+    """``[tes]`` keys of the TES REST API (the runner adds its own beside them)."""
+    return {
+        "enabled": _BOOL,
+        # requests without credentials on the TES routes act as this user (absent: refused)
+        "anonymous_user": _STR,
+    }
+
+
+_TES = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {**_tes_api_keys()},
+}
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -168,6 +184,7 @@ SCHEMA: dict[str, Any] = {
                 "allowed_hosts": {"type": "array", "items": _STR},
             },
         },
+        "tes": _TES,
         "defaults": {
             "type": "object",
             "additionalProperties": False,
