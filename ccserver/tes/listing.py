@@ -39,6 +39,12 @@ class Query:
     after: tuple[float, ObjectId] | None = None
 
 
+def tag_pair(key: str, value: str) -> str:
+    """One tag as one string, for exact key and value matches (the key's length first, so
+    no two pairs can give the same string)."""
+    return f"{len(key)}:{key}={value}"
+
+
 def encode_token(created_at: float, task_id: ObjectId) -> str:
     raw = json.dumps([created_at, str(task_id)], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -105,8 +111,9 @@ def mongo_filter(query: Query, username: str | None, legacy: bool = False) -> di
     if query.name_prefix:
         parts.append({"name": {"$regex": "^" + re.escape(query.name_prefix)}})
     for key, value in query.tags:
-        match = {"key": key, "value": value} if value else {"key": key}
-        parts.append({"tag_list": {"$elemMatch": match}})
+        # not $elemMatch on tag_list, nor a sub-document equality: FerretDB 1.x answers the
+        # first with an error and the second with nothing
+        parts.append({"tag_pairs": tag_pair(key, value)} if value else {"tag_list.key": key})
     if query.after is not None:
         created_at, task_id = query.after
         parts.append(

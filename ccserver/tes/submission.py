@@ -23,6 +23,7 @@ from ccserver.document_checks import check_storable
 from ccserver.documents import MASK
 from ccserver.errors import Invalid
 from ccserver.tes import schema, states
+from ccserver.tes.listing import tag_pair
 
 #: an executor's ``env`` value is secret when its name holds one of these (any case)
 SECRET_ENV_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASS", "CREDENTIAL", "AUTH")
@@ -227,6 +228,7 @@ def prepare(
         "resources": resources,
         "tags": tags,
         "tag_list": [{"key": k, "value": v} for k, v in tags.items()],
+        "tag_pairs": [tag_pair(k, v) for k, v in tags.items()],
         "ram_mb": int(math.ceil(float(ram_gb) * 1024)),
         "cpus": float(cpus),
         "trials": 0,
