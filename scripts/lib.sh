@@ -46,6 +46,25 @@ python_env() {
     fi
 }
 
+py_tes_env() {
+    # py_tes_env VERSION : prints the interpreter of a virtualenv with requirements/py-tes-VERSION.txt
+    # (hash-checked wheels), made once per content of the lock file under $CACHE/py-tes.  The TES
+    # client tests (tests/tes/api) run py-tes 1.1 and 0.4 in these; the two conflict.
+    local version=$1
+    local lock="$REPO/requirements/py-tes-$version.txt"
+    local digest
+    digest=$(sha256sum "$lock" | cut -c1-16)
+    local venv="$CACHE/py-tes/$version-$digest"
+    if [ ! -f "$venv/.complete" ]; then
+        say "creating $venv (py-tes $version)"
+        mkdir -p "$CACHE/py-tes"
+        "$PYTHON" -m venv --clear "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes --only-binary :all: -r "$lock"
+        touch "$venv/.complete"
+    fi
+    echo "$venv/bin/python"
+}
+
 ferretdb_binary() {
     # Prints the path of a FerretDB $FERRETDB_VERSION binary, building it (cached) if needed.
     local bin="$CACHE/bin/ferretdb-$FERRETDB_VERSION"
