@@ -11,6 +11,7 @@ print).  Once a task is stored, nothing but a 200 follows (see :meth:`TesTasks.s
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -36,16 +37,23 @@ INLINE_TASKS = 64
 SERVICE_ID = "io.curious-containers.ccserver"
 
 
+#: what py-tes 0.4 sends when it is given no credentials (requests writes ``(None, None)``
+#: as ``None:None``): the Snakemake and Toil plugins do so against a server without users
+PY_TES_04_NO_CREDENTIALS = b"Basic " + base64.b64encode(b"None:None")
+
+
 class AnonymousOrAuthenticated:
     """The TES routes' authenticator: requests with an ``Authorization`` header are checked
-    by ``auth``; without one they act as ``anonymous_user`` (never an admin), when set."""
+    by ``auth``; without one (or with py-tes 0.4's ``None:None``) they act as
+    ``anonymous_user`` (never an admin), when set."""
 
     def __init__(self, auth: Authenticates, anonymous_user: str | None) -> None:
         self.auth = auth
         self.anonymous_user = anonymous_user
 
     def authenticate(self, request: Any, allow_token: bool = True) -> Deferred[User]:
-        if self.anonymous_user is not None and not request.getHeader(b"authorization"):
+        header = (request.getHeader(b"authorization") or b"").strip()
+        if self.anonymous_user is not None and header in (b"", PY_TES_04_NO_CREDENTIALS):
             request.ccserver_user = self.anonymous_user
             return succeed(User(username=self.anonymous_user, is_admin=False))
         result: Deferred[User] = self.auth.authenticate(request, allow_token=allow_token)

@@ -295,6 +295,8 @@ async def test_requests_without_or_with_wrong_credentials_are_401(tes_server: Se
         await tes_server.get(TES + "/tasks", user=("alice", "wrong")),
         await tes_server.get(TES + "/tasks", user=None, headers={"Authorization": "Bearer " + "ab" * 24}),
         await tes_server.get(TES + "/tasks", user=None, headers={"Authorization": "Bearer short"}),
+        # without an anonymous user, py-tes 0.4's None:None is a wrong password of user "None"
+        await tes_server.get(TES + "/tasks", user=None, headers={"Authorization": "Basic Tm9uZTpOb25l"}),
     ):
         assert answer.status == 401, answer.raw
         assert answer.json["message"]
@@ -325,6 +327,11 @@ async def test_the_anonymous_user_acts_for_requests_without_credentials(start_te
     listed = (await server.get(TES + "/tasks", user=None)).json["tasks"]
     assert [t["id"] for t in listed] == [task_id], "anonymous is a standard user"
     assert (await server.get(f"{TES}/tasks/{bob_task}", user=None)).status == 404
+    # py-tes 0.4 without credentials sends None:None: that is no credentials
+    none_none = {"Authorization": "Basic Tm9uZTpOb25l"}
+    assert [t["id"] for t in (await server.get(TES + "/tasks", user=None, headers=none_none)).json["tasks"]] == [
+        task_id
+    ]
     # wrong credentials are still wrong
     assert (await server.get(TES + "/tasks", user=("alice", "wrong"))).status == 401
     # and the 0.10 API still needs credentials
