@@ -211,6 +211,10 @@ class StorageConfig:
 class TesConfig:
     """``[tes]``: the GA4GH TES API and its tasks."""
 
+    #: serve the TES routes (``<prefix>/ga4gh/tes/v1`` and the legacy ``<prefix>/v1``)
+    enabled: bool = True
+    #: requests without credentials on the TES routes act as this user; ``None``: refused
+    anonymous_user: str | None = None
     storage: StorageConfig = field(default=StorageConfig())
 
 
@@ -343,7 +347,11 @@ def from_dict(raw: Mapping[str, Any], source: str | None, env: Mapping[str, str]
 
 
 def _tes(t: Mapping[str, Any], label: str, env: Mapping[str, str]) -> TesConfig:
-    return TesConfig(storage=_tes_storage(t.get("storage", {}), label, env))
+    return TesConfig(
+        enabled=t.get("enabled", True),
+        anonymous_user=t.get("anonymous_user"),
+        storage=_tes_storage(t.get("storage", {}), label, env),
+    )
 
 
 def _tes_storage(s: Mapping[str, Any], label: str, env: Mapping[str, str]) -> StorageConfig:

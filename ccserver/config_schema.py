@@ -56,6 +56,16 @@ _NODE = {
     "properties": {"base_url": _STR, "tls": _NODE_TLS},
 }
 
+def _tes_api_keys() -> dict[str, Any]:
+    """``[tes]`` keys of the TES REST API (the runner adds its own beside them)."""
+    return {
+        "enabled": _BOOL,
+        # requests without credentials on the TES routes act as this user (absent: refused)
+        "anonymous_user": _STR,
+    }
+
+
+
 #: ``[tes.storage]``: where TES inputs come from and outputs go (ccserver.tes.staging)
 _TES_STORAGE = {
     "type": "object",
@@ -81,6 +91,7 @@ _TES = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
+        **_tes_api_keys(),
         "storage": _TES_STORAGE,
     },
 }

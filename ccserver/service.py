@@ -29,6 +29,8 @@ from ccserver.lifecycle import Lifecycle
 from ccserver.notifications import DeadNodeAnnouncer, Notifier
 from ccserver.scheduling.service import Scheduler
 from ccserver.storage import open_store
+from ccserver.tes.submission import Storage
+from ccserver.tes.tasks import TesTasks
 from ccserver.threads import ThreadPoolService
 from ccserver.vault import Vault, load_server_key
 from ccserver.web.api import API
@@ -37,6 +39,7 @@ from ccserver.web.offload import RequestWork
 from ccserver.web.open_files import open_file_limit
 from ccserver.web.service import WebService
 from ccserver.web.site import CCSite, Limits
+from ccserver.web.tes_routes import TesApi
 from ccserver.wiring import CallbackAddress, Wakeup
 
 log = Logger(namespace="ccserver")
@@ -153,6 +156,19 @@ class CCServer(MultiService):
         )
 
         self.authenticator = Authenticator(self.store, config, reactor, self.hash_pool)
+        work = RequestWork(self.request_pool, config.server.inline_body_bytes)
+        tes = None
+        if config.tes.enabled:
+            tes = TesApi(
+                TesTasks(self.store, self.vault, reactor, self.wakeup),
+                self.authenticator,
+                work,
+                reactor,
+                # file_roots and S3 come with [tes.storage] (tes-staging); until then: neither
+                Storage(),
+                anonymous_user=config.tes.anonymous_user,
+                prefix=config.server.api_prefix,
+            )
         self.api = API(
             config,
             self.store,
@@ -162,9 +178,10 @@ class CCServer(MultiService):
             reactor,
             self.vault,
             callbacks=self.callbacks,
-            work=RequestWork(self.request_pool, config.server.inline_body_bytes),
+            work=work,
             collector=self.collector,
             lifecycle=self.lifecycle,
+            tes=tes,
         )
         site = CCSite(
             self.api.resource(),

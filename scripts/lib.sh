@@ -64,6 +64,12 @@ lock_venv() {
     echo "$dir"
 }
 
+py_tes_env() {
+    # py_tes_env VERSION : prints the interpreter of a virtualenv with requirements/py-tes-VERSION.txt.
+    # The TES client tests (tests/tes/api) run py-tes 1.1 and 0.4 in these; the two conflict.
+    echo "$(lock_venv "py-tes-$1")/bin/python"
+}
+
 ferretdb_binary() {
     # Prints the path of a FerretDB $FERRETDB_VERSION binary, building it (cached) if needed.
     local bin="$CACHE/bin/ferretdb-$FERRETDB_VERSION"

@@ -93,7 +93,7 @@ def parse_basic(header: bytes | None) -> tuple[str, str]:
         raise BadCredentials("credentials required (HTTP basic authentication)")
     scheme, _, encoded = header.strip().partition(b" ")
     if scheme.lower() != b"basic":
-        raise BadCredentials("unsupported authorization scheme; use HTTP basic authentication")
+        raise BadCredentials("unsupported authorization scheme; use HTTP basic authentication or a Bearer token")
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
@@ -102,6 +102,20 @@ def parse_basic(header: bytes | None) -> tuple[str, str]:
     if not colon or not username:
         raise BadCredentials("malformed basic credentials (base64 of UTF-8 'user:password')")
     return username, secret
+
+
+def parse_bearer(header: bytes | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value; ``None`` for any
+    other scheme (or no header)."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    try:
+        return token.strip().decode("ascii")
+    except UnicodeDecodeError:
+        raise BadCredentials("malformed Bearer token") from None
 
 
 def parse_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
@@ -239,7 +253,13 @@ class Authenticator:
     # --- the check -------------------------------------------------------------------------
 
     async def _authenticate(self, request: Any, allow_token: bool) -> User:
-        username, secret = parse_basic(request.getHeader(b"authorization"))
+        header = request.getHeader(b"authorization")
+        bearer = parse_bearer(header)
+        if bearer is not None:
+            if not allow_token:
+                raise BadCredentials("this endpoint needs a password (HTTP basic authentication), not a token")
+            return await self._bearer(request, bearer)
+        username, secret = parse_basic(header)
         user = await self.store.find_one("users", {"username": username})
         if allow_token and _TOKEN_SHAPE.fullmatch(secret):
             # also for unknown users, so the answer takes as long either way
@@ -277,6 +297,24 @@ class Authenticator:
             "failed login for {user} from {ip}", user=printable(username), ip=printable(self.client_address(request))
         )
         raise BadCredentials(_DENIED)
+
+    async def _bearer(self, request: Any, token: str) -> User:
+        """``Authorization: Bearer <token>``: a token of ``GET /token``, bound like any token
+        to the address that asked for it.  The token carries no user name, so it is looked up
+        by its SHA-256: timing can tell nothing about a token from a digest lookup."""
+        if not _TOKEN_SHAPE.fullmatch(token):
+            raise BadCredentials(_DENIED)
+        oldest = self.clock.seconds() - self.tokens_valid_for_seconds
+        await self._purge("tokens", oldest)
+        ip = self.client_address(request)
+        found = await self.store.find_one(
+            "tokens", {TOKEN_DIGEST_FIELD: token_digest(token), "ip": ip, "timestamp": {"$gte": oldest}}
+        )
+        user = await self.store.find_one("users", {"username": found["username"]}) if found else None
+        if user is None:
+            log.info("failed Bearer login from {ip}", ip=printable(ip))
+            raise BadCredentials(_DENIED)
+        return self._accept(request, user, "bearer token")
 
     def _accept(self, request: Any, user: Any, how: str) -> User:
         request.ccserver_user = user["username"]

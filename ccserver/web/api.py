@@ -36,6 +36,7 @@ from ccserver.web.offload import RequestWork
 from ccserver.web.query_cache import QueryCache
 from ccserver.web.root import build_root
 from ccserver.web.routes import authorized_route
+from ccserver.web.tes_routes import TesApi
 
 log = Logger(namespace="ccserver.http")
 
@@ -83,6 +84,7 @@ class API:
         work: RequestWork | None = None,
         collector: CollectorPause | None = None,
         lifecycle: tasks.Canceller | None = None,
+        tes: TesApi | None = None,
     ) -> None:
         """``lifecycle`` cancels tasks (:class:`ccserver.lifecycle.Lifecycle`; without one,
         cancels are answered 503, as callbacks are without ``callbacks``)."""
@@ -104,6 +106,8 @@ class API:
         #: paused while a large request's documents are alive (see ccserver.collector)
         self.collector = collector
         self._openapi = json.dumps(openapi.document(config.server.api_prefix)).encode()
+        #: the GA4GH TES routes (None: ``[tes] enabled = false``, or an API-only test)
+        self.tes = tes
 
     def resource(self) -> IResource:
         """The site root: CORS around the Klein app, mounted under the prefix, static files
@@ -262,6 +266,20 @@ class API:
     @authorized_route(app, "/data-containers/query", methods=["POST"])
     def query_data_containers(self, request: Any, user: User) -> Any:
         return self._query(request, user, "data_containers")
+
+    # --- GA4GH TES (ccserver.web.tes_routes) ------------------------------------------------
+
+    @app.route("/ga4gh/tes/v1/", branch=True)
+    def tes_current(self, request: Any) -> IResource:
+        if self.tes is None:
+            raise NoSuchEndpoint("no such endpoint (the TES API is not enabled)")
+        return self.tes.current_resource
+
+    @app.route("/v1/", branch=True)
+    def tes_legacy(self, request: Any) -> IResource:
+        if self.tes is None:
+            raise NoSuchEndpoint("no such endpoint (the TES API is not enabled)")
+        return self.tes.legacy_resource
 
     # --- container callbacks (cc-protocol.md §7) -------------------------------------------
 
