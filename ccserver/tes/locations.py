@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from ccserver.config import StorageConfig
 
@@ -102,6 +102,16 @@ def check_url(url: str, storage: StorageConfig, *, kind: str = "FILE", output: b
     return None
 
 
+def advertised_storage(storage: StorageConfig) -> list[str]:
+    """What inputs and outputs may use, for the ``storage`` list of TES service-info: the
+    schemes, and each allowed ``file://`` root."""
+    found = ["http://", "https://", "ftp://"]
+    if storage.s3 is not None:
+        found.append("s3://")
+    found.extend(f"file://{root}" for root in storage.file_roots)
+    return found
+
+
 def join_url(url: str, rel: str) -> str:
     """``url`` with the relative path ``rel`` appended (one slash between them)."""
     if not rel:
@@ -113,6 +123,4 @@ def join_url(url: str, rel: str) -> str:
 
 
 def _quote(segment: str) -> str:
-    from urllib.parse import quote
-
     return quote(segment, safe="!$&'()*+,;=:@-._~")

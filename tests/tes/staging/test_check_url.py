@@ -102,3 +102,17 @@ def test_wildcards_match_like_a_shell(pattern: str, matches: list[str], misses: 
     compiled = _pattern(pattern)
     assert [p for p in matches if compiled.match(p)] == matches
     assert [p for p in misses if compiled.match(p)] == []
+
+
+def test_advertised_storage_for_service_info() -> None:
+    from ccserver.tes.locations import advertised_storage
+
+    assert advertised_storage(ROOTS) == [
+        "http://",
+        "https://",
+        "ftp://",
+        "s3://",
+        "file:///shared/data",
+        "file:///scratch/",
+    ]
+    assert advertised_storage(StorageConfig()) == ["http://", "https://", "ftp://"]
