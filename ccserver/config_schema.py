@@ -49,6 +49,16 @@ _NODE_TLS = {
     },
 }
 
+#: ``[tes]`` keys of the TES runner (ram and cpu defaults, time limits, log tails)
+_TES_RUNNER = {
+    "default_ram_gb": _POS_NUM,
+    "default_cpu_cores": _POS_NUM,
+    "initializing_timeout_seconds": {"type": "number", "minimum": 0},
+    "running_timeout_seconds": {"type": "number", "minimum": 0},
+    "log_tail_bytes": {"type": "integer", "minimum": 0},
+    "legacy_container_cpus": {"type": "number", "minimum": 0},
+}
+
 _NODE = {
     "type": "object",
     "additionalProperties": False,
@@ -158,6 +168,12 @@ SCHEMA: dict[str, Any] = {
                     "additionalProperties": _NODE,
                 },
             },
+        },
+        # GA4GH TES tasks (the runner's keys; see docs/configuration.rst)
+        "tes": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {**_TES_RUNNER},
         },
         # where task and dead-node notifications may be sent (unrestricted when both are empty)
         "notifications": {

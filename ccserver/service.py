@@ -28,6 +28,8 @@ from ccserver.lifecycle import Lifecycle
 from ccserver.notifications import DeadNodeAnnouncer, Notifier
 from ccserver.scheduling.service import Scheduler
 from ccserver.storage import open_store
+from ccserver.tes.runner import TesRunner
+from ccserver.tes.stager import ContentStager
 from ccserver.threads import ThreadPoolService
 from ccserver.vault import Vault, load_server_key
 from ccserver.web.api import API
@@ -120,6 +122,20 @@ class CCServer(MultiService):
             notify_task=self.notifier.notify_task,
             wake=self.wakeup,
         )
+        # TES tasks: placed by the scheduler's rounds, run by their own attempts; the images
+        # come through the launcher's shared pulls (the scheduler, built next, owns it)
+        self.tes_runner = TesRunner(
+            config,
+            self.store,
+            self.cluster,
+            self.vault,
+            self.identity,
+            ContentStager(),
+            ensure_image=lambda node, image, auth: self.scheduler.launcher.ensure_image(node, image, auth),
+            send=self.notifier.send,
+            wake=self.wakeup,
+            clock=reactor,
+        )
         self.scheduler = Scheduler(
             config,
             self.store,
@@ -131,11 +147,15 @@ class CCServer(MultiService):
             self.address,
             self.placement_pool,
             self.collector,
+            tes=self.tes_runner,
         )
         self.scheduler.setServiceParent(self)
+        self.tes_runner.setServiceParent(self)
         self.wakeup.subscribe(self.scheduler.wake)
+        self.wakeup.subscribe(self.tes_runner.wake)
         # the engines' events reach the scheduler; dead nodes are announced
         self.cluster.add_listener(self.scheduler)
+        self.cluster.add_listener(self.tes_runner)
         self.cluster.add_listener(DeadNodeAnnouncer(self.notifier, config.defaults.dead_node_notification))
         self.callbacks = Callbacks(
             self.store, self.lifecycle, self.scheduler.data_container_address, self.wakeup, self.vault

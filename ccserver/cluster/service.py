@@ -223,6 +223,10 @@ class Cluster(Service):
         """(name, total RAM in MB) of every healthy node."""
         return [(n.name, n.total_ram) for n in self.nodes.values() if n.healthy]
 
+    def cpu_totals(self) -> dict[str, int | None]:
+        """Name → CPU count (None: not known yet) of every healthy node."""
+        return {n.name: n.total_cpus for n in self.nodes.values() if n.healthy}
+
     # --- health ----------------------------------------------------------------------
 
     def heartbeat(self) -> None:
@@ -438,19 +442,28 @@ class Cluster(Service):
         projection = {"cluster_node": 1, "container_ram": 1}
         apps = await self.store.find("application_containers", live, projection=projection)
         datas = await self.store.find("data_containers", live, projection=projection)
+        # TES attempts under way hold their RAM and CPUs on their node (see ccserver.tes)
+        tes = await self.store.find(
+            "tes_tasks",
+            {"state": {"$in": ["INITIALIZING", "RUNNING", "CANCELING"]}},
+            projection={"node": 1, "ram_mb": 1, "cpus": 1},
+        )
+        legacy_cpus = self.config.tes.legacy_container_cpus
         healthy = []
         for node in self.nodes.values():
             if not node.healthy:
                 continue
             app_rams = [c.get("container_ram", 0) for c in apps if c.get("cluster_node") == node.name]
             data_rams = [c.get("container_ram", 0) for c in datas if c.get("cluster_node") == node.name]
+            tes_here = [t for t in tes if t.get("node") == node.name]
+            reserved_cpus = len(app_rams) * legacy_cpus + sum(float(t.get("cpus") or 0) for t in tes_here)
             healthy.append(
                 {
                     "name": node.name,
                     "total_ram": node.total_ram,
-                    "reserved_ram": sum(app_rams) + sum(data_rams),
+                    "reserved_ram": sum(app_rams) + sum(data_rams) + sum(int(t.get("ram_mb") or 0) for t in tes_here),
                     "total_cpus": node.total_cpus,
-                    "reserved_cpus": None,
+                    "reserved_cpus": reserved_cpus,
                     "active_application_containers": app_rams,
                     "active_data_containers": data_rams,
                 }

@@ -285,6 +285,11 @@ class Launcher:
             APP, app["_id"], states.PROCESSING, "Container started.", from_states=(states.WAITING,)
         )
 
+    async def ensure_image(self, node: str, image: str, auth: dict[str, str] | None) -> None:
+        """The image on the node, per the pull policy (for the TES runner's executors: the
+        same shared pulls and known images as the launches)."""
+        await self._ensure_image(node, image, auth)
+
     async def _ensure_image(self, node: str, image: str, auth: dict[str, str] | None) -> None:
         """The image on the node, per the pull policy: one pull per (node, image) at a time,
         shared by every launch that needs it."""

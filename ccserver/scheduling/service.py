@@ -25,7 +25,7 @@ the loop that runs them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from bson import ObjectId
 from twisted.application.service import Service
@@ -62,6 +62,14 @@ LOOKUP_TIMEOUT = 5.0
 CANCEL_CHUNK = 250
 
 
+class TesPlacements(Protocol):
+    """Where a round's TES decisions go (:class:`ccserver.tes.runner.TesRunner`)."""
+
+    async def place(self, doc: dict[str, Any], node: str) -> None: ...
+
+    async def too_large(self, task_id: ObjectId, why: str) -> None: ...
+
+
 class Scheduler(Service):
     name = "scheduler"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
@@ -77,12 +85,15 @@ class Scheduler(Service):
         address: CallbackAddress,
         pool: ThreadPoolService | None = None,
         collector: CollectorPause | None = None,
+        tes: TesPlacements | None = None,
     ) -> None:
         """``pool`` runs the pure placement of each round off the reactor thread (inline
         without one, as in unit tests driven by a fake clock); ``collector`` is paused while a
         round's recovery and placement hold the many documents they read."""
         self.config = config
         self.vault = vault
+        #: takes the TES tasks a round placed (None: TES tasks are not run)
+        self.tes = tes
         self.pool = pool
         self.collector = collector
         self.store = store
@@ -245,6 +256,11 @@ class Scheduler(Service):
             await self.lifecycle.task_failed_at_once(task_id, why)
         for placed in decisions.placed:
             await write_placement(placed, self.config, self.store, self.lifecycle, self.vault, self.clock.seconds())
+        if self.tes is not None:
+            for task_id, why in decisions.tes_too_large:
+                await self.tes.too_large(task_id, why)
+            for doc, node in decisions.tes_placed:
+                await self.tes.place(doc, node)
 
     async def launch(self) -> None:
         """Hand what was placed to the launcher, which pulls, creates and starts each container

@@ -35,6 +35,7 @@ COLLECTIONS: dict[str, tuple[str, ...]] = {
     "application_containers": ("state", "username", "task_id", "cluster_node", "data_container_ids"),
     "data_containers": ("state", "username", "cluster_node"),
     "dead_nodes": ("name",),
+    "tes_tasks": ("state", "username", "created_at", "name"),
     # secrets of tasks and data containers, by their ids (see ccserver.vault); never queried
     "secrets": ("task_group_id",),
     #: this daemon's identity (ccserver.identity): one document

@@ -1,0 +1,68 @@
+"""Which Docker volumes a TES task's attempt gets, and where they are mounted (pure).
+
+The rule: one volume per entry of the task's ``volumes`` list, mounted at that path; then one
+volume per distinct directory that holds an input or output and is not inside a declared
+volume (nor inside another such directory): the parent directory of a FILE's path, the path
+itself for a DIRECTORY (and for an output with ``path_prefix``, that prefix's directory).
+Every executor of the attempt mounts all of them, so a file written by one executor, an
+input staged in, and an output collected at the end are at the same place for all.
+A path at the root (``/in.txt``) would need a volume on ``/``, which Docker cannot mount:
+such a task is refused (:class:`VolumeError`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+class VolumeError(ValueError):
+    """The task's paths cannot be mapped to volumes; the message names the path."""
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _directory_of(item: Mapping[str, Any], where: str) -> str:
+    path = item.get("path_prefix") or item.get("path")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise VolumeError(f"{where}.path: an absolute path is required")
+    path = posixpath.normpath(path)
+    if item.get("path_prefix"):
+        return posixpath.dirname(path) if not path.endswith("/") else path
+    return path if item.get("type") == "DIRECTORY" else posixpath.dirname(path)
+
+
+def mount_points(
+    volumes: Iterable[str] | None,
+    inputs: Iterable[Mapping[str, Any]] | None,
+    outputs: Iterable[Mapping[str, Any]] | None,
+) -> list[str]:
+    """The mount paths of the attempt's volumes, declared ones first, in a stable order."""
+    declared: list[str] = []
+    for index, path in enumerate(volumes or ()):
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise VolumeError(f"volumes[{index}]: an absolute path is required")
+        path = posixpath.normpath(path)
+        if path == "/":
+            raise VolumeError(f"volumes[{index}]: a volume cannot be mounted at /")
+        if not any(_inside(path, d) for d in declared):
+            declared.append(path)
+    candidates: list[str] = []
+    for kind, items in (("inputs", inputs), ("outputs", outputs)):
+        for index, item in enumerate(items or ()):
+            directory = _directory_of(item, f"{kind}[{index}]")
+            if any(_inside(directory, d) for d in declared):
+                continue
+            if directory == "/":
+                raise VolumeError(
+                    f"{kind}[{index}].path: {item.get('path')!r} is at the root; put it in a directory (e.g. /data)"
+                )
+            candidates.append(directory)
+    derived: list[str] = []
+    for directory in sorted(set(candidates), key=lambda d: (d.count("/"), d)):
+        if not any(_inside(directory, d) for d in derived):
+            derived.append(directory)
+    return declared + derived
