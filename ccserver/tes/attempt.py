@@ -58,6 +58,19 @@ class Cancelled(Exception):
     """The task is CANCELING."""
 
 
+class CannotRun(Exception):
+    """The engine could not run the executor's command (not found, not executable): the
+    user's error, as a shell's exit codes 127 and 126 say."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+#: what the engine answers when an executor's command cannot be run, and its shell exit code
+CANNOT_RUN = (("executable file not found", 127), ("no such file or directory", 127), ("permission denied", 126))
+
+
 class Attempt:
     def __init__(
         self,
@@ -131,15 +144,19 @@ class Attempt:
     async def _call(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
         try:
             return await self.runner.cluster.call(self.node, fn, *args, timeout=timeout)
-        except docker_ops.ContainerGone as e:
-            raise SystemFailure(f"container {e} vanished from Docker") from None
-        except (SystemFailure, Cancelled):
-            raise
         except Exception as e:
-            if self.cancelled:
-                raise Cancelled() from None
-            self.runner.cluster.report_error(self.node, e)
-            raise SystemFailure(f"Docker on node {self.node}: {first_line(e)}") from None
+            raise self._failure(e) from None
+
+    def _failure(self, e: Exception) -> Exception:
+        """What a failed Docker call means for the attempt."""
+        if isinstance(e, docker_ops.ContainerGone):
+            return SystemFailure(f"container {e} vanished from Docker")
+        if isinstance(e, (SystemFailure, Cancelled)):
+            return e
+        if self.cancelled:
+            return Cancelled()
+        self.runner.cluster.report_error(self.node, e)
+        return SystemFailure(f"Docker on node {self.node}: {first_line(e)}")
 
     async def run(self) -> None:
         """Run the attempt to its end and record it; never raises (failures are recorded)."""
@@ -165,7 +182,7 @@ class Attempt:
         if not executors:
             return tes_states.SYSTEM_ERROR, "the task has no executors"
         try:
-            paths = mount_points(task.get("volumes"), task.get("inputs"), task.get("outputs"))
+            paths = mount_points(task.get("volumes"), task.get("inputs"), task.get("outputs"), executors)
         except ValueError as e:
             return tes_states.SYSTEM_ERROR, str(e)
         daemon = await self.runner.identity.get()
@@ -203,7 +220,13 @@ class Attempt:
                     await self._with_slot(self._create, index, executor, mounts, labels, task)
                 self._check()
                 await self._record(index)
-                await self._with_slot(self._start, name, executor)
+                try:
+                    await self._with_slot(self._start, name, executor)
+                except CannotRun as e:
+                    await self._executor_log(index, name, final=True, code=e.code, error=str(e))
+                    if not executor.get("ignore_error"):
+                        return tes_states.EXECUTOR_ERROR, f"executors[{index}] could not run: {e}"
+                    continue
             code = await self._wait(name, index, resumed)
             await self._executor_log(index, name, final=True, code=code)
             await self._redirect(name, executor)
@@ -260,10 +283,18 @@ class Attempt:
         )
 
     async def _start(self, name: str, executor: dict[str, Any]) -> None:
-        if executor.get("stdin"):
-            await self._call(docker_tes.start_with_stdin, name, str(executor["stdin"]))
-        else:
-            await self._call(docker_tes.start, name)
+        try:
+            if executor.get("stdin"):
+                await self.runner.cluster.call(self.node, docker_tes.start_with_stdin, name, str(executor["stdin"]))
+            else:
+                await self.runner.cluster.call(self.node, docker_tes.start, name)
+        except Exception as e:
+            text = str(e).lower()
+            if "runtime create failed" in text:
+                for sign, code in CANNOT_RUN:
+                    if sign in text:
+                        raise CannotRun(first_line(e), code) from None
+            raise self._failure(e) from None
 
     def _deadline(self) -> tuple[float, float]:
         """(monotonic deadline, seconds) of a staging call: what is left of the state's limit."""
@@ -331,13 +362,25 @@ class Attempt:
                 return int(found.get("ExitCode") or 0)
             await self._executor_log(index, name, final=False)
 
-    async def _executor_log(self, index: int, name: str, final: bool, code: int | None = None) -> None:
-        """The ExecutorLog of ``executors[index]``: times, tails, exit code (while it runs too)."""
+    async def _executor_log(
+        self, index: int, name: str, final: bool, code: int | None = None, error: str | None = None
+    ) -> None:
+        """The ExecutorLog of ``executors[index]``: times, tails, exit code (while it runs too);
+        ``error``: why the engine could not run it (its stderr then)."""
         found = await self._call(docker_tes.state, name)
         stdout, stderr = await self._call(docker_tes.output_tails, name, self.runner.config.tes.log_tail_bytes)
+        if error is not None:
+            now = records.rfc3339(self.runner.clock.seconds())
+            stderr = error
+            entry_times: tuple[str | None, str | None] = (now, now)
+        else:
+            entry_times = (
+                docker_tes.docker_time(found.get("StartedAt")),
+                docker_tes.docker_time(found.get("FinishedAt")) if final else None,
+            )
         entry = {
-            "start_time": docker_tes.docker_time(found.get("StartedAt")),
-            "end_time": docker_tes.docker_time(found.get("FinishedAt")) if final else None,
+            "start_time": entry_times[0],
+            "end_time": entry_times[1],
             "stdout": stdout,
             "stderr": stderr,
             "exit_code": code if final else None,

@@ -3,7 +3,8 @@
 The rule: one volume per entry of the task's ``volumes`` list, mounted at that path; then one
 volume per distinct directory that holds an input or output and is not inside a declared
 volume (nor inside another such directory): the parent directory of a FILE's path, the path
-itself for a DIRECTORY (and for an output with ``path_prefix``, that prefix's directory).
+itself for a DIRECTORY (and for an output with ``path_prefix``, that prefix's directory),
+and the parent directory of each executor's ``stdin``, ``stdout`` and ``stderr`` file.
 Every executor of the attempt mounts all of them, so a file written by one executor, an
 input staged in, and an output collected at the end are at the same place for all.
 A path at the root (``/in.txt``) would need a volume on ``/``, which Docker cannot mount:
@@ -28,7 +29,7 @@ def _inside(path: str, directory: str) -> bool:
 def _directory_of(item: Mapping[str, Any], where: str) -> str:
     path = item.get("path_prefix") or item.get("path")
     if not isinstance(path, str) or not path.startswith("/"):
-        raise VolumeError(f"{where}.path: an absolute path is required")
+        raise VolumeError(f"{where}: an absolute path is required")
     path = posixpath.normpath(path)
     if item.get("path_prefix"):
         return posixpath.dirname(path) if not path.endswith("/") else path
@@ -39,6 +40,7 @@ def mount_points(
     volumes: Iterable[str] | None,
     inputs: Iterable[Mapping[str, Any]] | None,
     outputs: Iterable[Mapping[str, Any]] | None,
+    executors: Iterable[Mapping[str, Any]] | None = None,
 ) -> list[str]:
     """The mount paths of the attempt's volumes, declared ones first, in a stable order."""
     declared: list[str] = []
@@ -50,17 +52,21 @@ def mount_points(
             raise VolumeError(f"volumes[{index}]: a volume cannot be mounted at /")
         if not any(_inside(path, d) for d in declared):
             declared.append(path)
-    candidates: list[str] = []
+    places: list[tuple[Mapping[str, Any], str]] = []
     for kind, items in (("inputs", inputs), ("outputs", outputs)):
-        for index, item in enumerate(items or ()):
-            directory = _directory_of(item, f"{kind}[{index}]")
-            if any(_inside(directory, d) for d in declared):
-                continue
-            if directory == "/":
-                raise VolumeError(
-                    f"{kind}[{index}].path: {item.get('path')!r} is at the root; put it in a directory (e.g. /data)"
-                )
-            candidates.append(directory)
+        places += [(item, f"{kind}[{index}].path") for index, item in enumerate(items or ())]
+    for index, executor in enumerate(executors or ()):
+        for stream in ("stdin", "stdout", "stderr"):
+            if executor.get(stream):
+                places.append(({"path": executor[stream], "type": "FILE"}, f"executors[{index}].{stream}"))
+    candidates: list[str] = []
+    for item, where in places:
+        directory = _directory_of(item, where)
+        if any(_inside(directory, d) for d in declared):
+            continue
+        if directory == "/":
+            raise VolumeError(f"{where}: {item.get('path')!r} is at the root; put it in a directory (e.g. /data)")
+        candidates.append(directory)
     derived: list[str] = []
     for directory in sorted(set(candidates), key=lambda d: (d.count("/"), d)):
         if not any(_inside(directory, d) for d in derived):
