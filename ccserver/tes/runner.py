@@ -56,6 +56,18 @@ EnsureImage = Callable[[str, str, Any], Awaitable[None]]
 Send = Callable[..., Any]
 
 
+def notify_url(task: dict[str, Any]) -> str | None:
+    """The value of the task's ``ccserver.notify`` tag: from ``tag_list`` (the form every
+    backend stores, since a key with a dot cannot be a MongoDB field name), else ``tags``."""
+    for entry in task.get("tag_list") or ():
+        if isinstance(entry, dict) and entry.get("key") == NOTIFY_TAG:
+            value = entry.get("value")
+            return value if isinstance(value, str) and value else None
+    tags = task.get("tags")
+    value = tags.get(NOTIFY_TAG) if isinstance(tags, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 class TesRunner(Service):
     name = "tes-runner"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
@@ -218,8 +230,8 @@ class TesRunner(Service):
             await self.vault.forget([task["_id"]])
         except Exception as e:
             log.warn("could not forget the secrets of TES task {id}: {e}", id=str(task["_id"]), e=first_line(e))
-        url = (task.get("tags") or {}).get(NOTIFY_TAG)
-        if isinstance(url, str) and url:
+        url = notify_url(task)
+        if url:
             self.send(url, {"id": str(task["_id"]), "state": outcome})
 
     # --- what the cluster tells (ccserver.wiring.ClusterListener) --------------------------

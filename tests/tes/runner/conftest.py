@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import docker
@@ -66,7 +67,8 @@ async def insert_task(
         "ended_at": None,
     }
     doc.update(extra)
-    doc["tag_list"] = [{"key": k, "value": v} for k, v in doc["tags"].items()]
+    if "tag_list" not in extra:
+        doc["tag_list"] = [{"key": k, "value": v} for k, v in doc["tags"].items()]
     await store.insert_one("tes_tasks", doc)
     return doc["_id"]
 
@@ -87,18 +89,15 @@ def leftovers(h: Harness, task_id: ObjectId | None = None) -> tuple[list[str], l
     return containers, volumes
 
 
-@pytest_twisted.async_yield_fixture(params=STORE_BACKENDS)
-async def tes(
-    request: pytest.FixtureRequest, tmp_path: Any, engine: Any, gateway: str, daemon_log: Any
+@asynccontextmanager
+async def tes_harness(
+    request: pytest.FixtureRequest, tmp_path: Any, engine: Any, gateway: str, backend: str, **overrides: Any
 ) -> AsyncIterator[Harness]:
-    config = e2e_config(
-        tmp_path,
-        gateway,
-        request.param,
-        request,
-        server={"scheduling_interval_seconds": 1},
-        docker={"pull_policy": "never"},
-    )
+    """A daemon in this process; at its end no TES container or volume of it is left."""
+    sections: dict[str, Any] = {"server": {"scheduling_interval_seconds": 1}, "docker": {"pull_policy": "never"}}
+    for section, values in overrides.items():
+        sections.setdefault(section, {}).update(values)
+    config = e2e_config(tmp_path, gateway, backend, request, **sections)
     harness = await start_harness(config, engine, gateway)
     try:
         yield harness
@@ -107,3 +106,11 @@ async def tes(
             await wait_for(lambda: leftovers(harness), lambda found: found == ([], []), 60, "no TES leftovers")
         finally:
             await stop_harness(harness)
+
+
+@pytest_twisted.async_yield_fixture(params=STORE_BACKENDS)
+async def tes(
+    request: pytest.FixtureRequest, tmp_path: Any, engine: Any, gateway: str, daemon_log: Any
+) -> AsyncIterator[Harness]:
+    async with tes_harness(request, tmp_path, engine, gateway, request.param) as harness:
+        yield harness
