@@ -3,7 +3,7 @@
 The rule: one volume per entry of the task's ``volumes`` list, mounted at that path; then one
 volume per distinct directory that holds an input or output and is not inside a declared
 volume (nor inside another such directory): the parent directory of a FILE's path, the path
-itself for a DIRECTORY (and for an output with ``path_prefix``, that prefix's directory),
+itself for a DIRECTORY, the directory above the first wildcard of a wildcard output,
 and the parent directory of each executor's ``stdin``, ``stdout`` and ``stderr`` file.
 Every executor of the attempt mounts all of them, so a file written by one executor, an
 input staged in, and an output collected at the end are at the same place for all.
@@ -27,12 +27,14 @@ def _inside(path: str, directory: str) -> bool:
 
 
 def _directory_of(item: Mapping[str, Any], where: str) -> str:
-    path = item.get("path_prefix") or item.get("path")
+    path = item.get("path")
     if not isinstance(path, str) or not path.startswith("/"):
         raise VolumeError(f"{where}: an absolute path is required")
     path = posixpath.normpath(path)
-    if item.get("path_prefix"):
-        return posixpath.dirname(path) if not path.endswith("/") else path
+    parts = path.split("/")
+    wild = next((i for i, part in enumerate(parts) if any(ch in part for ch in "*?[")), None)
+    if wild is not None:  # a wildcard output: the directory above the first wildcard
+        return "/".join(parts[:wild]) or "/"
     return path if item.get("type") == "DIRECTORY" else posixpath.dirname(path)
 
 

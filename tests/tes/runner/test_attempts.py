@@ -157,3 +157,13 @@ async def test_a_command_the_image_lacks_is_an_executor_error_with_exit_code_127
     (only,) = doc["logs"][0]["logs"]
     assert only["exit_code"] == 127
     assert "no-such-command" in only["stderr"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_image_that_is_absent_with_pull_policy_never_is_a_system_error_naming_it(tes: Harness) -> None:
+    task_id = await insert_task(tes.root.store, [{"image": "ccserver-test/absent:1", "command": ["x"]}])
+    doc = await wait_state(tes, task_id, ENDED)
+    assert doc["state"] == "SYSTEM_ERROR", doc
+    assert doc["trials"] == 3
+    assert "image ccserver-test/absent:1" in doc["logs"][-1]["system_logs"][-1]
+    assert "pull_policy is 'never'" in doc["logs"][-1]["system_logs"][-1]

@@ -114,3 +114,43 @@ async def test_the_notify_tag_posts_the_end_of_the_task(tes: Harness) -> None:
     await wait_state(tes, task_id, ENDED)
     found = await wait_for(lambda: tes.archive.notifications, bool, 30, "the notification")
     assert found == [{"id": str(task_id), "state": "COMPLETE"}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_log_tails_are_updated_while_the_executor_runs(tes: Harness) -> None:
+    task_id = await insert_task(tes.root.store, [executor("sh", "-c", "sleep 1; echo early; sleep 300")])
+
+    async def tail() -> Any:
+        doc = await tes.root.store.find_one("tes_tasks", {"_id": task_id})
+        logs = doc["logs"][0]["logs"] if doc and doc["logs"] else []
+        return (doc["state"], logs[0]["stdout"], logs[0]["exit_code"]) if logs else None
+
+    assert await wait_for(tail, lambda t: t is not None and t[1] == "early\n", 30, "the running tail") == (
+        "RUNNING",
+        "early\n",
+        None,
+    )
+    await cancel(tes, task_id)
+    assert (await wait_state(tes, task_id, ENDED))["state"] == "CANCELED"
+
+
+@pytest_twisted.ensureDeferred
+async def test_leftovers_of_ended_tasks_are_removed_when_a_node_is_found_healthy(tes: Harness) -> None:
+    from ccserver.tes import docker_tes
+
+    task_id = await insert_task(tes.root.store, [executor("busybox", "true")], state="COMPLETE", trials=1)
+    labels = docker_tes.labels(tes.root.identity.value, str(task_id), 1)
+    tes.engine.api.create_volume(name=docker_tes.volume_name(str(task_id), 1, 0), labels=labels)
+    tes.engine.api.create_container(
+        "ccserver-test/busybox:1", ["true"], name=docker_tes.container_name(str(task_id), 1, 0), labels=labels
+    )
+    # another daemon's leftovers are not ours
+    foreign = {**labels, docker_tes.DAEMON_LABEL: "another-daemon"}
+    other = docker_tes.volume_name(str(task_id), 9, 0)
+    tes.engine.api.create_volume(name=other, labels=foreign)
+    try:
+        tes.root.tes_runner.node_healthy("local")
+        await wait_for(lambda: leftovers(tes, task_id), lambda found: found == ([], []), 30, "the sweep")
+        assert tes.engine.api.inspect_volume(other)["Name"] == other
+    finally:
+        tes.engine.api.remove_volume(other)
