@@ -342,6 +342,10 @@ class Attempt:
         """The executor's exit code, from its die event or an inspection."""
         if not resumed:
             await self._executor_log(index, name, final=False)
+        else:  # it may have ended while no daemon watched
+            found = await self._call(docker_tes.state, name)
+            if found.get("Status") in ("exited", "dead"):
+                return int(found.get("ExitCode") or 0)
         while True:
             if name in self.exits:
                 return self.exits[name]
@@ -416,7 +420,10 @@ class Attempt:
     async def _remove_all(self) -> None:
         """Every container and volume of the task on this node goes (by label: also what an
         interrupted create left).  On a dead node this fails; the node is swept when it is
-        back (:meth:`TesRunner.node_healthy`)."""
+        back (:meth:`TesRunner.node_healthy`), so it is not even asked while the node is dead."""
+        node = self.runner.cluster.nodes.get(self.node)
+        if node is None or node.healthy is False:
+            return
         try:
             daemon = await self.runner.identity.get()
             await self.runner.cluster.call(self.node, docker_tes.remove_task_leftovers, daemon, self.id)
