@@ -456,7 +456,9 @@ class Cluster(Service):
             app_rams = [c.get("container_ram", 0) for c in apps if c.get("cluster_node") == node.name]
             data_rams = [c.get("container_ram", 0) for c in datas if c.get("cluster_node") == node.name]
             tes_here = [t for t in tes if t.get("node") == node.name]
-            reserved_cpus = len(app_rams) * legacy_cpus + sum(float(t.get("cpus") or 0) for t in tes_here)
+            reserved_cpus: float = len(app_rams) * legacy_cpus + sum(float(t.get("cpus") or 0) for t in tes_here)
+            if reserved_cpus.is_integer():
+                reserved_cpus = int(reserved_cpus)  # as 0.10 clients expect a count
             healthy.append(
                 {
                     "name": node.name,

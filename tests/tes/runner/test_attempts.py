@@ -167,3 +167,21 @@ async def test_an_image_that_is_absent_with_pull_policy_never_is_a_system_error_
     assert doc["trials"] == 3
     assert "image ccserver-test/absent:1" in doc["logs"][-1]["system_logs"][-1]
     assert "pull_policy is 'never'" in doc["logs"][-1]["system_logs"][-1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_secrets_are_revealed_to_the_executor_and_forgotten_at_the_end(tes: Harness) -> None:
+    """The stored document holds the masked value; the vault the real one (contracts §1)."""
+    real = [
+        executor("sh", "-c", 'test "$API_TOKEN" = s3cret-value && echo revealed', env={"API_TOKEN": "s3cret-value"})
+    ]
+    masked = [
+        executor("sh", "-c", 'test "$API_TOKEN" = s3cret-value && echo revealed', env={"API_TOKEN": "**********"})
+    ]
+    task_id = await insert_task(tes.root.store, masked)
+    await tes.root.vault.keep([{"_id": task_id, "fields": {"executors": real}}])
+    doc = await wait_state(tes, task_id, ENDED)
+    assert doc["state"] == "COMPLETE", doc
+    assert doc["logs"][0]["logs"][0]["stdout"] == "revealed\n"
+    assert doc["executors"][0]["env"] == {"API_TOKEN": "**********"}
+    assert await tes.root.vault.kept([task_id]) == set()
