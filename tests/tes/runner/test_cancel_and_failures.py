@@ -88,6 +88,29 @@ async def test_running_longer_than_its_limit_is_a_system_error_retried(
             assert task_log["end_time"]
 
 
+@pytest.mark.parametrize("backend", ["embedded"])
+@pytest_twisted.ensureDeferred
+async def test_initializing_longer_than_its_limit_is_a_system_error_retried(
+    request: pytest.FixtureRequest, tmp_path: Any, engine: Any, gateway: str, daemon_log: Any, backend: str
+) -> None:
+    async with tes_harness(
+        request,
+        tmp_path,
+        engine,
+        gateway,
+        backend,
+        tes={"initializing_timeout_seconds": 0.001},
+        defaults={"error_handling": {"max_task_trials": 2}},
+    ) as h:
+        task_id = await insert_task(h.root.store, [executor("echo", "never")])
+        doc = await wait_state(h, task_id, ENDED, timeout=60)
+        assert doc["state"] == "SYSTEM_ERROR", doc
+        assert doc["trials"] == 2
+        for task_log in doc["logs"]:
+            assert task_log["logs"] == []
+            assert any("stayed INITIALIZING longer than 0.001 s" in line for line in task_log["system_logs"])
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_dead_node_fails_the_attempt_into_a_retry(tes: Harness) -> None:
     task_id = await insert_task(tes.root.store, [executor("sh", "-c", "sleep 4; echo ok")])
