@@ -215,6 +215,18 @@ class TesConfig:
     enabled: bool = True
     #: requests without credentials on the TES routes act as this user; ``None``: refused
     anonymous_user: str | None = None
+    #: RAM reserved (and the memory limit) of a task that gives no ``resources.ram_gb``
+    default_ram_gb: float = 1.0
+    #: CPU cores reserved (and the ``NanoCpus`` limit) of a task without ``resources.cpu_cores``
+    default_cpu_cores: float = 1.0
+    #: an attempt still INITIALIZING (images, volumes, staging in) after this long fails; 0: never
+    initializing_timeout_seconds: float = 3600.0
+    #: an attempt still RUNNING after this long fails (SYSTEM_ERROR, retried); 0: never
+    running_timeout_seconds: float = 0.0
+    #: the bytes of each executor's stdout and stderr kept in its ExecutorLog
+    log_tail_bytes: int = 65536
+    #: CPUs a 0.10 application container counts as in the CPU placement of TES tasks
+    legacy_container_cpus: float = 1.0
     storage: StorageConfig = field(default=StorageConfig())
 
 
@@ -350,6 +362,12 @@ def _tes(t: Mapping[str, Any], label: str, env: Mapping[str, str]) -> TesConfig:
     return TesConfig(
         enabled=t.get("enabled", True),
         anonymous_user=t.get("anonymous_user"),
+        default_ram_gb=float(t.get("default_ram_gb", 1.0)),
+        default_cpu_cores=float(t.get("default_cpu_cores", 1.0)),
+        initializing_timeout_seconds=float(t.get("initializing_timeout_seconds", 3600.0)),
+        running_timeout_seconds=float(t.get("running_timeout_seconds", 0.0)),
+        log_tail_bytes=int(t.get("log_tail_bytes", 65536)),
+        legacy_container_cpus=float(t.get("legacy_container_cpus", 1.0)),
         storage=_tes_storage(t.get("storage", {}), label, env),
     )
 

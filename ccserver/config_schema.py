@@ -49,12 +49,23 @@ _NODE_TLS = {
     },
 }
 
+#: ``[tes]`` keys of the TES runner (ram and cpu defaults, time limits, log tails)
+_TES_RUNNER = {
+    "default_ram_gb": _POS_NUM,
+    "default_cpu_cores": _POS_NUM,
+    "initializing_timeout_seconds": {"type": "number", "minimum": 0},
+    "running_timeout_seconds": {"type": "number", "minimum": 0},
+    "log_tail_bytes": {"type": "integer", "minimum": 0},
+    "legacy_container_cpus": {"type": "number", "minimum": 0},
+}
+
 _NODE = {
     "type": "object",
     "additionalProperties": False,
     "required": ["base_url"],
     "properties": {"base_url": _STR, "tls": _NODE_TLS},
 }
+
 
 def _tes_api_keys() -> dict[str, Any]:
     """``[tes]`` keys of the TES REST API (the runner adds its own beside them)."""
@@ -63,7 +74,6 @@ def _tes_api_keys() -> dict[str, Any]:
         # requests without credentials on the TES routes act as this user (absent: refused)
         "anonymous_user": _STR,
     }
-
 
 
 #: ``[tes.storage]``: where TES inputs come from and outputs go (ccserver.tes.staging)
@@ -92,6 +102,7 @@ _TES = {
     "additionalProperties": False,
     "properties": {
         **_tes_api_keys(),
+        **_TES_RUNNER,
         "storage": _TES_STORAGE,
     },
 }

@@ -29,6 +29,8 @@ from ccserver.lifecycle import Lifecycle
 from ccserver.notifications import DeadNodeAnnouncer, Notifier
 from ccserver.scheduling.service import Scheduler
 from ccserver.storage import open_store
+from ccserver.tes.runner import TesRunner
+from ccserver.tes.stager import ArchiveStager
 from ccserver.tes.submission import Storage
 from ccserver.tes.tasks import TesTasks
 from ccserver.threads import ThreadPoolService
@@ -128,6 +130,20 @@ class CCServer(MultiService):
             wake=self.wakeup,
             kinds=self.kinds,
         )
+        # TES tasks: placed by the scheduler's rounds, run by their own attempts; the images
+        # come through the launcher's shared pulls (the scheduler, built next, owns it)
+        self.tes_runner = TesRunner(
+            config,
+            self.store,
+            self.cluster,
+            self.vault,
+            self.identity,
+            ArchiveStager(config.tes.storage),
+            ensure_image=lambda node, image, auth: self.scheduler.launcher.ensure_image(node, image, auth),
+            send=self.notifier.send,
+            wake=self.wakeup,
+            clock=reactor,
+        )
         self.scheduler = Scheduler(
             config,
             self.store,
@@ -139,11 +155,15 @@ class CCServer(MultiService):
             self.address,
             self.placement_pool,
             self.collector,
+            tes=self.tes_runner,
         )
         self.scheduler.setServiceParent(self)
+        self.tes_runner.setServiceParent(self)
         self.wakeup.subscribe(self.scheduler.wake)
+        self.wakeup.subscribe(self.tes_runner.wake)
         # the engines' events reach the scheduler; dead nodes are announced
         self.cluster.add_listener(self.scheduler)
+        self.cluster.add_listener(self.tes_runner)
         self.cluster.add_listener(DeadNodeAnnouncer(self.notifier, config.defaults.dead_node_notification))
         self.callbacks = Callbacks(
             self.store,

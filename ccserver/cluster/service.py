@@ -40,6 +40,7 @@ from ccserver.config import Config, NodeConfig, auth_config
 from ccserver.identity import DaemonIdentity
 from ccserver.kinds import APPLICATION, DATA, INSPECTION
 from ccserver.storage.base import StorageError, Store
+from ccserver.tes import tes_states
 from ccserver.threads import ThreadPoolService
 from ccserver.wiring import CallbackAddress, ClusterListener
 
@@ -223,6 +224,10 @@ class Cluster(Service):
     def capacities(self) -> list[tuple[str, int]]:
         """(name, total RAM in MB) of every healthy node."""
         return [(n.name, n.total_ram) for n in self.nodes.values() if n.healthy]
+
+    def cpu_totals(self) -> dict[str, int | None]:
+        """Name → CPU count (None: not known yet) of every healthy node."""
+        return {n.name: n.total_cpus for n in self.nodes.values() if n.healthy}
 
     # --- health ----------------------------------------------------------------------
 
@@ -439,19 +444,30 @@ class Cluster(Service):
         projection = {"cluster_node": 1, "container_ram": 1}
         apps = await self.store.find(APPLICATION.documents, live, projection=projection)
         datas = await self.store.find(DATA.documents, live, projection=projection)
+        # TES attempts under way hold their RAM and CPUs on their node (see ccserver.tes)
+        tes = await self.store.find(
+            tes_states.COLLECTION,
+            {"state": {"$in": list(tes_states.LIVE)}},
+            projection={"node": 1, "ram_mb": 1, "cpus": 1},
+        )
+        legacy_cpus = self.config.tes.legacy_container_cpus
         healthy = []
         for node in self.nodes.values():
             if not node.healthy:
                 continue
             app_rams = [c.get("container_ram", 0) for c in apps if c.get("cluster_node") == node.name]
             data_rams = [c.get("container_ram", 0) for c in datas if c.get("cluster_node") == node.name]
+            tes_here = [t for t in tes if t.get("node") == node.name]
+            reserved_cpus: float = len(app_rams) * legacy_cpus + sum(float(t.get("cpus") or 0) for t in tes_here)
+            if reserved_cpus.is_integer():
+                reserved_cpus = int(reserved_cpus)  # as 0.10 clients expect a count
             healthy.append(
                 {
                     "name": node.name,
                     "total_ram": node.total_ram,
-                    "reserved_ram": sum(app_rams) + sum(data_rams),
+                    "reserved_ram": sum(app_rams) + sum(data_rams) + sum(int(t.get("ram_mb") or 0) for t in tes_here),
                     "total_cpus": node.total_cpus,
-                    "reserved_cpus": None,
+                    "reserved_cpus": reserved_cpus,
                     "active_application_containers": app_rams,
                     "active_data_containers": data_rams,
                 }

@@ -326,6 +326,11 @@ class Launcher:
             slot.release()
         await self._started(kind, doc, from_created=False, address=address)
 
+    async def ensure_image(self, node: str, image: str, auth: dict[str, str] | None) -> None:
+        """The image on the node, per the pull policy (for the TES runner's executors: the
+        same shared pulls and known images as the launches)."""
+        await self._ensure_image(node, image, auth)
+
     async def _ensure_image(self, node: str, image: str, auth: dict[str, str] | None) -> bool:
         """The image on the node, per the pull policy: one pull per (node, image) at a time,
         shared by every launch that needs it.  False when it was known present (no wait)."""

@@ -28,6 +28,14 @@ The rules, in the order the code applies them:
   round stops there: later tasks are not placed around it, so the queue keeps its order and a
   large task is not starved by a stream of small ones.
 
+* CPU: a task that needs CPUs (``cpus``, TES tasks) goes only to a node whose free CPUs
+  (``total_cpus - reserved_cpus``) cover them; a node whose CPU count is unknown
+  (``total_cpus`` ``None``) is not limited.  A task needing more CPUs than the largest node
+  has is too large.  0.10 tasks need no CPUs here (``cpus`` 0): they are placed by RAM only,
+  as in 0.10, and count in ``reserved_cpus`` through their callers.  With a CPU need, the
+  strategy's choice among the nodes that fit the RAM is the first that also fits the CPUs
+  (a scan from the strategy's end of the sorted list).
+
 Cost: about O(tasks x log(nodes)) plus the input files.  Free RAM is kept in one sorted list,
 searched with :mod:`bisect` (spread reads its end, binpack bisects to the smallest fit); moving a
 node after a reservation is a delete and an insort in that list (a memmove of at most a few
@@ -69,6 +77,8 @@ class WaitingTask:
     container_ram: int
     input_files: tuple[Any, ...] = ()
     no_cache: bool = False
+    #: CPU cores the task reserves on its node (0: none, as for 0.10 tasks)
+    cpus: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,9 @@ class NodeCapacity:
     name: str
     total_ram: int
     reserved_ram: int = 0
+    #: None: not known (the node's CPUs do not limit placement)
+    total_cpus: float | None = None
+    reserved_cpus: float = 0.0
 
     @property
     def free_ram(self) -> int:
@@ -155,24 +168,43 @@ class Plan:
 class _FreeRam:
     """Free RAM per node, kept sorted by (free, name) so each choice is a bisect, not a scan."""
 
-    __slots__ = ("free", "_sorted")
+    __slots__ = ("free", "_sorted", "cpus")
 
     def __init__(self, nodes: Sequence[NodeCapacity]) -> None:
         self.free = {n.name: n.total_ram - n.reserved_ram for n in nodes}
         if len(self.free) != len(nodes):
             raise ValueError("node names must be unique")
         self._sorted = sorted((free, name) for name, free in self.free.items())
+        #: free CPUs of the nodes whose CPU count is known
+        self.cpus = {n.name: n.total_cpus - n.reserved_cpus for n in nodes if n.total_cpus is not None}
 
-    def pick(self, need: int, spread: bool) -> str | None:
+    def fits_cpus(self, name: str, cpus: float) -> bool:
+        return cpus <= 0 or name not in self.cpus or self.cpus[name] >= cpus - 1e-9
+
+    def pick(self, need: int, spread: bool, cpus: float = 0.0) -> str | None:
         entries = self._sorted
         if spread:
-            free, name = entries[-1]
-            return name if free >= need else None
+            if cpus <= 0:
+                free, name = entries[-1]
+                return name if free >= need else None
+            for free, name in reversed(entries):
+                if free < need:
+                    return None
+                if self.fits_cpus(name, cpus):
+                    return name
+            return None
         i = bisect_left(entries, (need,))  # (need,) sorts before every (need, name)
-        return entries[i][1] if i < len(entries) else None
+        if cpus <= 0:
+            return entries[i][1] if i < len(entries) else None
+        for _, name in entries[i:]:
+            if self.fits_cpus(name, cpus):
+                return name
+        return None
 
-    def take(self, name: str, ram: int) -> None:
-        """Reserve ``ram`` on ``name`` (a negative amount gives it back)."""
+    def take(self, name: str, ram: int, cpus: float = 0.0) -> None:
+        """Reserve ``ram`` (and ``cpus``) on ``name`` (a negative amount gives it back)."""
+        if cpus and name in self.cpus:
+            self.cpus[name] -= cpus
         old = self.free[name]
         entries = self._sorted
         del entries[bisect_left(entries, (old, name))]
@@ -218,6 +250,9 @@ def place(
     free = _FreeRam(nodes)
     index = _index_live(data_containers, free.free)
     max_total = max(n.total_ram for n in nodes)
+    known_cpus = [n.total_cpus for n in nodes if n.total_cpus is not None]
+    # a node whose CPUs are unknown takes any task
+    max_cpus = max(known_cpus) if len(known_cpus) == len(nodes) else float("inf")
     dc_ram = data_container_ram
 
     placements: list[TaskPlacement] = []
@@ -229,6 +264,9 @@ def place(
         app_ram = task.container_ram
         cached = bool(task.input_files) and not task.no_cache
         keys = [input_key(spec) for spec in task.input_files] if cached else []
+        if task.cpus > max_cpus + 1e-9:
+            too_large.append(task.task_id)
+            continue
         if colocate:
             if app_ram + (dc_ram if cached else 0) > max_total:
                 too_large.append(task.task_id)
@@ -264,7 +302,16 @@ def place(
         # ignore: the loop above replaced every None in sources
         placements.append(TaskPlacement(task.task_id, app_node, app_ram, tuple(sources)))  # type: ignore[arg-type]
 
-    after = tuple(NodeCapacity(n.name, n.total_ram, n.total_ram - free.free[n.name]) for n in nodes)
+    after = tuple(
+        NodeCapacity(
+            n.name,
+            n.total_ram,
+            n.total_ram - free.free[n.name],
+            n.total_cpus,
+            n.total_cpus - free.cpus[n.name] if n.total_cpus is not None else n.reserved_cpus,
+        )
+        for n in nodes
+    )
     return Plan(tuple(placements), tuple(new_dcs), tuple(too_large), blocked, after)
 
 
@@ -284,17 +331,17 @@ def _anywhere(
     app_ram = task.container_ram
     missing = None in sources
     # largest first; on a tie the application container goes first, as it is the one that computes
-    units = [("app", app_ram)] + ([("data", dc_ram)] if missing else [])
+    units = [("app", app_ram, task.cpus)] + ([("data", dc_ram, 0.0)] if missing else [])
     units.sort(key=lambda unit: -unit[1])
     chosen: dict[str, str] = {}
-    for what, ram in units:
-        node = free.pick(ram, spread)
+    for what, ram, cpus in units:
+        node = free.pick(ram, spread, cpus)
         if node is None:
-            for done, ram_done in units:
+            for done, ram_done, cpus_done in units:
                 if done in chosen:
-                    free.take(chosen[done], -ram_done)
+                    free.take(chosen[done], -ram_done, -cpus_done)
             return None
-        free.take(node, ram)
+        free.take(node, ram, cpus)
         chosen[what] = node
     return chosen["app"], sources, chosen.get("data")
 
@@ -314,7 +361,7 @@ def _colocated(
                 hits[node] = hits.get(node, 0) + 1
         for node, n_hits in hits.items():
             node_free = free.free[node]
-            if node_free < app_ram + (0 if n_hits == len(keys) else dc_ram):
+            if node_free < app_ram + (0 if n_hits == len(keys) else dc_ram) or not free.fits_cpus(node, task.cpus):
                 continue
             if (
                 best is None
@@ -326,10 +373,10 @@ def _colocated(
             ):
                 best, best_hits, best_free = node, n_hits, node_free
     if best is None:
-        best = free.pick(app_ram + (dc_ram if keys else 0), spread)
+        best = free.pick(app_ram + (dc_ram if keys else 0), spread, task.cpus)
         if best is None:
             return None
     sources: list[DataSource | None] = [index.get(key, {}).get(best) for key in keys]
     missing = None in sources
-    free.take(best, app_ram + (dc_ram if missing else 0))
+    free.take(best, app_ram + (dc_ram if missing else 0), task.cpus)
     return best, sources, best if missing else None

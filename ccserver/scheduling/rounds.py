@@ -16,6 +16,7 @@ from ccserver.config import Config
 from ccserver.kinds import DATA, DEFAULT_KINDS, Kinds
 from ccserver.scheduling import placement
 from ccserver.storage.base import Store
+from ccserver.tes import tes_states
 from ccserver.vault import digests as digests_of
 
 
@@ -39,6 +40,10 @@ class Placed:
 class Decisions:
     too_large: list[tuple[ObjectId, str]] = field(default_factory=list)
     placed: list[Placed] = field(default_factory=list)
+    #: TES tasks (their documents) placed on a node, in FIFO order
+    tes_placed: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    #: TES tasks that fit no node even when empty, with the reason
+    tes_too_large: list[tuple[ObjectId, str]] = field(default_factory=list)
 
 
 #: runs a pure function somewhere (a thread pool) and fires with its result
@@ -58,21 +63,38 @@ async def decide(
     healthy = cluster.capacities()
     if not healthy:
         return Decisions()
-    tasks = await store.find(
-        "tasks", {"state": states.WAITING}, sort=[("created_at", 1)], limit=config.server.scheduling_round_tasks
+    window = config.server.scheduling_round_tasks
+    tasks = await store.find("tasks", {"state": states.WAITING}, sort=[("created_at", 1)], limit=window)
+    tes_tasks = await store.find(
+        tes_states.COLLECTION, {"state": tes_states.QUEUED}, sort=[("created_at", 1)], limit=window
     )
-    if not tasks:
+    if not tasks and not tes_tasks:
         return Decisions()
     live = {"state": {"$in": list(states.LIVE_STATES)}}
     containers = []
     for collection in kinds.collections():
-        containers += await store.find(collection, live, projection={"cluster_node": 1, "container_ram": 1})
+        found = await store.find(collection, live, projection={"cluster_node": 1, "container_ram": 1})
+        if kinds[collection].task_field is not None:  # a task's own program: it counts CPUs
+            for c in found:
+                c["cpus"] = config.tes.legacy_container_cpus
+        containers += found
+    # the attempts under way hold their RAM and CPUs on their node
+    for t in await store.find(
+        tes_states.COLLECTION,
+        {"state": {"$in": list(tes_states.LIVE)}},
+        projection={"node": 1, "ram_mb": 1, "cpus": 1},
+    ):
+        if t.get("node"):
+            containers.append(
+                {"cluster_node": t["node"], "container_ram": t.get("ram_mb", 0), "cpus": t.get("cpus", 0)}
+            )
     dcs = await store.find(
         DATA.documents, live, projection={"cluster_node": 1, "input_files": 1, "input_file_digests": 1}
     )
+    cpus = cluster.cpu_totals()
     if run is None:
-        return decide_now(config, healthy, tasks, containers, dcs)
-    return await run(decide_now, config, healthy, tasks, containers, dcs)
+        return decide_now(config, healthy, tasks, containers, dcs, tes_tasks, cpus)
+    return await run(decide_now, config, healthy, tasks, containers, dcs, tes_tasks, cpus)
 
 
 def decide_now(
@@ -81,32 +103,70 @@ def decide_now(
     tasks: list[dict[str, Any]],
     containers: list[dict[str, Any]],
     dcs: list[dict[str, Any]],
+    tes_tasks: list[dict[str, Any]] | None = None,
+    cpus: dict[str, int | None] | None = None,
 ) -> Decisions:
-    """The pure part of a round: no store, no Docker, no reactor (it may run in a thread)."""
+    """The pure part of a round: no store, no Docker, no reactor (it may run in a thread).
+
+    ``tes_tasks`` (QUEUED TES task documents) join the 0.10 waiting tasks in one FIFO order
+    by ``created_at``, as tasks without input files that need ``ram_mb`` and ``cpus``;
+    ``containers`` are the live reservations (``cluster_node``, ``container_ram``, ``cpus``);
+    ``cpus`` the nodes' CPU counts."""
     reserved: dict[str, int] = {}
+    reserved_cpus: dict[str, float] = {}
     for c in containers:
-        reserved[c.get("cluster_node", "")] = reserved.get(c.get("cluster_node", ""), 0) + c.get("container_ram", 0)
+        node = c.get("cluster_node", "")
+        reserved[node] = reserved.get(node, 0) + c.get("container_ram", 0)
+        reserved_cpus[node] = reserved_cpus.get(node, 0.0) + float(c.get("cpus", 0) or 0)
+    cpus = cpus or {}
     by_id = {str(t["_id"]): t for t in tasks}
-    plan = placement.place(
-        [
+    tes_by_id = {str(t["_id"]): t for t in tes_tasks or ()}
+    waiting = [
+        (
+            t.get("created_at", 0.0),
             placement.WaitingTask(
                 task_id=str(t["_id"]),
                 container_ram=int(t["application_container_description"]["container_ram"]),
                 # identical specs are compared by keyed digests: the stored specs are masked
                 input_files=tuple(digests_of(t)),
                 no_cache=bool(t.get("no_cache")),
-            )
-            for t in tasks
+            ),
+        )
+        for t in tasks
+    ] + [
+        (
+            t.get("created_at", 0.0),
+            placement.WaitingTask(task_id=str(t["_id"]), container_ram=int(t["ram_mb"]), cpus=float(t["cpus"])),
+        )
+        for t in tes_tasks or ()
+    ]
+    waiting.sort(key=lambda pair: pair[0])  # stable: equal times keep the 0.10 tasks first
+    plan = placement.place(
+        [w for _, w in waiting],
+        [
+            placement.NodeCapacity(name, total, reserved.get(name, 0), cpus.get(name), reserved_cpus.get(name, 0.0))
+            for name, total in healthy
         ],
-        [placement.NodeCapacity(name, total, reserved.get(name, 0)) for name, total in healthy],
         [placement.LiveDataContainer(str(d["_id"]), d["cluster_node"], tuple(digests_of(d))) for d in dcs],
         data_container_ram=config.defaults.data_container.container_ram,
         strategy=config.defaults.container_allocation,
         colocate=config.docker.net is None,
     )
     largest = max(total for _, total in healthy)
+    known = [c for c in (cpus.get(name) for name, _ in healthy) if c is not None]
     decisions = Decisions()
     for task_id in plan.too_large:
+        if task_id in tes_by_id:
+            t = tes_by_id[task_id]
+            decisions.tes_too_large.append(
+                (
+                    ObjectId(task_id),
+                    f"Task too large for the cluster: it needs {t['ram_mb']} MB of RAM and {t['cpus']:g} CPUs; "
+                    f"no node has that much even when empty (largest node: {largest} MB"
+                    + (f", {max(known)} CPUs)." if known else ")."),
+                )
+            )
+            continue
         decisions.too_large.append(
             (
                 ObjectId(task_id),
@@ -118,6 +178,9 @@ def decide_now(
     for index, new in enumerate(plan.new_data_containers):
         owned.setdefault(new.task_id, []).append(NewData(new_ids[index], new.node, list(new.input_files)))
     for p in plan.placements:
+        if p.task_id in tes_by_id:
+            decisions.tes_placed.append((tes_by_id[p.task_id], p.node))
+            continue
         placed = Placed(task=by_id[p.task_id], node=p.node)
         for source in p.data_sources:
             if source.new_index is not None:

@@ -25,7 +25,7 @@ the loop that runs them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from bson import ObjectId
 from twisted.application.service import Service
@@ -59,6 +59,14 @@ LIVE = {"$in": list(states.LIVE_STATES)}
 LOOKUP_TIMEOUT = 5.0
 
 
+class TesPlacements(Protocol):
+    """Where a round's TES decisions go (:class:`ccserver.tes.runner.TesRunner`)."""
+
+    async def place(self, doc: dict[str, Any], node: str) -> None: ...
+
+    async def too_large(self, task_id: ObjectId, why: str) -> None: ...
+
+
 class Scheduler(Service):
     name = "scheduler"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
@@ -74,12 +82,15 @@ class Scheduler(Service):
         address: CallbackAddress,
         pool: ThreadPoolService | None = None,
         collector: CollectorPause | None = None,
+        tes: TesPlacements | None = None,
     ) -> None:
         """``pool`` runs the pure placement of each round off the reactor thread (inline
         without one, as in unit tests driven by a fake clock); ``collector`` is paused while a
         round's recovery and placement hold the many documents they read."""
         self.config = config
         self.vault = vault
+        #: takes the TES tasks a round placed (None: TES tasks are not run)
+        self.tes = tes
         self.pool = pool
         self.collector = collector
         self.store = store
@@ -249,6 +260,12 @@ class Scheduler(Service):
             for collection, doc in written:
                 if not self.launcher.busy(doc["_id"]):
                     self.launcher.launch(collection, doc, placed.task)
+
+        if self.tes is not None:
+            for task_id, why in decisions.tes_too_large:
+                await self.tes.too_large(task_id, why)
+            for doc, node in decisions.tes_placed:
+                await self.tes.place(doc, node)
 
     def _needed_first(self, launched: bool = False) -> list[Kind]:
         """The kinds with documents (``launched``: those the launcher launches), those that

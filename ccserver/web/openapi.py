@@ -31,7 +31,10 @@ NODE: Schema = {
         "total_ram": {"type": "number", "description": "MB"},
         "reserved_ram": {"type": "number", "description": "MB"},
         "total_cpus": {"type": "integer", "nullable": True},
-        "reserved_cpus": {"type": "integer", "nullable": True},
+        "reserved_cpus": {
+            "type": "number",
+            "description": "CPUs of the live TES tasks, plus tes.legacy_container_cpus per 0.10 application container",
+        },
         "active_application_containers": {"type": "array", "items": {"type": "number"}},
         "active_data_containers": {"type": "array", "items": {"type": "number"}},
     },

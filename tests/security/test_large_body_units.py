@@ -143,6 +143,9 @@ class Capacities:
     def capacities(self) -> list[tuple[str, int]]:
         return [("n1", 1_000_000)]
 
+    def cpu_totals(self) -> dict[str, int | None]:
+        return {"n1": None}
+
 
 @pytest_twisted.ensureDeferred
 async def test_a_round_places_the_oldest_waiting_tasks_up_to_its_window_off_the_reactor(store: Store) -> None:
