@@ -87,6 +87,9 @@ class Capacities:
     def capacities(self) -> list[tuple[str, int]]:
         return [("n1", 1000)]
 
+    def cpu_totals(self) -> dict[str, int | None]:
+        return {"n1": None}
+
 
 @pytest_twisted.ensureDeferred
 async def test_placement_reserves_the_ram_of_every_kind(store: Store) -> None:
