@@ -117,12 +117,14 @@ class Vault:
         if secrets:
             await self.store.insert_many(SECRETS, secrets)
 
-    async def reveal(self, doc: Document) -> Document:
+    async def reveal(self, doc: Document, *, by_value: bool = False) -> Document:
         """``doc`` with its secrets (a new dict; ``doc`` as it is when it kept none).
 
         A document without secret fields kept none (:meth:`conceal` keeps exactly the fields
-        it masks, and masking keeps their names): it costs no read."""
-        if not has_secret(doc):
+        it masks, and masking keeps their names): it costs no read.  ``by_value``: the
+        document's secrets are masked values under ordinary names (a TES task's passwords in
+        URLs, its ``env`` values), so the vault is always read."""
+        if not by_value and not has_secret(doc):
             return doc
         kept = await self.store.find_one(SECRETS, {"_id": doc["_id"]})
         if not kept:

@@ -163,7 +163,7 @@ class Attempt:
         outcome, why = tes_states.SYSTEM_ERROR, ""
         task: dict[str, Any] = self.doc
         try:
-            task = await self.runner.vault.reveal(self.doc)
+            task = await self.runner.vault.reveal(self.doc, by_value=True)
             outcome, why = await self._run(task)
         except Cancelled:
             outcome, why = tes_states.CANCELED, "Cancelled."

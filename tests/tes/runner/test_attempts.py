@@ -67,7 +67,7 @@ async def test_a_content_input_stdin_and_stdout_stderr_files_without_a_shell_wra
     assert upper["exit_code"] == 0 and upper["stdout"] == "HELLO TES\n"
     assert both["exit_code"] == 1 and both["stdout"] == "HELLO TES\n"
     assert "/in/nope" in err["stdout"]
-    assert any("content written to /in/words.txt" in line for line in doc["logs"][0]["system_logs"])
+    assert any("content -> /in/words.txt" in line for line in doc["logs"][0]["system_logs"])
 
 
 @pytest_twisted.ensureDeferred
