@@ -25,6 +25,7 @@ setup(
         "service-identity>=24.1",
         "mongomock>=4.3",
         "idna>=3.6",
+        "prometheus_client>=0.20",
     ],
     extras_require={
         "test": [

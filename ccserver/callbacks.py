@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from ccserver import states
 from ccserver.errors import CallbackRefused, WrongCallbackKey
 from ccserver.lifecycle import Lifecycle
+from ccserver.metrics import Metrics
 from ccserver.storage.base import Store
 from ccserver.vault import Vault, digests
 
@@ -33,14 +34,27 @@ class Callbacks:
         data_container_address: Callable[[dict[str, Any]], Awaitable[str]],
         wake: Callable[[], None],
         vault: Vault,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        #: counts callbacks by container kind, type and outcome
+        self.metrics = metrics if metrics is not None else Metrics()
         self.vault = vault
         self.lifecycle = lifecycle
         self.data_container_address = data_container_address
         self.wake = wake
 
     async def handle(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`_handle`, counted (by kind, type and whether it was accepted)."""
+        try:
+            answer = await self._handle(collection, body)
+        except (CallbackRefused, WrongCallbackKey):
+            self.metrics.callback(collection, body.get("callback_type"), accepted=False)
+            raise
+        self.metrics.callback(collection, body.get("callback_type"), accepted=True)
+        return answer
+
+    async def _handle(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
         """Check, record and act on one callback; the answer body, or a :class:`~ccserver.errors.DomainError`.
 
         The callback is stored before it is acted on.  When the answer was lost (the daemon

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from ccserver import states
 from ccserver.documents import mask_secrets, masking_update
+from ccserver.metrics import Metrics
 from ccserver.storage.base import StorageError, Store
 from ccserver.vault import Vault
 
@@ -36,8 +37,11 @@ class Lifecycle:
         vault: Vault,
         notify_task: Callable[[dict[str, Any]], Any] = lambda task: None,
         wake: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        #: hears of ended tasks (their run times)
+        self.metrics = metrics if metrics is not None else Metrics()
         self.vault = vault
         self.clock = clock
         self.max_task_trials = max_task_trials
@@ -219,6 +223,7 @@ class Lifecycle:
     async def finish_ended(self, task: dict[str, Any]) -> None:
         """Notify one ended task, given its stored document, then delete its secrets."""
         task_id = task["_id"]
+        self.metrics.task_ended(task)
         if task.get("notifications"):
             revealed = await self.vault.reveal(task)
             try:

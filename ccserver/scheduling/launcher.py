@@ -37,6 +37,7 @@ from ccserver.cluster.service import PULL_TIMEOUT, Cluster, QueuedTooLong
 from ccserver.config import Config, auth_config
 from ccserver.identity import DaemonIdentity
 from ccserver.lifecycle import Lifecycle
+from ccserver.metrics import Metrics
 from ccserver.scheduling.messages import first_line
 from ccserver.storage.base import StorageUnavailable, Store
 from ccserver.vault import Vault
@@ -62,6 +63,7 @@ class Launcher:
         ready: Callable[[str], bool],
         launched: Callable[[], None],
         storage_unavailable: Callable[[BaseException], None],
+        metrics: Metrics | None = None,
     ) -> None:
         """``callback_base`` gives the base URL of callbacks; ``ready(node)`` says whether a
         node was compared with the store since it was found healthy (before that nothing is
@@ -78,6 +80,8 @@ class Launcher:
         self.ready = ready
         self.launched = launched
         self.storage_unavailable = storage_unavailable
+        #: hears of launches under way and of image pulls
+        self.metrics = metrics if metrics is not None else Metrics()
         #: documents whose launch (or start) is under way
         self._busy: set[ObjectId] = set()
         self._slots: dict[str, DeferredSemaphore] = {}
@@ -129,6 +133,7 @@ class Launcher:
             work.close()  # never started: nothing to undo
             return
         self._busy.add(_id)
+        self.metrics.launch_started()
         d = Deferred.fromCoroutine(work)
 
         def failed(failure: Failure) -> None:
@@ -141,6 +146,7 @@ class Launcher:
 
         def ended(_: Any) -> None:
             self._busy.discard(_id)
+            self.metrics.launch_ended()
             self.launched()
 
         d.addErrback(failed)
@@ -299,7 +305,7 @@ class Launcher:
             return
         self._pulls[key] = []
         try:
-            await self.cluster.call(
+            pulled = await self.cluster.call(
                 node,
                 docker_ops.ensure_image,
                 image,
@@ -310,9 +316,12 @@ class Launcher:
                 pool=self.cluster.pull_pool,
             )
         except Exception as e:
+            self.metrics.image_pull_failed(node)
             for waiter in self._pulls.pop(key, []):
                 waiter.errback(Failure(e))
             raise
+        if pulled is not None:
+            self.metrics.image_pulled(node, pulled.bytes, pulled.seconds)
         self._images.add(key)
         for waiter in self._pulls.pop(key, []):
             waiter.callback(None)

@@ -40,6 +40,7 @@ from ccserver.collector import CollectorPause
 from ccserver.config import Config
 from ccserver.identity import DaemonIdentity
 from ccserver.lifecycle import Lifecycle
+from ccserver.metrics import Metrics
 from ccserver.scheduling import rounds
 from ccserver.scheduling.cleanup import Cleanup
 from ccserver.scheduling.launcher import Launcher
@@ -77,11 +78,14 @@ class Scheduler(Service):
         address: CallbackAddress,
         pool: ThreadPoolService | None = None,
         collector: CollectorPause | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """``pool`` runs the pure placement of each round off the reactor thread (inline
         without one, as in unit tests driven by a fake clock); ``collector`` is paused while a
         round's recovery and placement hold the many documents they read."""
         self.config = config
+        #: hears the rounds' durations, the queue waits and the launches (private without one)
+        self.metrics = metrics if metrics is not None else Metrics()
         self.vault = vault
         self.pool = pool
         self.collector = collector
@@ -112,6 +116,7 @@ class Scheduler(Service):
             ready=lambda node: node in self.cleaner.reconciled,
             launched=self.wake,
             storage_unavailable=self.storage_unavailable,
+            metrics=self.metrics,
         )
         self.recovery = Recovery(store, lifecycle, clock, pool.run if pool is not None else None)
         #: when this process started scheduling; what is older was written by an earlier one
@@ -171,11 +176,13 @@ class Scheduler(Service):
             return
         full, self._full_round_due = self._full_round_due, False
         self._again = False
+        elapsed = self.metrics.timer()
         d = Deferred.fromCoroutine(self.round(full))
         d.addCallbacks(self._round_done, self._round_failed)
         self._running = d
 
         def finished(_: Any) -> None:
+            self.metrics.round_done(elapsed())
             self._running = None
             if self._again and not self.outage:
                 self.wake()
@@ -245,6 +252,7 @@ class Scheduler(Service):
             await self.lifecycle.task_failed_at_once(task_id, why)
         for placed in decisions.placed:
             await write_placement(placed, self.config, self.store, self.lifecycle, self.vault, self.clock.seconds())
+            self.metrics.task_placed(placed.task, self.clock.seconds())
 
     async def launch(self) -> None:
         """Hand what was placed to the launcher, which pulls, creates and starts each container

@@ -25,7 +25,9 @@ class WebService(Service):
 
     name = "web"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
-    def __init__(self, reactor: Any, site: CCSite, shutdown_timeout: float) -> None:
+    def __init__(self, reactor: Any, site: CCSite, shutdown_timeout: float, name: str = "web") -> None:
+        """``name``: of the service, and the head of its "listening on" lines unless ``web``."""
+        self.name = name
         self.reactor = reactor
         self.site = site
         self.shutdown_timeout = shutdown_timeout
@@ -41,7 +43,8 @@ class WebService(Service):
             self.ports.append((description.split(":", 1)[0], port))
             address = port.getHost()
             log.info(
-                "listening on {kind}:{host}:{port}",
+                "{what}listening on {kind}:{host}:{port}",
+                what="" if self.name == "web" else f"{self.name}: ",
                 kind=description.split(":", 1)[0],
                 host=getattr(address, "host", address),
                 port=getattr(address, "port", ""),
