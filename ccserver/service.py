@@ -185,7 +185,7 @@ class CCServer(MultiService):
         page = MetricsPage(self.metrics.registry, self.authenticator, config.metrics.access, self.request_pool)
         #: /metrics beside the API, unless it has listeners of its own (or is off)
         beside = config.metrics.enabled and config.metrics.listen is None
-        mounted = (prefixed(server.api_prefix, "/metrics"),) if beside else ()
+        mounted = {prefixed(server.api_prefix, "/metrics"): "/metrics"} if beside else {}
         names = RouteNames(API.app.url_map, server.api_prefix, server.static_dir is not None, mounted)
         site = CCSite(
             MetricsMount(self.api.resource(), page, server.api_prefix) if beside else self.api.resource(),
@@ -206,7 +206,7 @@ class CCServer(MultiService):
                 client_address=self.authenticator.client_address,
                 limits=limits,
                 reactor=reactor,
-                requests=RequestMetrics(self.metrics, RouteNames(Map(), "", False, ("/metrics",))),
+                requests=RequestMetrics(self.metrics, RouteNames(Map(), "", False, {"/metrics": "/metrics"})),
             )
             self.metrics_web = WebService(reactor, alone, server.shutdown_timeout_seconds, name="metrics")
             self.metrics_web.setServiceParent(self)

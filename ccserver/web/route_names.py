@@ -7,7 +7,7 @@ rule matches is ``unmatched``, a static file (CC-UI) is ``static``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from urllib.parse import unquote
 
 from werkzeug.exceptions import HTTPException
@@ -22,14 +22,14 @@ STATIC = "static"
 class RouteNames:
     """The route template of a request path, for one site."""
 
-    def __init__(self, url_map: Map, prefix: str, static: bool, fixed: Iterable[str] = ()) -> None:
+    def __init__(self, url_map: Map, prefix: str, static: bool, fixed: Mapping[str, str] | None = None) -> None:
         """``prefix``: where the API is mounted (``server.api_prefix``); ``static``: paths
         outside it are static files; ``fixed``: full paths served outside the Klein
-        application (``<prefix>/metrics``), each its own template."""
+        application (``/cc/metrics``), each with its name (``/metrics``)."""
         self._adapter = url_map.bind("localhost", "/")
         self._prefix = prefix.rstrip("/")
         self._static = static
-        self._fixed = {path.rstrip("/") or "/": path for path in fixed}
+        self._fixed = {path.rstrip("/") or "/": name for path, name in (fixed or {}).items()}
 
     def name(self, method: bytes | str, path: bytes | str) -> str:
         text = path.decode("latin-1") if isinstance(path, bytes) else path
