@@ -60,6 +60,7 @@ class Metrics:
         """``now`` times durations (a monotonic clock; a fake one in unit tests)."""
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.now = now
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         # the daemon's CPU time, memory and open files (read from /proc when scraped)
         ProcessCollector(registry=r)
@@ -167,6 +168,16 @@ class Metrics:
             registry=r,
         )
 
+    def _of(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: the library's look-up costs several
+        microseconds, paid on every request and store operation otherwise.  The label sets
+        are bounded, and so is what is remembered."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     # --- timing -------------------------------------------------------------------------
 
     def timer(self) -> Stop:
@@ -209,9 +220,9 @@ class Metrics:
 
     def docker_call(self, operation: str, node: str, seconds: float, failure: str | None = None) -> None:
         """A Docker call answered (``failure`` None) or failed (``queued``, ``timeout``, ``error``)."""
-        self.docker_calls.labels(operation=operation, node=node).observe(seconds)
+        self._of(self.docker_calls, operation, node).observe(seconds)
         if failure is not None:
-            self.docker_failures.labels(operation=operation, node=node, reason=failure).inc()
+            self._of(self.docker_failures, operation, node, failure).inc()
 
     def nodes(self, nodes: Iterable[NodeFigures]) -> None:
         """Set the gauges of each node (its health, RAM and CPUs, total and reserved)."""
@@ -227,8 +238,8 @@ class Metrics:
 
     def http_request(self, method: bytes | str, route: str, status: int, seconds: float) -> None:
         label = method_label(method)
-        self.http_requests.labels(method=label, route=route, status=status_label(status)).inc()
-        self.http_seconds.labels(method=label, route=route).observe(seconds)
+        self._of(self.http_requests, label, route, status_label(status)).inc()
+        self._of(self.http_seconds, label, route).observe(seconds)
 
     def callback(self, collection: str, callback_type: Any, accepted: bool) -> None:
         kind = "application" if collection == "application_containers" else "data"
@@ -241,7 +252,7 @@ class Metrics:
             self.notification_attempts.inc(attempts)
 
     def store_operation(self, operation: str, collection: str, seconds: float) -> None:
-        self.store_seconds.labels(operation=operation, collection=collection).observe(seconds)
+        self._of(self.store_seconds, operation, collection).observe(seconds)
 
 
 class NodeFigures:

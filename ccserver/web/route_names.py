@@ -16,6 +16,8 @@ from werkzeug.routing import Map, RequestRedirect
 from ccserver.metrics import Metrics
 
 UNMATCHED = "unmatched"
+#: (method, path) pairs whose name is remembered (most requests go to a few fixed paths)
+REMEMBERED = 4096
 STATIC = "static"
 
 
@@ -29,9 +31,20 @@ class RouteNames:
         self._adapter = url_map.bind("localhost", "/")
         self._prefix = prefix.rstrip("/")
         self._static = static
+        self._known: dict[tuple[bytes | str, bytes | str], str] = {}
         self._fixed = {path.rstrip("/") or "/": name for path, name in (fixed or {}).items()}
 
     def name(self, method: bytes | str, path: bytes | str) -> str:
+        key = (method, path)
+        known = self._known.get(key)
+        if known is None:
+            known = self._name(method, path)
+            if len(self._known) >= REMEMBERED:
+                self._known.clear()  # paths with ids in them: bounded, start afresh
+            self._known[key] = known
+        return known
+
+    def _name(self, method: bytes | str, path: bytes | str) -> str:
         text = path.decode("latin-1") if isinstance(path, bytes) else path
         text = unquote(text.split("?", 1)[0])
         fixed = self._fixed.get(text.rstrip("/") or "/")

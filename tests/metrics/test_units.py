@@ -19,7 +19,7 @@ from ccserver.metrics import Metrics, method_label, outcome, queue_wait, run_tim
 from ccserver.metrics_refresh import StateRefresher
 from ccserver.storage.base import Store
 from ccserver.web.api import API
-from ccserver.web.route_names import STATIC, UNMATCHED, RouteNames
+from ccserver.web.route_names import REMEMBERED, STATIC, UNMATCHED, RouteNames
 from tests.conftest import STORE_BACKENDS, _wait, make_store
 
 
@@ -104,6 +104,14 @@ def test_route_templates_replace_raw_paths() -> None:
     assert names.name(b"DELETE", b"/tasks") == UNMATCHED  # no such method for the route
     assert names.name(b"GET", b"/%74oken") == "/token"  # percent-encoded, as Klein decodes it
     assert names.name(b"GET", b"/token?x=1") == "/token"
+
+
+def test_remembered_route_names_stay_bounded() -> None:
+    names = RouteNames(API.app.url_map, "", False)
+    for n in range(REMEMBERED + 10):
+        assert names.name(b"GET", f"/tasks/{n:024x}".encode()) == UNMATCHED
+    assert len(names._known) <= REMEMBERED
+    assert names.name(b"POST", b"/tasks") == "/tasks"
 
 
 def test_route_templates_under_a_prefix_and_beside_static_files() -> None:
