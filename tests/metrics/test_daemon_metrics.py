@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ccserver.cluster.engine import bridge_gateway
 from ccserver.config import NodeConfig
 from ccserver.testing.daemon import Daemon, daemon_env
+from tests.metrics.tiny_registry import TinyRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 NOINPUT_IMAGE = "ccserver-test/app-noinput:1"
@@ -41,7 +43,7 @@ def gateway() -> str:
     return bridge_gateway(LOCAL, 10)
 
 
-def write_config(tmp_path: Path, gateway: str, metrics: str = "") -> Path:
+def write_config(tmp_path: Path, gateway: str, metrics: str = "", pull_policy: str = "never") -> Path:
     config = tmp_path / "config.toml"
     config.write_text(
         "[server]\n"
@@ -49,7 +51,7 @@ def write_config(tmp_path: Path, gateway: str, metrics: str = "") -> Path:
         f"data_dir = '{tmp_path / 'data'}'\n"
         "scheduling_interval_seconds = 1\n"
         "[docker]\n"
-        "pull_policy = 'never'\n"
+        f"pull_policy = '{pull_policy}'\n"
         "[docker.nodes.local]\n"
         "base_url = 'unix:///var/run/docker.sock'\n"
         "[defaults.data_container_description]\n"
@@ -74,11 +76,11 @@ def write_config(tmp_path: Path, gateway: str, metrics: str = "") -> Path:
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path, gateway: str) -> Iterator[Callable[[str], Daemon]]:
+def daemon_factory(tmp_path: Path, gateway: str) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
-    def start(metrics: str = "") -> Daemon:
-        config = write_config(tmp_path, gateway, metrics)
+    def start(metrics: str = "", pull_policy: str = "never") -> Daemon:
+        config = write_config(tmp_path, gateway, metrics, pull_policy)
         d = Daemon(["--config", str(config)], env=daemon_env(tmp_path, REPO), cwd=str(tmp_path)).start()
         started.append(d)
         return d
@@ -133,7 +135,7 @@ def wait_for(get: Callable[[], Samples], ok: Callable[[Samples], bool], timeout:
         time.sleep(0.3)
 
 
-def test_metrics_follow_a_task_through_its_life(daemon_factory: Callable[[str], Daemon]) -> None:
+def test_metrics_follow_a_task_through_its_life(daemon_factory: Callable[..., Daemon]) -> None:
     d = daemon_factory("")  # the defaults: access = "admin", on the API's listeners
     url = d.url()
     metrics = url + "/metrics"
@@ -195,7 +197,7 @@ def test_metrics_follow_a_task_through_its_life(daemon_factory: Callable[[str], 
             assert label not in USERS, (name, labels)
 
 
-def test_admin_access_refuses_anonymous_and_standard_users(daemon_factory: Callable[[str], Daemon]) -> None:
+def test_admin_access_refuses_anonymous_and_standard_users(daemon_factory: Callable[..., Daemon]) -> None:
     d = daemon_factory("access = 'admin'\n")
     metrics = d.url() + "/metrics"
     status, body, headers = request(metrics)
@@ -214,7 +216,7 @@ def test_admin_access_refuses_anonymous_and_standard_users(daemon_factory: Calla
 
 
 def test_a_listener_of_its_own_serves_the_metrics_and_the_api_port_does_not(
-    daemon_factory: Callable[[str], Daemon],
+    daemon_factory: Callable[..., Daemon],
 ) -> None:
     d = daemon_factory("access = 'open'\nlisten = ['tcp:0:interface=127.0.0.1']\n")
     found = d.wait_for(r"metrics: listening on tcp:127\.0\.0\.1:(\d+)")
@@ -245,3 +247,41 @@ def test_a_metrics_listener_that_cannot_listen_stops_the_start(tmp_path: Path, g
     result = daemons.run(["--config", str(config)], env=daemon_env(tmp_path, REPO))
     assert result.returncode == 1
     assert result.stderr.startswith("ccserver: metrics.listen: cannot listen on 'tcp:notaport'")
+
+
+def test_image_pulls_are_counted_with_their_bytes(daemon_factory: Callable[..., Daemon]) -> None:
+    registry = TinyRegistry("metrics/tiny-" + uuid.uuid4().hex[:10])
+    engine = docker.from_env(timeout=60)
+    try:
+        d = daemon_factory("", pull_policy="if-not-present")
+        url = d.url()
+        metrics = url + "/metrics"
+        missing = f"127.0.0.1:{registry.port}/metrics/missing-{uuid.uuid4().hex[:10]}:1"
+        for image in (registry.image, missing):
+            task = {
+                "application_container_description": {"image": image, "container_ram": 64},
+                "input_files": [],
+                "result_files": [],
+            }
+            status, body, _ = request(url + "/tasks", "alice", task)
+            assert status == 200, body
+        done = wait_for(
+            lambda: scrape(metrics),
+            lambda s: (
+                value(s, "ccserver_image_pulls_total", node="local", outcome="pulled") == 1
+                and value(s, "ccserver_image_pulls_total", node="local", outcome="failed") >= 1
+            ),
+            120,
+            "one pull to succeed and one to fail",
+        )
+        assert value(done, "ccserver_image_pull_bytes_total", node="local") == len(registry.layer)
+        assert value(done, "ccserver_image_pull_seconds_count", node="local") == 1
+        assert value(done, "ccserver_docker_call_seconds_count", operation="ensure_image", node="local") >= 2
+    finally:
+        for image in (registry.image,):
+            try:
+                engine.images.remove(image, force=True)
+            except docker.errors.ImageNotFound:
+                pass
+        engine.close()
+        registry.close()
