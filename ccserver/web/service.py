@@ -42,9 +42,15 @@ class WebService(Service):
             port = yield endpoint.listen(RefusingFactory(self.site) if tls else self.site)
             self.ports.append((description.split(":", 1)[0], port))
             address = port.getHost()
+            # the API's line keeps its format (JSON log readers match on it)
+            fmt = (
+                "listening on {kind}:{host}:{port}"
+                if self.name == "web"
+                else "{what}: listening on {kind}:{host}:{port}"
+            )
             log.info(
-                "{what}listening on {kind}:{host}:{port}",
-                what="" if self.name == "web" else f"{self.name}: ",
+                fmt,
+                what=self.name,
                 kind=description.split(":", 1)[0],
                 host=getattr(address, "host", address),
                 port=getattr(address, "port", ""),
