@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 from ccserver import states
 from ccserver.metrics import Metrics, method_label, outcome, queue_wait, run_time, status_label
 from ccserver.metrics_refresh import StateRefresher
-from ccserver.storage.base import Store
+from ccserver.storage.base import COLLECTIONS, Store
 from ccserver.web.api import API
 from ccserver.web.route_names import REMEMBERED, STATIC, UNMATCHED, RouteNames
 from tests.conftest import STORE_BACKENDS, _wait, make_store
@@ -295,3 +295,31 @@ async def _tick() -> None:
     from twisted.internet.task import deferLater
 
     await deferLater(reactor, 0.005, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tes_tasks_are_counted_once_their_collection_exists(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    metrics = Metrics()
+    refresher = StateRefresher(metrics, store, Nodes(), reactor, 60)
+    await Deferred.fromCoroutine(refresher.refresh())
+    assert not [k for k in samples(metrics) if k[0] == "ccserver_tes_tasks"]  # no TES here yet
+    # the line tes-api adds to COLLECTIONS (docs: contracts §1)
+    monkeypatch.setitem(COLLECTIONS, "tes_tasks", ("state", "username", "created_at", "name"))
+    await store.insert_many(
+        "tes_tasks",
+        [
+            {"state": "QUEUED", "node": None, "cpus": 1.0},
+            {"state": "QUEUED", "node": None, "cpus": 1.0},
+            {"state": "RUNNING", "node": "n1", "cpus": 1.5},
+            {"state": "INITIALIZING", "node": "n1", "cpus": 0.5},
+            {"state": "COMPLETE", "node": "n1", "cpus": 4.0},
+        ],
+    )
+    await Deferred.fromCoroutine(refresher.refresh())
+    assert get(metrics, "ccserver_tes_tasks", state="QUEUED") == 2
+    assert get(metrics, "ccserver_tes_tasks", state="RUNNING") == 1
+    assert get(metrics, "ccserver_tes_tasks", state="CANCELED") == 0
+    assert get(metrics, "ccserver_node_cpus_reserved", node="n1") == 2.0  # the ended one holds none
+    assert get(metrics, "ccserver_node_cpus_reserved", node="n2") == 0
