@@ -323,3 +323,33 @@ async def test_tes_tasks_are_counted_once_their_collection_exists(
     assert get(metrics, "ccserver_tes_tasks", state="CANCELED") == 0
     assert get(metrics, "ccserver_node_cpus_reserved", node="n1") == 2.0  # the ended one holds none
     assert get(metrics, "ccserver_node_cpus_reserved", node="n2") == 0
+
+
+def test_the_metrics_page_sits_beside_the_api_under_its_prefix() -> None:
+    from twisted.web.resource import Resource, getChildForRequest
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from ccserver.web.metrics_page import MetricsMount, metrics_only
+    from ccserver.web.root import JSONNotFound, Root
+
+    class Leaf(Resource):
+        isLeaf = True
+
+    api, page = Leaf(), Leaf()
+
+    def find(root: Any, path: str) -> tuple[Any, list[bytes]]:
+        request = DummyRequest([s.encode() for s in path.strip("/").split("/")] if path != "/" else [])
+        return getChildForRequest(root, request), request.postpath
+
+    prefixed = MetricsMount(Root(api, "/cc", None), page, "/cc")
+    assert find(prefixed, "/cc/metrics")[0] is page
+    assert find(prefixed, "/cc/metrics/")[0] is page
+    assert find(prefixed, "/cc/tasks") == (api, [b"tasks"])
+    assert find(prefixed, "/cc/metrics/x")[0] is api  # the API answers its 404
+    assert isinstance(find(prefixed, "/metrics")[0], JSONNotFound)
+    bare = MetricsMount(api, page, "")
+    assert find(bare, "/metrics")[0] is page
+    assert find(bare, "/tasks/query") == (api, [b"tasks", b"query"])
+    alone = metrics_only(page)
+    assert find(alone, "/metrics")[0] is page
+    assert isinstance(find(alone, "/tasks")[0], JSONNotFound)
