@@ -27,6 +27,7 @@ setup(
         "idna>=3.6",
         "boto3>=1.34",  # TES s3:// inputs and outputs (ccserver.tes.transfer_s3)
         "requests>=2.31",  # TES http(s):// inputs and outputs, on the staging threads
+        "prometheus_client>=0.20",
     ],
     extras_require={
         "test": [

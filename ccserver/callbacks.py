@@ -18,6 +18,7 @@ from ccserver.documents import mask_secrets
 from ccserver.errors import CallbackRefused, WrongCallbackKey
 from ccserver.kinds import DATA, DEFAULT_KINDS, Kinds
 from ccserver.lifecycle import Lifecycle
+from ccserver.metrics import Metrics
 from ccserver.storage.base import Store
 from ccserver.vault import Vault, digests
 
@@ -41,10 +42,13 @@ class Callbacks:
         vault: Vault,
         kinds: Kinds = DEFAULT_KINDS,
         clock: Clock | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """``clock`` stamps each recorded callback with when it was received
         (``received_at``, epoch seconds; none without a clock)."""
         self.store = store
+        #: counts callbacks by container kind, type and outcome
+        self.metrics = metrics if metrics is not None else Metrics()
         self.vault = vault
         self.lifecycle = lifecycle
         self.data_container_address = data_container_address
@@ -59,6 +63,16 @@ class Callbacks:
         }
 
     async def handle(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`_handle`, counted (by kind, type and whether it was accepted)."""
+        try:
+            answer = await self._handle(collection, body)
+        except (CallbackRefused, WrongCallbackKey):
+            self.metrics.callback(collection, body.get("callback_type"), accepted=False)
+            raise
+        self.metrics.callback(collection, body.get("callback_type"), accepted=True)
+        return answer
+
+    async def _handle(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
         """Check, record and act on one callback; the answer body, or a :class:`~ccserver.errors.DomainError`.
 
         The callback is stored before it is acted on.  When the answer was lost (the daemon

@@ -231,6 +231,19 @@ class TesConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: the Prometheus endpoint (docs/operations.rst)."""
+
+    enabled: bool = True
+    #: "admin": an admin user's password or token is needed; "open": anyone may read
+    access: str = "admin"
+    #: endpoint strings of listeners of its own; None: ``<api prefix>/metrics`` on the API's
+    listen: tuple[str, ...] | None = None
+    #: how often the gauges of documents by state and node reservations are read from the store
+    refresh_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon was configured with; ``source`` is the file or ``None``."""
 
@@ -243,6 +256,7 @@ class Config:
     ignored_sections: tuple[str, ...] = field(default=())
     notifications: NotificationsConfig = field(default=NotificationsConfig())
     tes: TesConfig = field(default=TesConfig())
+    metrics: MetricsConfig = field(default=MetricsConfig())
 
 
 # --- where things live --------------------------------------------------------------------
@@ -355,6 +369,18 @@ def from_dict(raw: Mapping[str, Any], source: str | None, env: Mapping[str, str]
         ignored_sections=("ipc",) if "ipc" in raw else (),
         notifications=_notifications(raw.get("notifications", {}), label),
         tes=_tes(raw.get("tes", {}), label, env),
+        metrics=_metrics(raw.get("metrics", {})),
+    )
+
+
+def _metrics(m: Mapping[str, Any]) -> MetricsConfig:
+    default = MetricsConfig()
+    listen = m.get("listen")
+    return MetricsConfig(
+        enabled=m.get("enabled", default.enabled),
+        access=m.get("access", default.access),
+        listen=tuple(listen) if listen is not None else None,
+        refresh_seconds=float(m.get("refresh_seconds", default.refresh_seconds)),
     )
 
 

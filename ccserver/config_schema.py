@@ -107,6 +107,18 @@ _TES = {
     },
 }
 
+#: ``[metrics]``: the Prometheus endpoint
+_METRICS = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "enabled": _BOOL,
+        "access": {"enum": ["open", "admin"]},
+        "listen": {"type": "array", "items": _STR, "minItems": 1},
+        "refresh_seconds": _POS_NUM,
+    },
+}
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -210,6 +222,7 @@ SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "metrics": _METRICS,
         # where task and dead-node notifications may be sent (unrestricted when both are empty)
         "notifications": {
             "type": "object",

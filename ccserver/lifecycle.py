@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from ccserver import states
 from ccserver.documents import has_secret, mask_secrets
 from ccserver.kinds import DEFAULT_KINDS, Kinds
+from ccserver.metrics import Metrics
 from ccserver.storage.base import StorageError, Store
 from ccserver.vault import Vault
 
@@ -41,8 +42,11 @@ class Lifecycle:
         notify_task: Callable[[dict[str, Any]], Any] = lambda task: None,
         wake: Callable[[], None] = lambda: None,
         kinds: Kinds = DEFAULT_KINDS,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        #: hears of ended tasks (their run times)
+        self.metrics = metrics if metrics is not None else Metrics()
         self.vault = vault
         self.clock = clock
         self.max_task_trials = max_task_trials
@@ -342,6 +346,7 @@ class Lifecycle:
         it costs no vault read and no delete."""
         task_id = task["_id"]
         secret = has_secret(task)
+        self.metrics.task_ended(task)
         if task.get("notifications"):
             revealed = await self.vault.reveal(task) if secret else task
             try:

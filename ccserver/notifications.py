@@ -63,6 +63,7 @@ from zope.interface import implementer
 from ccserver.destinations import CheckedEndpointFactory, DestinationRefused, Destinations
 from ccserver.documents import MASK
 from ccserver.httpauth import DigestError, digest_authorization, find_digest_challenge
+from ccserver.metrics import Metrics
 
 log = Logger()
 
@@ -146,7 +147,10 @@ class Notifier:
         max_backoff_seconds: float = 30.0,
         make_cnonce: Callable[[], str] = lambda: os.urandom(16).hex(),
         destinations: Destinations = Destinations(),
+        metrics: Metrics | None = None,
     ) -> None:
+        #: counts notifications (delivered or not) and their tries
+        self.metrics = metrics if metrics is not None else Metrics()
         self._clock: IReactorTime = clock if clock is not None else reactor
         if http_client is None:
             # not persistent: notifications are rare, and an idle pool would hold sockets open
@@ -191,6 +195,7 @@ class Notifier:
 
         def done(result: Delivery) -> Delivery:
             self._in_flight.discard(d)
+            self.metrics.notification(result.delivered, result.attempts)
             return result
 
         return d.addCallback(done)

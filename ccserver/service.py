@@ -14,6 +14,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
+from werkzeug.routing import Map
 
 from ccserver import __version__, listeners, logs
 from ccserver.auth.guard import Authenticator, parse_address, parse_networks
@@ -26,6 +27,8 @@ from ccserver.destinations import Destinations
 from ccserver.identity import DaemonIdentity
 from ccserver.kinds import DEFAULT_KINDS
 from ccserver.lifecycle import Lifecycle
+from ccserver.metrics import Metrics
+from ccserver.metrics_refresh import StateRefresher
 from ccserver.notifications import DeadNodeAnnouncer, Notifier
 from ccserver.scheduling.service import Scheduler
 from ccserver.storage import open_store
@@ -37,8 +40,10 @@ from ccserver.threads import ThreadPoolService
 from ccserver.vault import Vault, load_server_key
 from ccserver.web.api import API
 from ccserver.web.connections import budget, files_for
+from ccserver.web.metrics_page import MetricsMount, MetricsPage, metrics_only
 from ccserver.web.offload import RequestWork
 from ccserver.web.open_files import open_file_limit
+from ccserver.web.route_names import RequestMetrics, RouteNames
 from ccserver.web.service import WebService
 from ccserver.web.site import CCSite, Limits
 from ccserver.web.tes_routes import TesApi
@@ -79,6 +84,11 @@ def connection_limits(config: Config) -> Limits:
     )
 
 
+def prefixed(prefix: str, path: str) -> str:
+    """``path`` under the API prefix (``/cc`` + ``/metrics``)."""
+    return prefix.rstrip("/") + path
+
+
 class CCServer(MultiService):
     def __init__(self, config: Config, reactor: Any, plan: listeners.Plan | None = None) -> None:
         """``plan``: where to listen, as :func:`ccserver.listeners.plan` made it from the
@@ -91,7 +101,9 @@ class CCServer(MultiService):
         #: the callback base URL containers use; final once ``ready`` has fired
         self.host: str | None = self.plan.host
 
-        self.store = open_store(config, reactor)
+        #: what every part measures (its own registry; served by /metrics when enabled)
+        self.metrics = Metrics()
+        self.store = open_store(config, reactor, observer=self.metrics)
         self.store.setServiceParent(self)
         self.vault = Vault(self.store, load_server_key(config.server.secret_key_file))
         stop_timeout = config.server.shutdown_timeout_seconds
@@ -115,11 +127,15 @@ class CCServer(MultiService):
         self.kinds = DEFAULT_KINDS
         #: wake-ups of the scheduler, asked for by parts built before it
         self.wakeup = Wakeup()
-        self.cluster = Cluster(config, self.store, self.docker_pool, reactor, self.identity, self.address)
+        self.cluster = Cluster(
+            config, self.store, self.docker_pool, reactor, self.identity, self.address, metrics=self.metrics
+        )
         self.cluster.setServiceParent(self)
         allowed = config.notifications
         self.notifier = Notifier(
-            reactor, destinations=Destinations.from_strings(allowed.allowed_networks, allowed.allowed_hosts)
+            reactor,
+            destinations=Destinations.from_strings(allowed.allowed_networks, allowed.allowed_hosts),
+            metrics=self.metrics,
         )
         self.lifecycle = Lifecycle(
             self.store,
@@ -128,6 +144,7 @@ class CCServer(MultiService):
             self.vault,
             notify_task=self.notifier.notify_task,
             wake=self.wakeup,
+            metrics=self.metrics,
             kinds=self.kinds,
         )
         # TES tasks: placed by the scheduler's rounds, run by their own attempts; the images
@@ -156,6 +173,7 @@ class CCServer(MultiService):
             self.placement_pool,
             self.collector,
             tes=self.tes_runner,
+            metrics=self.metrics,
         )
         self.scheduler.setServiceParent(self)
         self.tes_runner.setServiceParent(self)
@@ -173,7 +191,11 @@ class CCServer(MultiService):
             self.vault,
             self.kinds,
             clock=reactor,
+            metrics=self.metrics,
         )
+        if config.metrics.enabled:
+            refresher = StateRefresher(self.metrics, self.store, self.cluster, reactor, config.metrics.refresh_seconds)
+            refresher.setServiceParent(self)
 
         self.authenticator = Authenticator(self.store, config, reactor, self.hash_pool)
         work = RequestWork(self.request_pool, config.server.inline_body_bytes)
@@ -203,15 +225,36 @@ class CCServer(MultiService):
             lifecycle=self.lifecycle,
             tes=tes,
         )
+        server = config.server
+        limits = connection_limits(config)
+        page = MetricsPage(self.metrics.registry, self.authenticator, config.metrics.access, self.request_pool)
+        #: /metrics beside the API, unless it has listeners of its own (or is off)
+        beside = config.metrics.enabled and config.metrics.listen is None
+        mounted = {prefixed(server.api_prefix, "/metrics"): "/metrics"} if beside else {}
+        names = RouteNames(API.app.url_map, server.api_prefix, server.static_dir is not None, mounted)
         site = CCSite(
-            self.api.resource(),
-            max_body_bytes=config.server.max_body_bytes,
+            MetricsMount(self.api.resource(), page, server.api_prefix) if beside else self.api.resource(),
+            max_body_bytes=server.max_body_bytes,
             client_address=self.authenticator.client_address,
-            limits=connection_limits(config),
+            limits=limits,
             reactor=reactor,
+            requests=RequestMetrics(self.metrics, names),
         )
-        self.web = WebService(reactor, site, config.server.shutdown_timeout_seconds)
+        self.web = WebService(reactor, site, server.shutdown_timeout_seconds)
         self.web.setServiceParent(self)
+        #: the listeners of /metrics alone (``metrics.listen``), opened after the API's
+        self.metrics_web: WebService | None = None
+        if config.metrics.enabled and config.metrics.listen is not None:
+            alone = CCSite(
+                metrics_only(page),
+                max_body_bytes=server.max_body_bytes,
+                client_address=self.authenticator.client_address,
+                limits=limits,
+                reactor=reactor,
+                requests=RequestMetrics(self.metrics, RouteNames(Map(), "", False, {"/metrics": "/metrics"})),
+            )
+            self.metrics_web = WebService(reactor, alone, server.shutdown_timeout_seconds, name="metrics")
+            self.metrics_web.setServiceParent(self)
         self.ready: Deferred[Any] | None = None
 
     def setServiceParent(self, parent: Any) -> None:
@@ -260,6 +303,8 @@ class CCServer(MultiService):
             gateway = yield self._gateway()
         endpoints = listeners.complete(self.plan, gateway, self.config.source)
         yield self.web.listen(endpoints)
+        if self.metrics_web is not None and self.config.metrics.listen is not None:
+            yield self.metrics_web.listen(self.config.metrics.listen)
         self.host = listeners.callback_host(self.plan, gateway, self.web.bound())
         if self.plan.host is None:
             self.host += self.config.server.api_prefix

@@ -79,6 +79,11 @@ def makeService(options: Options) -> Any:
             serverFromString(reactor, description)
         except Exception as e:  # endpoint syntax, unreadable or bad certificate files
             _fail(f"cannot listen on {description!r}: {e}")
+    for description in config.metrics.listen or ():
+        try:
+            serverFromString(reactor, description)
+        except Exception as e:
+            _fail(f"metrics.listen: cannot listen on {description!r}: {e}")
 
     from ccserver.vault import ServerKeyError
 

@@ -37,7 +37,8 @@ def ferretdb() -> Iterator[FerretDB]:
     server.cleanup()
 
 
-def make_store(backend: str, request: pytest.FixtureRequest, directory: Any) -> Store:
+def make_store(backend: str, request: pytest.FixtureRequest, directory: Any, observer: Any = None) -> Store:
+    """A backend's store, not started; ``observer`` hears how long each operation took."""
     from twisted.internet import reactor
 
     from ccserver.storage.embedded import EmbeddedStore
@@ -45,10 +46,10 @@ def make_store(backend: str, request: pytest.FixtureRequest, directory: Any) -> 
 
     if backend == "embedded":
         path = str(directory / "db" / "ccserver.sqlite3")
-        return EmbeddedStore(EmbeddedConfig(path=path, synchronous="normal"), reactor)
+        return EmbeddedStore(EmbeddedConfig(path=path, synchronous="normal"), reactor, observer=observer)
     uri = request.getfixturevalue("ferretdb").uri if backend == "ferretdb" else os.environ[MONGODB_URI_ENV]
     db = "cctest_" + uuid.uuid4().hex[:16]
-    return MongoStore(MongoConfig(uri=uri, db=db, timeout_seconds=10.0), reactor)
+    return MongoStore(MongoConfig(uri=uri, db=db, timeout_seconds=10.0), reactor, observer=observer)
 
 
 async def _wait(d: Any) -> Any:

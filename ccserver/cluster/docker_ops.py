@@ -13,6 +13,7 @@ import json
 import shlex
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -45,13 +46,13 @@ def ensure_image(
     policy: str,
     auth: dict[str, str] | None,
     node: str,
-) -> None:
+) -> Pulled | None:
     """Make ``image`` present on the engine according to the pull policy; a failure raises
-    with the engine's message."""
+    with the engine's message.  What was pulled, or ``None`` when the image was there."""
     if policy != "always":
         try:
             client.images.get(image)
-            return
+            return None
         except ImageNotFound:
             if policy == "never":
                 raise RuntimeError(f"image {image} is not present on node {node} and pull_policy is 'never'") from None
@@ -63,6 +64,15 @@ def ensure_image(
             raise RuntimeError(f"pull of {image} on node {node} failed: {event['error']}")
         progress.see(event)
     log.info("pulled image {image} on node {node}: {summary}", image=image, node=node, summary=progress.summary())
+    return Pulled(progress.downloaded(), progress.now() - progress.started)
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """One pull that happened: the bytes the engine reported downloading, and its seconds."""
+
+    bytes: int
+    seconds: float
 
 
 class PullProgress:
@@ -71,7 +81,7 @@ class PullProgress:
 
     def __init__(self, image: str, node: str, now: Callable[[], float]) -> None:
         self.image, self.node, self.now = image, node, now
-        self.last_log = now()
+        self.started = self.last_log = now()
         #: layer id -> (bytes downloaded, total bytes or 0)
         self.layers: dict[str, tuple[int, int]] = {}
         self.done: set[str] = set()
@@ -90,8 +100,12 @@ class PullProgress:
             self.last_log = self.now()
             log.info("pull {image} on {node}: {summary}", image=self.image, node=self.node, summary=self.summary())
 
+    def downloaded(self) -> int:
+        """Bytes downloaded so far (the layers the engine had already count for nothing)."""
+        return sum(c for c, _ in self.layers.values())
+
     def summary(self) -> str:
-        got = sum(c for c, _ in self.layers.values())
+        got = self.downloaded()
         total = sum(t for _, t in self.layers.values())
         size = f"{got / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{got / 1e6:.1f} MB"
         return f"{len(self.done)} of {len(self.layers)} layers, {size}"

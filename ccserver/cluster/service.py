@@ -32,6 +32,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ccserver import states
 from ccserver.cluster import docker_ops
@@ -39,6 +40,7 @@ from ccserver.cluster.engine import describe_error, make_client
 from ccserver.config import Config, NodeConfig, auth_config
 from ccserver.identity import DaemonIdentity
 from ccserver.kinds import APPLICATION, DATA, INSPECTION
+from ccserver.metrics import Metrics
 from ccserver.storage.base import StorageError, Store
 from ccserver.tes import tes_states
 from ccserver.threads import ThreadPoolService
@@ -90,8 +92,11 @@ class Cluster(Service):
         reactor: Any,
         identity: DaemonIdentity,
         address: CallbackAddress,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``metrics`` hears the latency of every Docker call (a private one without)."""
         self.config = config
+        self.metrics = metrics if metrics is not None else Metrics()
         self.store = store
         #: this daemon's id: the label of its inspection containers
         self.identity = identity
@@ -211,9 +216,21 @@ class Cluster(Service):
             raise TimeoutError(f"{what} on node {name}: no answer within {limit:g} s")
 
         chosen = pool if pool is not None else (self.health_pool if health else self.pool)
+        elapsed = self.metrics.timer()
+        operation = getattr(fn, "__name__", "other")
+
+        def measured(result: Any) -> Any:
+            failure = None
+            if isinstance(result, Failure):
+                failure = (
+                    "queued" if result.check(QueuedTooLong) else "timeout" if result.check(TimeoutError) else "error"
+                )
+            self.metrics.docker_call(operation, name, elapsed(), failure)
+            return result
+
         d = chosen.run(work)
         d.addTimeout(limit, self.reactor, onTimeoutCancel=expired)
-        return d
+        return d.addBoth(measured)
 
     def healthy_names(self) -> list[str]:
         return [n.name for n in self.nodes.values() if n.healthy]
@@ -291,7 +308,7 @@ class Cluster(Service):
         try:
             daemon = self.identity.known
             auth = auth_config(dc.registry_auth)
-            await self.call(
+            pulled = await self.call(
                 node.name,
                 docker_ops.ensure_image,
                 dc.image,
@@ -301,6 +318,8 @@ class Cluster(Service):
                 timeout=PULL_TIMEOUT,
                 health=True,
             )
+            if pulled is not None:
+                self.metrics.image_pulled(node.name, pulled.bytes, pulled.seconds)
             code, logs = await self.call(
                 node.name,
                 docker_ops.run_inspection,

@@ -38,6 +38,7 @@ from ccserver.config import Config
 from ccserver.identity import DaemonIdentity
 from ccserver.kinds import Kind
 from ccserver.lifecycle import Lifecycle
+from ccserver.metrics import Metrics
 from ccserver.scheduling.messages import first_line
 from ccserver.storage.base import StorageUnavailable, Store
 from ccserver.vault import Vault
@@ -61,6 +62,7 @@ class Launcher:
         ready: Callable[[str], bool],
         launched: Callable[[], None],
         storage_unavailable: Callable[[BaseException], None],
+        metrics: Metrics | None = None,
     ) -> None:
         """``callback_base`` gives the base URL of callbacks; ``ready(node)`` says whether a
         node was compared with the store since it was found healthy (before that nothing is
@@ -79,6 +81,8 @@ class Launcher:
         self.storage_unavailable = storage_unavailable
         #: the container kinds: what each runs, when it starts (see ccserver.kinds)
         self.kinds = lifecycle.kinds
+        #: hears of launches under way and of image pulls
+        self.metrics = metrics if metrics is not None else Metrics()
         #: documents whose launch (or start) is under way
         self._busy: set[ObjectId] = set()
         self._slots: dict[str, DeferredSemaphore] = {}
@@ -135,6 +139,7 @@ class Launcher:
             work.close()  # never started: nothing to undo
             return
         self._busy.add(_id)
+        self.metrics.launch_started()
         d = Deferred.fromCoroutine(work)
 
         def failed(failure: Failure) -> None:
@@ -147,6 +152,7 @@ class Launcher:
 
         def ended(_: Any) -> None:
             self._busy.discard(_id)
+            self.metrics.launch_ended()
             self.launched()
 
         d.addErrback(failed)
@@ -345,7 +351,7 @@ class Launcher:
             return True
         self._pulls[key] = []
         try:
-            await self.cluster.call(
+            pulled = await self.cluster.call(
                 node,
                 docker_ops.ensure_image,
                 image,
@@ -356,9 +362,12 @@ class Launcher:
                 pool=self.cluster.pull_pool,
             )
         except Exception as e:
+            self.metrics.image_pull_failed(node)
             for waiter in self._pulls.pop(key, []):
                 waiter.errback(Failure(e))
             raise
+        if pulled is not None:
+            self.metrics.image_pulled(node, pulled.bytes, pulled.seconds)
         self._images.add(key)
         for waiter in self._pulls.pop(key, []):
             waiter.callback(None)

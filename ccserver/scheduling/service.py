@@ -41,6 +41,7 @@ from ccserver.config import Config
 from ccserver.identity import DaemonIdentity
 from ccserver.kinds import Kind
 from ccserver.lifecycle import Lifecycle
+from ccserver.metrics import Metrics
 from ccserver.scheduling import rounds
 from ccserver.scheduling.cleanup import Cleanup
 from ccserver.scheduling.launcher import Launcher
@@ -83,11 +84,14 @@ class Scheduler(Service):
         pool: ThreadPoolService | None = None,
         collector: CollectorPause | None = None,
         tes: TesPlacements | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """``pool`` runs the pure placement of each round off the reactor thread (inline
         without one, as in unit tests driven by a fake clock); ``collector`` is paused while a
         round's recovery and placement hold the many documents they read."""
         self.config = config
+        #: hears the rounds' durations, the queue waits and the launches (private without one)
+        self.metrics = metrics if metrics is not None else Metrics()
         self.vault = vault
         #: takes the TES tasks a round placed (None: TES tasks are not run)
         self.tes = tes
@@ -122,6 +126,7 @@ class Scheduler(Service):
             ready=lambda node: node in self.cleaner.reconciled,
             launched=self.wake,
             storage_unavailable=self.storage_unavailable,
+            metrics=self.metrics,
         )
         self.recovery = Recovery(store, lifecycle, clock, pool.run if pool is not None else None)
         #: when this process started scheduling; what is older was written by an earlier one
@@ -179,11 +184,13 @@ class Scheduler(Service):
             return
         full, self._full_round_due = self._full_round_due, False
         self._again = False
+        elapsed = self.metrics.timer()
         d = Deferred.fromCoroutine(self.round(full))
         d.addCallbacks(self._round_done, self._round_failed)
         self._running = d
 
         def finished(_: Any) -> None:
+            self.metrics.round_done(elapsed())
             self._running = None
             if self._again and not self.outage:
                 self.wake()
@@ -256,6 +263,7 @@ class Scheduler(Service):
             written = await write_placement(
                 placed, self.config, self.store, self.lifecycle, self.vault, self.clock.seconds(), groups
             )
+            self.metrics.task_placed(placed.task, self.clock.seconds())
             # launched at once: the first containers start while the round writes the others
             for collection, doc in written:
                 if not self.launcher.busy(doc["_id"]):

@@ -14,6 +14,7 @@ from ccserver.storage.base import (
     COLLECTIONS,
     Document,
     Filter,
+    OperationObserver,
     Pipeline,
     QueryError,
     QueryTimeout,
@@ -28,6 +29,7 @@ __all__ = [
     "COLLECTIONS",
     "Document",
     "Filter",
+    "OperationObserver",
     "Pipeline",
     "QueryError",
     "QueryTimeout",
@@ -40,12 +42,13 @@ __all__ = [
 ]
 
 
-def open_store(config: Config, reactor: Any) -> Store:
-    """The configured backend, not yet started (it is a service: start it with the tree)."""
+def open_store(config: Config, reactor: Any, observer: OperationObserver | None = None) -> Store:
+    """The configured backend, not yet started (it is a service: start it with the tree);
+    ``observer`` hears how long each operation took (the daemon's metrics)."""
     if config.mongo is not None:
         from ccserver.storage.mongo import MongoStore
 
-        return MongoStore(config.mongo, reactor)
+        return MongoStore(config.mongo, reactor, observer=observer)
     from ccserver.storage.embedded import EmbeddedStore
 
-    return EmbeddedStore(config.embedded, reactor)
+    return EmbeddedStore(config.embedded, reactor, observer=observer)

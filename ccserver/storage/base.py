@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -67,6 +67,35 @@ def tracks_writes(method: W) -> W:
     return wrapper  # type: ignore[return-value]  # the wrapper has the signature of W (functools.wraps)
 
 
+class OperationObserver(Protocol):
+    """What hears how long each store operation took (``ccserver.metrics.Metrics``)."""
+
+    def timer(self) -> Callable[[], float]: ...
+
+    def store_operation(self, operation: str, collection: str, seconds: float) -> None: ...
+
+
+def timed(method: W) -> W:
+    """Time a store operation, from the call to its answer, for the store's ``observer``
+    (by the method's name and the collection; nothing else of the call is kept)."""
+    operation = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self: Store, collection: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        observer = self.observer
+        if observer is None:
+            return method(self, collection, *args, **kwargs)
+        elapsed = observer.timer()
+
+        def done(result: Any) -> Any:
+            observer.store_operation(operation, collection, elapsed())
+            return result
+
+        return method(self, collection, *args, **kwargs).addBoth(done)
+
+    return wrapper  # type: ignore[return-value]  # the wrapper has the signature of W (functools.wraps)
+
+
 class StorageError(Exception):
     """The store could not do what was asked (database down, disk full, ...)."""
 
@@ -90,6 +119,8 @@ class Store(Service):
     #: a short word for logs and docs: "embedded" or "mongodb"
     kind = "abstract"
     _generations: dict[str, int] | None = None
+    #: told how long each operation took (set by the backend's constructor); None: nobody
+    observer: OperationObserver | None = None
 
     def generation(self, collection: str) -> int:
         """A number that changes whenever this daemon writes to ``collection``: a cached

@@ -47,6 +47,7 @@ from ccserver.storage.base import (
     COLLECTIONS,
     Document,
     Filter,
+    OperationObserver,
     Pipeline,
     QueryError,
     Sort,
@@ -54,6 +55,7 @@ from ccserver.storage.base import (
     StorageUnavailable,
     Store,
     Update,
+    timed,
     tracks_writes,
 )
 from ccserver.storage.query_pool import QueryWorkerPool
@@ -85,7 +87,15 @@ class EmbeddedStore(Store):
     kind = "embedded"
     log = Logger()
 
-    def __init__(self, config: EmbeddedConfig, reactor: Any, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        config: EmbeddedConfig,
+        reactor: Any,
+        *,
+        busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+        observer: OperationObserver | None = None,
+    ) -> None:
+        self.observer = observer
         if config.synchronous not in ("normal", "full"):
             raise ValueError(f"embedded.synchronous: expected 'normal' or 'full', got {config.synchronous!r}")
         self.config = config
@@ -188,6 +198,7 @@ class EmbeddedStore(Store):
     # --- the Store interface ------------------------------------------------------------
 
     @tracks_writes
+    @timed
     def insert_many(self, collection: str, docs: Sequence[Document]) -> Deferred[list[Any]]:
         # Ids are set here, in the caller's thread.  A few documents are encoded here too: the
         # stored data is then a snapshot of the call.  Many (a batch of 70,000 tasks costs over
@@ -229,6 +240,7 @@ class EmbeddedStore(Store):
         d.addCallback(write)
         return d
 
+    @timed
     def find(
         self,
         collection: str,
@@ -240,21 +252,26 @@ class EmbeddedStore(Store):
     ) -> Deferred[list[Document]]:
         return self._call(self._find, collection, filter, sort, limit, projection)
 
+    @timed
     def count(self, collection: str, filter: Filter) -> Deferred[int]:
         return self._call(self._count, collection, filter)
 
     @tracks_writes
+    @timed
     def update_one(self, collection: str, filter: Filter, update: Update) -> Deferred[int]:
         return self._call(self._update, collection, filter, update, 1)
 
     @tracks_writes
+    @timed
     def update_many(self, collection: str, filter: Filter, update: Update) -> Deferred[int]:
         return self._call(self._update, collection, filter, update, None)
 
     @tracks_writes
+    @timed
     def delete_many(self, collection: str, filter: Filter) -> Deferred[int]:
         return self._call(self._delete, collection, filter)
 
+    @timed
     def aggregate(
         self, collection: str, pipeline: Pipeline, *, max_documents: int, timeout: float
     ) -> Deferred[list[Document]]:

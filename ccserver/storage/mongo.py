@@ -50,6 +50,7 @@ from ccserver.storage.base import (
     COLLECTIONS,
     Document,
     Filter,
+    OperationObserver,
     Pipeline,
     QueryError,
     QueryTimeout,
@@ -58,6 +59,7 @@ from ccserver.storage.base import (
     StorageUnavailable,
     Store,
     Update,
+    timed,
     tracks_writes,
 )
 from ccserver.storage.updates import validate_update
@@ -73,7 +75,8 @@ class MongoStore(Store):
     kind = "mongodb"
     log = Logger()
 
-    def __init__(self, config: MongoConfig, reactor: Any) -> None:
+    def __init__(self, config: MongoConfig, reactor: Any, observer: OperationObserver | None = None) -> None:
+        self.observer = observer
         self.config = config
         self._reactor = reactor
         self._pool: ConnectionPool | None = None
@@ -192,6 +195,7 @@ class MongoStore(Store):
     # --- the Store interface ------------------------------------------------------------
 
     @tracks_writes
+    @timed
     def insert_many(self, collection: str, docs: Sequence[Document]) -> Deferred[list[Any]]:
         for doc in docs:
             if "_id" not in doc:
@@ -203,6 +207,7 @@ class MongoStore(Store):
         d.addCallback(lambda _: ids)
         return d
 
+    @timed
     def find(
         self,
         collection: str,
@@ -220,14 +225,17 @@ class MongoStore(Store):
 
         return self._guard(call)
 
+    @timed
     def count(self, collection: str, filter: Filter) -> Deferred[int]:
         return self._guard(lambda: self._collection(collection).count_documents(dict(filter)))
 
     @tracks_writes
+    @timed
     def update_one(self, collection: str, filter: Filter, update: Update) -> Deferred[int]:
         return self._update("update_one", collection, filter, update)
 
     @tracks_writes
+    @timed
     def update_many(self, collection: str, filter: Filter, update: Update) -> Deferred[int]:
         return self._update("update_many", collection, filter, update)
 
@@ -241,11 +249,13 @@ class MongoStore(Store):
         return d
 
     @tracks_writes
+    @timed
     def delete_many(self, collection: str, filter: Filter) -> Deferred[int]:
         d = self._guard(lambda: self._collection(collection).delete_many(dict(filter)))
         d.addCallback(lambda result: result.deleted_count)
         return d
 
+    @timed
     def aggregate(
         self, collection: str, pipeline: Pipeline, *, max_documents: int, timeout: float
     ) -> Deferred[list[Document]]:

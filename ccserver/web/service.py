@@ -25,7 +25,9 @@ class WebService(Service):
 
     name = "web"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
-    def __init__(self, reactor: Any, site: CCSite, shutdown_timeout: float) -> None:
+    def __init__(self, reactor: Any, site: CCSite, shutdown_timeout: float, name: str = "web") -> None:
+        """``name``: of the service, and the head of its "listening on" lines unless ``web``."""
+        self.name = name
         self.reactor = reactor
         self.site = site
         self.shutdown_timeout = shutdown_timeout
@@ -40,8 +42,15 @@ class WebService(Service):
             port = yield endpoint.listen(RefusingFactory(self.site) if tls else self.site)
             self.ports.append((description.split(":", 1)[0], port))
             address = port.getHost()
+            # the API's line keeps its format (JSON log readers match on it)
+            fmt = (
+                "listening on {kind}:{host}:{port}"
+                if self.name == "web"
+                else "{what}: listening on {kind}:{host}:{port}"
+            )
             log.info(
-                "listening on {kind}:{host}:{port}",
+                fmt,
+                what=self.name,
                 kind=description.split(":", 1)[0],
                 host=getattr(address, "host", address),
                 port=getattr(address, "port", ""),

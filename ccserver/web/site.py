@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from typing import Protocol as Interface
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -45,6 +46,12 @@ class Limits:
     max_header_bytes: int = 32768
     #: addresses the per-client cap does not apply to (trusted proxies)
     exempt: Callable[[str], bool] = lambda host: False
+
+
+class RequestObserver(Interface):
+    """What hears of each answered request (``ccserver.web.route_names.RequestMetrics``)."""
+
+    def request_done(self, method: bytes, path: bytes, status: int, seconds: float) -> None: ...
 
 
 class CCRequest(Request):
@@ -98,8 +105,11 @@ class CCSite(Site):
         client_address: Callable[[Request], str] | None = None,
         limits: Limits | None = None,
         reactor: Any = None,
+        requests: RequestObserver | None = None,
     ) -> None:
+        """``requests`` hears of every answered request (the daemon's HTTP metrics)."""
         limits = limits or Limits()
+        self.requests = requests
         # the API speaks JSON only: no form or multipart parsing of POST bodies (it also
         # spares a costly content-type parse per request)
         super().__init__(resource, parsePOSTFormSubmission=False, timeout=limits.idle_timeout, reactor=reactor)
@@ -173,18 +183,23 @@ class CCSite(Site):
     def log(self, request: http.Request) -> None:
         # the query string is left out: nothing in ccserver's API uses one, and a client
         # could put a secret there
+        seconds = time.monotonic() - getattr(request, "started", time.monotonic())
+        if self.requests is not None:
+            self.requests.request_done(request.method, request.path, request.code, seconds)
         self._log_line(
             request.method,
             request.path,
             request.code,
             getattr(request, "ccserver_user", "-"),
             self.client_address(request),  # type: ignore[arg-type]  # the site's requests are CCRequests
-            time.monotonic() - getattr(request, "started", time.monotonic()),
+            seconds,
         )
 
     def log_refusal(self, channel: CCChannel, code: int, method: bytes, path: bytes) -> None:
         """A request the channel answered itself (too large, too slow) before it was complete."""
         peer = channel.transport.getPeer() if channel.transport is not None else None
+        if self.requests is not None:
+            self.requests.request_done(method, path.split(b"?", 1)[0], code, 0.0)
         self._log_line(method, path.split(b"?", 1)[0], code, "-", str(getattr(peer, "host", peer)), 0.0)
 
     def _log_line(self, method: bytes, path: bytes, code: int, user: str, client: str, seconds: float) -> None:
