@@ -186,6 +186,19 @@ class NotificationsConfig:
 
 
 @dataclass(frozen=True)
+class LogsConfig:
+    """``[logs]``: the output of running application containers, followed from the engines
+    (see :mod:`ccserver.livelogs`)."""
+
+    #: follow running containers at all
+    follow: bool = True
+    #: bytes of output kept per container (the last ones)
+    tail_bytes: int = 65536
+    #: containers followed at once; kept tails of ended ones are bounded by it too
+    max_followed: int = 500
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon was configured with; ``source`` is the file or ``None``."""
 
@@ -197,6 +210,7 @@ class Config:
     defaults: Defaults
     ignored_sections: tuple[str, ...] = field(default=())
     notifications: NotificationsConfig = field(default=NotificationsConfig())
+    logs: LogsConfig = field(default=LogsConfig())
 
 
 # --- where things live --------------------------------------------------------------------
@@ -308,6 +322,16 @@ def from_dict(raw: Mapping[str, Any], source: str | None, env: Mapping[str, str]
         defaults=_defaults(raw.get("defaults", {})),
         ignored_sections=("ipc",) if "ipc" in raw else (),
         notifications=_notifications(raw.get("notifications", {}), label),
+        logs=_logs(raw.get("logs", {})),
+    )
+
+
+def _logs(section: Mapping[str, Any]) -> LogsConfig:
+    defaults = LogsConfig()
+    return LogsConfig(
+        follow=section.get("follow", defaults.follow),
+        tail_bytes=section.get("tail_bytes", defaults.tail_bytes),
+        max_followed=section.get("max_followed", defaults.max_followed),
     )
 
 

@@ -25,6 +25,7 @@ from ccserver.config import Config
 from ccserver.destinations import Destinations
 from ccserver.identity import DaemonIdentity
 from ccserver.lifecycle import Lifecycle
+from ccserver.livelogs.follower import LogFollower
 from ccserver.notifications import DeadNodeAnnouncer, Notifier
 from ccserver.scheduling.service import Scheduler
 from ccserver.storage import open_store
@@ -137,6 +138,10 @@ class CCServer(MultiService):
         # the engines' events reach the scheduler; dead nodes are announced
         self.cluster.add_listener(self.scheduler)
         self.cluster.add_listener(DeadNodeAnnouncer(self.notifier, config.defaults.dead_node_notification))
+        # the output of running containers, followed from their engines (see ccserver.livelogs)
+        self.logs = LogFollower(config, self.store, self.identity, reactor, self.docker_pool)
+        self.logs.setServiceParent(self)
+        self.cluster.add_listener(self.logs)
         self.callbacks = Callbacks(
             self.store, self.lifecycle, self.scheduler.data_container_address, self.wakeup, self.vault
         )
@@ -153,6 +158,7 @@ class CCServer(MultiService):
             callbacks=self.callbacks,
             work=RequestWork(self.request_pool, config.server.inline_body_bytes),
             collector=self.collector,
+            logs=self.logs,
         )
         site = CCSite(
             self.api.resource(),
