@@ -129,6 +129,22 @@ async def test_finds_running_containers_and_stops_on_a_dead_node_and_on_stop(set
     assert follower.following() == 0 and follower.open_connections() == 0
 
 
+@pytest_twisted.ensureDeferred
+async def test_no_more_than_max_followed(setup: Setup) -> None:
+    config = configuration.from_dict({"logs": {"max_followed": 1}}, None, {})
+    follower = setup.follower = LogFollower(config, setup.store, setup.identity, reactor, setup.pool)
+    first = await setup.run(ticker(600))
+    second = await setup.run(ticker(600))
+    await follower.startService()
+    follower.node_healthy("local")
+    await wait_for(follower.following, lambda n: n == 1, 30, "one container followed")
+    await wait_for(lambda: setup.texts(first) or setup.texts(second), bool, 30, "its lines")
+    assert follower.following() == 1 and not (follower.known(first) and follower.known(second))
+    follower.stop(first if follower.known(first) else second)
+    assert follower.following() == 0
+    await wait_for(follower.open_connections, lambda n: n == 0, 10, "its connection closed")
+
+
 def test_nothing_is_followed_when_off(store: Any) -> None:
     config = configuration.from_dict({"logs": {"follow": False}}, None, {})
     follower = LogFollower(config, store, DaemonIdentity(store), reactor, ThreadPoolService(reactor, "x", 1))
