@@ -14,7 +14,9 @@ healthy node has one watcher: the engine's event stream, filtered to ``start`` e
 containers carrying this daemon's labels, and then the list of those running.  So the
 launcher needs no hook, and a container the TES runner starts is followed by
 :meth:`LogFollower.follow`.  When a container ended, its tail is written into its
-application container document (``log_tail``) so that it outlives the daemon.
+application container document (``log_tail``) so that it outlives the daemon, and
+forgotten here: in memory are only the tails of running containers, and of ended ones that
+have no document (TES executors, until the runner read them; at most ``max_followed``).
 """
 
 from __future__ import annotations
@@ -302,8 +304,9 @@ class LogFollower(Service):
             n=self.following(),
             open=self._open,
         )
-        if ended or not self._stopping:
-            await self._keep(followed)
+        if (ended or not self._stopping) and await self._keep(followed) and self._tails.get(followed.name) is followed:
+            # kept in its document, where the endpoint reads it from now on
+            del self._tails[followed.name]
 
     def _stop(self, followed: Followed) -> None:
         followed.stopped = True
@@ -313,16 +316,19 @@ class LogFollower(Service):
         if followed.sleeping is not None:
             followed.sleeping.cancel()
 
-    async def _keep(self, followed: Followed) -> None:
-        """Write the tail of an ended application container into its document."""
+    async def _keep(self, followed: Followed) -> bool:
+        """Write the tail of an ended application container into its document; whether it
+        was written (a container that is none: its tail stays in memory, for whoever asks)."""
         try:
             _id = ObjectId(followed.name)
         except (InvalidId, TypeError):
-            return  # not a 0.10 application container (a TES executor keeps its own logs)
+            return False  # not a 0.10 application container (the TES runner reads its lines)
         try:
-            await self.store.update_one(APP, {"_id": _id}, {"$set": {"log_tail": followed.tail.to_document()}})
+            found = await self.store.update_one(APP, {"_id": _id}, {"$set": {"log_tail": followed.tail.to_document()}})
         except StorageError as e:
             log.warn("could not keep the log tail of container {name}: {error}", name=followed.name, error=str(e))
+            return False
+        return found == 1
 
     def _forget_oldest(self) -> None:
         """Tails of ended containers beyond ``max_followed`` go, oldest first."""

@@ -7,14 +7,20 @@ from typing import Any
 
 from ccserver.livelogs.stream import Line
 
+#: a tail of ``limit`` bytes keeps at most ``limit // LINE_SHARE`` lines: each kept line costs
+#: an object besides its text, so that many one-character lines cannot cost much more memory
+#: than ``limit`` suggests
+LINE_SHARE = 16
+
 
 class LogTail:
-    """Lines, oldest first, holding at most ``limit`` bytes (text and newline of each line);
-    older lines are dropped and :attr:`truncated` says so.  A single line longer than the
-    limit keeps its last ``limit - 1`` bytes."""
+    """Lines, oldest first, holding at most ``limit`` bytes (text and newline of each line)
+    and ``limit // LINE_SHARE`` lines; older lines are dropped and :attr:`truncated` says so.
+    A single line longer than the limit keeps its last ``limit - 1`` bytes."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.max_lines = max(1, limit // LINE_SHARE)
         self._lines: deque[tuple[Line, int]] = deque()
         self.size = 0
         #: output was dropped (or the engine gave only its last lines)
@@ -31,7 +37,7 @@ class LogTail:
             self.truncated = True
         self._lines.append((line, size))
         self.size += size
-        while self.size > self.limit:
+        while self.size > self.limit or len(self._lines) > self.max_lines:
             _, dropped = self._lines.popleft()
             self.size -= dropped
             self.truncated = True

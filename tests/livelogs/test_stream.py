@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from ccserver.livelogs.stream import MAX_LINE_BYTES, Line, LogStreamParser, parse_timestamp
-from ccserver.livelogs.tail import LogTail
+from ccserver.livelogs.tail import LINE_SHARE, LogTail
 
 T1 = b"2026-12-02T01:32:51.123456789Z"
 T2 = b"2026-12-02T01:32:52.5Z"
@@ -84,17 +84,25 @@ def test_a_line_without_end_is_bounded() -> None:
 
 
 def test_tail_keeps_the_last_bytes_and_says_it_cut() -> None:
-    tail = LogTail(100)
+    tail = LogTail(200)  # and at most 12 lines
     for i in range(30):
-        tail.add(Line(i * 10**9, "stdout", f"line {i:03d}"))  # 9 bytes each
-    assert tail.truncated and tail.size <= 100
-    kept = [line.text for line in tail.lines()]
-    assert kept[-1] == "line 029" and len(kept) == 11 and kept[0] == "line 019"
-    assert [line.text for line in tail.lines(since=27.0)] == ["line 028", "line 029"]
-    assert [line.text for line in tail.lines(tail=1)] == ["line 029"]
+        tail.add(Line(i * 10**9, "stdout", f"line {i:03d} " + "x" * 30))  # 40 bytes each
+    assert tail.truncated and tail.size <= 200
+    kept = [line.text[:8] for line in tail.lines()]
+    assert kept == [f"line {i:03d}" for i in range(25, 30)]
+    assert [line.text[:8] for line in tail.lines(since=27.0)] == ["line 028", "line 029"]
+    assert [line.text[:8] for line in tail.lines(tail=1)] == ["line 029"]
     assert tail.lines(tail=0) == []
     small = LogTail(100)
     small.add(Line(1, "stdout", "short"))
     assert not small.truncated
     small.add(Line(2, "stderr", "y" * 500))
     assert small.truncated and small.size <= 100 and small.lines()[-1].text == "y" * 99
+
+
+def test_tail_of_many_short_lines_is_bounded_in_lines_too() -> None:
+    tail = LogTail(1600)
+    for i in range(1000):
+        tail.add(Line(i, "stdout", "."))
+    assert len(tail) == 1600 // LINE_SHARE and tail.truncated
+    assert tail.lines()[-1].time_ns == 999
