@@ -264,6 +264,8 @@ class LogFollower(Service):
                 error = e
             else:
                 followed.stream = stream
+                if followed.stopped:  # stopped while the stream was being opened
+                    stream.close()
                 self._open += 1
                 try:
                     clean = await stream.ended

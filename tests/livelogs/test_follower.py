@@ -152,6 +152,19 @@ async def test_no_more_than_max_followed(setup: Setup) -> None:
     await wait_for(follower.open_connections, lambda n: n == 0, 10, "its connection closed")
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_stop_while_the_stream_opens_leaves_no_connection(setup: Setup) -> None:
+    name = await setup.run(ticker(600))
+    follower = setup.follower
+    await follower.startService()
+    follower.follow("local", name)
+    follower.stop(name)  # before its stream is open
+    done = follower._tails[name].done
+    assert done is not None
+    await wait_for(lambda: done.called, bool, 30, "the follow to end")
+    assert follower.open_connections() == 0 and follower.following() == 0
+
+
 def test_nothing_is_followed_when_off(store: Any) -> None:
     config = configuration.from_dict({"logs": {"follow": False}}, None, {})
     follower = LogFollower(config, store, DaemonIdentity(store), reactor, ThreadPoolService(reactor, "x", 1))
