@@ -244,6 +244,19 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class LogsConfig:
+    """``[logs]``: the output of running application containers, followed from the engines
+    (see :mod:`ccserver.livelogs`)."""
+
+    #: follow running containers at all
+    follow: bool = True
+    #: bytes of output kept per container (the last ones)
+    tail_bytes: int = 65536
+    #: containers followed at once; kept tails of ended ones are bounded by it too
+    max_followed: int = 500
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon was configured with; ``source`` is the file or ``None``."""
 
@@ -257,6 +270,7 @@ class Config:
     notifications: NotificationsConfig = field(default=NotificationsConfig())
     tes: TesConfig = field(default=TesConfig())
     metrics: MetricsConfig = field(default=MetricsConfig())
+    logs: LogsConfig = field(default=LogsConfig())
 
 
 # --- where things live --------------------------------------------------------------------
@@ -370,6 +384,16 @@ def from_dict(raw: Mapping[str, Any], source: str | None, env: Mapping[str, str]
         notifications=_notifications(raw.get("notifications", {}), label),
         tes=_tes(raw.get("tes", {}), label, env),
         metrics=_metrics(raw.get("metrics", {})),
+        logs=_logs(raw.get("logs", {})),
+    )
+
+
+def _logs(section: Mapping[str, Any]) -> LogsConfig:
+    defaults = LogsConfig()
+    return LogsConfig(
+        follow=section.get("follow", defaults.follow),
+        tail_bytes=section.get("tail_bytes", defaults.tail_bytes),
+        max_followed=section.get("max_followed", defaults.max_followed),
     )
 
 

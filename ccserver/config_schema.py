@@ -119,6 +119,17 @@ _METRICS = {
     },
 }
 
+#: ``[logs]``: following the output of running containers (ccserver.livelogs)
+_LOGS = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "follow": _BOOL,
+        "tail_bytes": {"type": "integer", "minimum": 1024, "maximum": 16 * 1024 * 1024},
+        "max_followed": _POS_INT,
+    },
+}
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -223,6 +234,7 @@ SCHEMA: dict[str, Any] = {
             },
         },
         "metrics": _METRICS,
+        "logs": _LOGS,
         # where task and dead-node notifications may be sent (unrestricted when both are empty)
         "notifications": {
             "type": "object",

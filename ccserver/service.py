@@ -27,6 +27,7 @@ from ccserver.destinations import Destinations
 from ccserver.identity import DaemonIdentity
 from ccserver.kinds import DEFAULT_KINDS
 from ccserver.lifecycle import Lifecycle
+from ccserver.livelogs.follower import LogFollower
 from ccserver.metrics import Metrics
 from ccserver.metrics_refresh import StateRefresher
 from ccserver.notifications import DeadNodeAnnouncer, Notifier
@@ -183,6 +184,10 @@ class CCServer(MultiService):
         self.cluster.add_listener(self.scheduler)
         self.cluster.add_listener(self.tes_runner)
         self.cluster.add_listener(DeadNodeAnnouncer(self.notifier, config.defaults.dead_node_notification))
+        # the output of running containers, followed from their engines (see ccserver.livelogs)
+        self.logs = LogFollower(config, self.store, self.identity, reactor, self.docker_pool)
+        self.logs.setServiceParent(self)
+        self.cluster.add_listener(self.logs)
         self.callbacks = Callbacks(
             self.store,
             self.lifecycle,
@@ -224,6 +229,7 @@ class CCServer(MultiService):
             collector=self.collector,
             lifecycle=self.lifecycle,
             tes=tes,
+            logs=self.logs,
         )
         server = config.server
         limits = connection_limits(config)

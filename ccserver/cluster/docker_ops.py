@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,12 +197,40 @@ def container_address(client: docker.DockerClient, name: str, net: str | None) -
 
 
 def logs_tail(client: docker.DockerClient, name: str, limit: int = LOG_TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of the container's output (streamed: never more than that is
+    held), led by a line saying that output was cut when there was more."""
     try:
-        raw = client.api.logs(name, stdout=True, stderr=True, tail=50)
+        # each line is at least one byte: the last ``limit`` lines hold the last ``limit`` bytes
+        chunks = client.api.logs(name, stdout=True, stderr=True, stream=True, follow=False, tail=limit)
+        text, cut = last_bytes(chunks, limit)
     except NotFound:
         return ""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return text[-limit:]
+    return (cut_marker(limit) + text) if cut else text
+
+
+def cut_marker(limit: int) -> str:
+    """The first line of a tail that lost its beginning."""
+    return f"[output cut: only its last {limit} bytes are kept]\n"
+
+
+def last_bytes(chunks: Iterable[bytes], limit: int) -> tuple[str, bool]:
+    """The text of the last ``limit`` bytes of ``chunks``, and whether anything came before
+    them (a cut character at the start is dropped, not replaced)."""
+    kept = bytearray()
+    lines = 0
+    cut = False
+    for chunk in chunks:
+        lines += chunk.count(b"\n")
+        kept += chunk
+        if len(kept) > limit:
+            del kept[: len(kept) - limit]
+            cut = True
+    if lines >= limit:
+        cut = True  # the engine gave only its last ``limit`` lines
+    start = 0
+    while cut and start < min(3, len(kept)) and 0x80 <= kept[start] < 0xC0:
+        start += 1  # inside a character cut in two
+    return bytes(kept[start:]).decode("utf-8", "replace"), cut
 
 
 def our_containers(client: docker.DockerClient, daemon: str) -> dict[str, tuple[str, str, bool]]:

@@ -27,6 +27,7 @@ from ccserver.config import Config
 from ccserver.document_checks import check_storable, convert_ids
 from ccserver.documents import to_client
 from ccserver.errors import DomainError, Invalid, QueryRefused, Unavailable
+from ccserver.livelogs import task_logs
 from ccserver.storage.base import StorageError, Store
 from ccserver.vault import Vault
 from ccserver.web import bodies, openapi
@@ -85,9 +86,11 @@ class API:
         collector: CollectorPause | None = None,
         lifecycle: tasks.Canceller | None = None,
         tes: TesApi | None = None,
+        logs: task_logs.Logs | None = None,
     ) -> None:
         """``lifecycle`` cancels tasks (:class:`ccserver.lifecycle.Lifecycle`; without one,
-        cancels are answered 503, as callbacks are without ``callbacks``)."""
+        cancels are answered 503, as callbacks are without ``callbacks``).  ``logs``: the live
+        logs of running containers (without it, only kept tails)."""
         self.config = config
         self.store = store
         self.auth = auth
@@ -105,6 +108,7 @@ class API:
         self.work = work or RequestWork(None, config.server.inline_body_bytes)
         #: paused while a large request's documents are alive (see ccserver.collector)
         self.collector = collector
+        self.logs = logs if logs is not None else task_logs.NoLogs()
         self._openapi = json.dumps(openapi.document(config.server.api_prefix)).encode()
         #: the GA4GH TES routes (None: ``[tes] enabled = false``, or an API-only test)
         self.tes = tes
@@ -213,6 +217,13 @@ class API:
             return await self._answer_sized(request, answer, self.work.large(size))
         finally:
             release()
+
+    @authorized_route(app, "/tasks/<task_id>/logs", methods=["GET"])
+    async def task_logs(self, request: Any, user: User, task_id: str) -> bytes:
+        """Live logs (an extension beyond 0.10): the task's application container output."""
+        since, tail = task_logs.parse_query(request.args)
+        answer = await task_logs.task_logs(self.store, self.logs, user, task_id, since, tail)
+        return self._answer(request, answer, mask=False)
 
     # --- queries --------------------------------------------------------------------------
 

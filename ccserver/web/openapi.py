@@ -169,6 +169,30 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
+TASK_LOGS: Schema = {
+    "type": "object",
+    "required": ["task_id", "container_id", "running", "truncated", "lines"],
+    "properties": {
+        "task_id": {"type": "string"},
+        "container_id": {"type": "string", "nullable": True},
+        "running": {"type": "boolean"},
+        "truncated": {"type": "boolean"},
+        "lines": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["time", "stream", "text"],
+                "properties": {
+                    "time": {"type": "number"},
+                    "stream": {"enum": ["stdout", "stderr"]},
+                    "text": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
 def _operation(
     summary: str,
     ok: tuple[Schema, str],
@@ -257,6 +281,28 @@ def _paths() -> dict[str, Any]:
                 "keep it.",
             )
         },
+    }
+    paths["/tasks/{task_id}/logs"] = {
+        "get": {
+            **_operation(
+                "Live logs of a task (an extension beyond 0.10)",
+                (TASK_LOGS, "the output of the task's current (or last) application container"),
+                tag="tasks",
+                errors={
+                    "400": "since or tail is not a number (the message names it)",
+                    "404": "no such task, or another user's",
+                },
+                description="stdout and stderr lines, oldest first, as the engine timed them: while the "
+                "container runs (followed from its engine), and its kept tail after it ended. since=T keeps "
+                "the lines after T (epoch seconds), tail=N the last N. truncated says that older output was "
+                "dropped ([logs] tail_bytes).",
+            ),
+            "parameters": [
+                {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "since", "in": "query", "required": False, "schema": {"type": "number"}},
+                {"name": "tail", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+            ],
+        }
     }
     for path, (collection, summary) in QUERY_COLLECTIONS.items():
         answer = {"type": "object", "properties": {collection: DOCUMENTS}, "required": [collection]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest_twisted
@@ -17,8 +18,9 @@ DOCS_COPY = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 
 
 def _routes() -> set[tuple[str, str]]:
+    # Klein's /tasks/<task_id>/logs is OpenAPI's /tasks/{task_id}/logs
     return {
-        (rule.rule, method.lower())
+        (re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
         for rule in API.app.url_map.iter_rules()
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")

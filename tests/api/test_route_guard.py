@@ -40,14 +40,14 @@ def test_every_route_but_the_public_ones_is_guarded() -> None:
     assert PUBLIC <= set(routes)
     unguarded = {name for name, handler in routes.items() if authorization_of(handler) is None}
     assert unguarded == PUBLIC
-    assert len(routes) - len(PUBLIC) == 9  # token, nodes x2, submit, cancel, 4 queries
+    assert len(routes) - len(PUBLIC) == 10  # token, nodes x2, submit, cancel, 4 queries, task logs
 
 
 def test_the_guards_say_who_may_pass() -> None:
     routes = _routes()
     assert authorization_of(routes["token"]) == Authorization(tokens=False)  # a token needs the password
     assert authorization_of(routes["recheck_nodes"]) == Authorization(admin_only="re-check nodes")
-    for name in ("nodes", "submit_tasks", "cancel_tasks", "query_tasks", "query_data_containers"):
+    for name in ("nodes", "submit_tasks", "cancel_tasks", "query_tasks", "query_data_containers", "task_logs"):
         assert authorization_of(routes[name]) == Authorization()
 
 
