@@ -29,7 +29,7 @@ from ccserver.documents import to_client
 from ccserver.errors import DomainError, Invalid, QueryRefused, Unavailable
 from ccserver.storage.base import StorageError, Store
 from ccserver.vault import Vault
-from ccserver.web import bodies, openapi
+from ccserver.web import bodies, dashboard, dashboard_files, openapi
 from ccserver.web.cors import CORSPolicy, CORSResource
 from ccserver.web.errors import NoSuchEndpoint, WebError, render_failure, write_json
 from ccserver.web.offload import RequestWork
@@ -102,6 +102,7 @@ class API:
         #: paused while a large request's documents are alive (see ccserver.collector)
         self.collector = collector
         self._openapi = json.dumps(openapi.document(config.server.api_prefix)).encode()
+        self._dashboard_files = dashboard_files.DashboardFiles(dashboard_files.load())
 
     def resource(self) -> IResource:
         """The site root: CORS around the Klein app, mounted under the prefix, static files
@@ -258,6 +259,30 @@ class API:
     @authorized_route(app, "/data-containers/query", methods=["POST"])
     def query_data_containers(self, request: Any, user: User) -> Any:
         return self._query(request, user, "data_containers")
+
+    # --- the dashboard (docs/dashboard.rst) ---------------------------------------------
+
+    @app.route("/ui/", branch=True, methods=["GET", "HEAD"])
+    def dashboard_page(self, request: Any) -> IResource:
+        # public: the page itself holds no data; it logs in with GET /token
+        return self._dashboard_files
+
+    @authorized_route(app, "/dashboard/me", methods=["GET"])
+    def dashboard_me(self, request: Any, user: User) -> bytes:
+        return self._answer(request, {"username": user.username, "is_admin": user.is_admin})
+
+    @authorized_route(app, "/activity", methods=["GET"])
+    async def activity(self, request: Any, user: User) -> bytes:
+        answer = await dashboard.activity(self.store, user, self.clock.seconds(), request.args)
+        return self._answer(request, answer)
+
+    @authorized_route(app, "/dashboard/tasks", methods=["GET"])
+    async def dashboard_tasks(self, request: Any, user: User) -> bytes:
+        return self._answer(request, await dashboard.tasks(self.store, user, request.args))
+
+    @authorized_route(app, "/dashboard/tasks/<kind>/<task_id>", methods=["GET"])
+    async def dashboard_task(self, request: Any, user: User, kind: str, task_id: str) -> bytes:
+        return self._answer(request, await dashboard.task(self.store, user, kind, task_id))
 
     # --- container callbacks (cc-protocol.md §7) -------------------------------------------
 
