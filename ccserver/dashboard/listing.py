@@ -22,8 +22,8 @@ from ccserver.storage.base import Position, Store
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 SCAN_LIMIT = 5000
-#: sorts after every real ObjectId: "before (t, this)" keeps every task created at t
-_LAST_ID = ObjectId("f" * 24)
+#: sorts before every real ObjectId: "before (t, this)" leaves out the tasks created at t
+_FIRST_ID = ObjectId("0" * 24)
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ async def page(store: Store, filters: Filters, after: Position | None, limit: in
     """One page of the merged table after ``after`` and the cursor of the next (``None``: end)."""
     before = after
     if before is None and filters.until is not None:
-        before = (filters.until, _LAST_ID)
+        before = (filters.until, _FIRST_ID)
     merged: list[tuple[Position, str, Any]] = []
     stops: list[Position] = []
     for kind in (CC, TES):
