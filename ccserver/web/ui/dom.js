@@ -30,11 +30,11 @@ export function when(epochSeconds) {
   return new Date(epochSeconds * 1000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
 }
 
-export function bar(used, total, unit) {
+export function bar(used, total, unit, label) {
   const share = total > 0 ? Math.min(1, used / total) : 0;
   const fill = h('div');
   fill.style.width = (share * 100).toFixed(1) + '%';
   return h('div', {},
     h('div', {class: 'bar', role: 'meter', 'aria-valuenow': used, 'aria-valuemax': total}, fill),
-    h('span', {class: 'bar-label'}, `${used} of ${total} ${unit}`));
+    h('span', {class: 'bar-label'}, label || `${used} of ${total} ${unit}`));
 }

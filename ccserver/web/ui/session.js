@@ -80,3 +80,14 @@ export async function call(path, {method = 'GET', body} = {}) {
   if (!response.ok) throw new HttpError(response.status, answer.error || ('HTTP ' + response.status));
   return answer;
 }
+
+// The endpoints this server has, from its public OpenAPI document (asked once): the page
+// uses an optional endpoint (live logs) only where it exists, instead of meeting a 404.
+let paths = null;
+export async function hasEndpoint(pattern) {
+  if (paths === null) {
+    const response = await fetch(API + '/openapi.json');
+    paths = response.ok ? Object.keys((await response.json()).paths || {}) : [];
+  }
+  return paths.some((p) => pattern.test(p));
+}

@@ -8,8 +8,11 @@ function healthyNode(node) {
   return h('div', {class: 'node', 'data-node': node.name},
     h('h3', {}, node.name, ' ', stateBadge('healthy')),
     h('div', {}, 'RAM', bar(node.reserved_ram || 0, node.total_ram || 0, 'MB')),
-    h('div', {}, 'CPUs', bar(node.reserved_cpus ?? apps.length + datas.length, node.total_cpus || 0,
-      node.reserved_cpus === null ? 'cores (containers shown)' : 'cores')),
+    node.reserved_cpus === null || node.reserved_cpus === undefined
+      // 0.10 tasks reserve no CPUs: the bar shows the running containers against the cores
+      ? h('div', {}, 'CPUs', bar(apps.length + datas.length, node.total_cpus || 0, '',
+        `${apps.length + datas.length} containers on ${node.total_cpus} cores (0.10 tasks reserve no cores)`))
+      : h('div', {}, 'CPUs', bar(node.reserved_cpus, node.total_cpus || 0, 'cores reserved')),
     h('p', {class: 'containers'}, `${apps.length} application containers (${apps.join(', ') || 'none'} MB), `,
       `${datas.length} data containers`));
 }

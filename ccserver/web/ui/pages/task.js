@@ -1,5 +1,5 @@
-import {h, stateBadge, when} from '../dom.js';
-import {call, HttpError} from '../session.js';
+import {append, h, stateBadge, when} from '../dom.js';
+import {call, hasEndpoint, HttpError} from '../session.js';
 import {ENDED} from '../states.js';
 import {poll} from './poll.js';
 
@@ -49,7 +49,12 @@ export function render(root, params, ctx) {
     await refresh();
   }
 
+  const NO_LOGS = 'no live logs (this server does not follow container output)';
   async function refreshLogs() {
+    if (logsAvailable && !(await hasEndpoint(/^\/tasks\/\{[^}]+\}\/logs$/))) {
+      logsAvailable = false;
+      logNote.textContent = NO_LOGS;
+    }
     if (!logsAvailable) return;
     const query = since === null ? '?tail=500' : `?since=${since}`;
     let answer;
@@ -58,7 +63,7 @@ export function render(root, params, ctx) {
     } catch (e) {
       if (e instanceof HttpError && e.status === 404) {
         logsAvailable = false;
-        logNote.textContent = 'no live logs (this server does not follow container output)';
+        logNote.textContent = NO_LOGS;
         return;
       }
       throw e;
@@ -78,10 +83,11 @@ export function render(root, params, ctx) {
     button.addEventListener('click', () => cancel().catch(ctx.error));
     head.replaceChildren(h('p', {}, stateBadge(name), ' ', h('span', {id: 'task-state'}, name), ' · ',
       kind === 'cc' ? '0.10 task' : 'TES task', ' · ', task.username || '', ' · trials: ', String(task.trials ?? 0), ' '), button);
-    details.replaceChildren(
+    details.replaceChildren();
+    append(details, [
       h('h2', {}, 'Transitions'), timeline(task.transitions),
       kind === 'cc' ? [h('h2', {}, 'Containers'), containers(list)] : [h('h2', {}, 'Attempts'), tesAttempts(task)],
-      kind === 'cc' ? [h('h2', {}, 'Notifications'), notifications(task)] : null);
+      kind === 'cc' ? [h('h2', {}, 'Notifications'), notifications(task)] : null]);
     await refreshLogs();
     ctx.loaded('task');
   }
