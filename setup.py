@@ -12,7 +12,9 @@ setup(
     # twisted/plugins directory of site-packages, where `twistd` finds it.
     packages=find_packages(include=["ccserver", "ccserver.*"]) + ["twisted.plugins"],
     # the dashboard (ccserver/web/ui) is served from the installed package
-    package_data={"ccserver": ["py.typed", "web/ui/*.html", "web/ui/*.js", "web/ui/*.css", "web/ui/*.svg", "web/ui/pages/*.js"]},
+    package_data={
+        "ccserver": ["py.typed", "web/ui/*.html", "web/ui/*.js", "web/ui/*.css", "web/ui/*.svg", "web/ui/pages/*.js"]
+    },
     install_requires=[
         "Twisted[tls]>=24.3",
         "klein>=24.8",

@@ -48,7 +48,15 @@ async def read(store: Store, kind: str, task_id: ObjectId, username: str | None)
             "application_containers",
             {"task_id": task_id},
             limit=MAX_CONTAINERS,
-            projection={"state": 1, "cluster_node": 1, "container_ram": 1, "transitions": 1, "created_at": 1},
+            # the callbacks hold the worker's telemetry: exit code, the end of stdout and stderr
+            projection={
+                "state": 1,
+                "cluster_node": 1,
+                "container_ram": 1,
+                "transitions": 1,
+                "created_at": 1,
+                "callbacks": 1,
+            },
         )
         containers = [_named(CC, c) for c in found]
     return {"kind": kind, "task": _named(kind, task), "containers": containers}

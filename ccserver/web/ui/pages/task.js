@@ -16,6 +16,17 @@ function containers(list) {
       h('td', {class: 'node-name'}, c.cluster_node || '-'), h('td', {}, c.container_ram ?? ''), h('td', {}, when(c.created_at))))));
 }
 
+// what the worker reported at the end (callback 2's telemetry): the exit code and output tails
+function finalOutput(list) {
+  const ends = list.map((c) => [c, (c.callbacks || []).map((b) => b.content).filter((x) => x && x.telemetry).pop()])
+    .filter(([, content]) => content);
+  if (!ends.length) return null;
+  return h('div', {id: 'final-output'}, h('h2', {}, 'Output at the end'), ends.map(([c, content]) => h('div', {},
+    h('p', {}, `container ${c._id}: exit code ${content.telemetry.return_code ?? '?'}`),
+    h('pre', {class: 'logs'}, content.telemetry.std_out || ''),
+    content.telemetry.std_err ? h('pre', {class: 'logs stderr'}, content.telemetry.std_err) : null)));
+}
+
 function tesAttempts(task) {
   return h('div', {id: 'attempts'}, (task.logs || []).map((log, i) => h('div', {class: 'node'},
     h('h3', {}, `attempt ${i + 1} on ${(log.metadata || {}).node || '?'}`, ' ', log.start_time || '', ' – ', log.end_time || ''),
@@ -86,7 +97,7 @@ export function render(root, params, ctx) {
     details.replaceChildren();
     append(details, [
       h('h2', {}, 'Transitions'), timeline(task.transitions),
-      kind === 'cc' ? [h('h2', {}, 'Containers'), containers(list)] : [h('h2', {}, 'Attempts'), tesAttempts(task)],
+      kind === 'cc' ? [h('h2', {}, 'Containers'), containers(list), finalOutput(list)] : [h('h2', {}, 'Attempts'), tesAttempts(task)],
       kind === 'cc' ? [h('h2', {}, 'Notifications'), notifications(task)] : null]);
     await refreshLogs();
     ctx.loaded('task');
