@@ -18,6 +18,10 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import docker
 
 DEFAULT_TAG = "ccserver-demo/app:1"
 BASE_TAG = "ccserver-demo/base:1"
@@ -98,11 +102,10 @@ def debian_mirror(sources: list[Path] | None = None) -> str:
     return "http://deb.debian.org/debian"
 
 
-def make_debian_base(client: object, tag: str = BASE_TAG) -> str:
+def make_debian_base(client: docker.DockerClient, tag: str = BASE_TAG) -> str:
     """Debian minbase with python3 by debootstrap, imported as ``tag`` (kept: made once)."""
     import docker
 
-    assert isinstance(client, docker.DockerClient)
     try:
         client.images.get(tag)
         return tag
@@ -128,7 +131,7 @@ def make_debian_base(client: object, tag: str = BASE_TAG) -> str:
         subprocess.run(["tar", "-C", str(root), "-c", "-f", str(archive), "."], check=True, timeout=600)
         repository, _, version = tag.partition(":")
         with archive.open("rb") as stream:
-            client.api.import_image_from_stream(  # type: ignore[attr-defined]
+            client.api.import_image_from_stream(
                 stream,
                 repository=repository,
                 tag=version or "latest",

@@ -66,6 +66,7 @@ export function render(root, params, ctx) {
       logsAvailable = false;
       logNote.textContent = NO_LOGS;
     }
+    logs.hidden = !logsAvailable;
     if (!logsAvailable) return;
     const query = since === null ? '?tail=500' : `?since=${since}`;
     let answer;
