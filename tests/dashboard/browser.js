@@ -96,7 +96,7 @@ async function main() {
       await page.waitForFunction(() => document.getElementById('task-state')?.textContent === 'processing', null, {timeout: STEP});
       const node = await page.locator('#containers .node-name').first().textContent();
       // live output: lines, or the note that this server does not follow output
-      await page.waitForFunction(() => document.getElementById('logs').textContent.includes('algorithm:')
+      await page.waitForFunction(() => document.getElementById('logs').textContent.length > 0
         || document.getElementById('logs-note').textContent.includes('no live logs'), null, {timeout: STEP});
       const logs = await page.locator('#logs').textContent();
       const note = await page.locator('#logs-note').textContent();

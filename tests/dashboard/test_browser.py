@@ -100,7 +100,8 @@ def test_log_in_watch_a_running_task_cancel_it_and_see_a_dead_node(tmp_path: Pat
         running = steps["task_running"]
         assert running["node"] == "local", report
         if follows:
-            assert "algorithm: arguments" in running["logs"], report
+            # the worker's own line on stderr (it keeps the application's output to itself)
+            assert "cc-worker: running the application" in running["logs"], report
         else:
             assert "no live logs" in running["note"], report
         assert steps["cancelled"]["hidden"] is True and "cancelled" in steps["cancelled"]["timeline"], report
