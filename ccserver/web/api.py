@@ -103,6 +103,7 @@ class API:
         self.collector = collector
         self._openapi = json.dumps(openapi.document(config.server.api_prefix)).encode()
         self._dashboard_files = dashboard_files.DashboardFiles(dashboard_files.load())
+        self._activity = dashboard.ActivityCache(clock)
 
     def resource(self) -> IResource:
         """The site root: CORS around the Klein app, mounted under the prefix, static files
@@ -273,7 +274,7 @@ class API:
 
     @authorized_route(app, "/activity", methods=["GET"])
     async def activity(self, request: Any, user: User) -> bytes:
-        answer = await dashboard.activity(self.store, user, self.clock.seconds(), request.args)
+        answer = await dashboard.activity(self.store, user, self._activity, request.args)
         return self._answer(request, answer)
 
     @authorized_route(app, "/dashboard/tasks", methods=["GET"])

@@ -44,3 +44,20 @@ def test_events_of_the_two_kinds_of_task() -> None:
     }
     assert tes_events(tes) == Events(1.0, 2.0, 3.0)
     assert cc_events({"created_at": True, "transitions": [{"state": 2, "timestamp": "x"}]}) == Events(None, None, None)
+
+
+def test_answers_are_reused_for_a_while_per_scope() -> None:
+    from twisted.internet.task import Clock
+
+    from ccserver.web.dashboard import ActivityCache
+
+    clock = Clock()
+    cache = ActivityCache(clock, seconds=10)
+    cache.put(("alice", 60), {"n": 1})
+    clock.advance(9.9)
+    assert cache.get(("alice", 60)) == {"n": 1}
+    assert cache.get((None, 60)) is None and cache.get(("alice", 30)) is None
+    clock.advance(0.1)
+    assert cache.get(("alice", 60)) is None
+    cache.put(("bob", 60), {"n": 2})
+    assert list(cache._answers) == [("bob", 60)]  # the expired one is gone

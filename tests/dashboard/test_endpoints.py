@@ -140,6 +140,15 @@ async def test_one_task_with_its_containers_for_its_owner_only(api_server: Serve
     foreign = await api_server.get(f"/dashboard/tasks/cc/{task_id}", user=BOB)
     assert foreign.status == 404 and "no such task" in foreign.json["error"]
     assert (await api_server.get(f"/dashboard/tasks/tes/{task_id}", user=ALICE)).status == 404
+    secret = await api_server.post(
+        "/tasks",
+        {**TASK, "application_container_description": {**TASK["application_container_description"],
+                                                       "registry_auth": {"username": "u", "password": "hunter2"}}},
+        user=ALICE,
+    )  # fmt: skip
+    shown = await api_server.get(f"/dashboard/tasks/cc/{secret.json['_id']}", user=ALICE)
+    assert "hunter2" not in shown.raw.decode()
+    assert shown.json["task"]["application_container_description"]["registry_auth"]["password"] == "**********"
     assert (await api_server.get("/dashboard/tasks/cc/xyz", user=ALICE)).status == 400
     assert (await api_server.get(f"/dashboard/tasks/k8s/{task_id}", user=ALICE)).status == 400
     assert (await api_server.get(f"/dashboard/tasks/cc/{task_id}", user=None)).status == 401
@@ -173,3 +182,19 @@ async def test_activity_counts_and_minutes_of_ones_own_tasks(api_server: Server)
     assert everybody["submitted"] == [1, 0, 3] and everybody["counts"]["waiting"] == 2
     for bad in ("minutes=0", "minutes=1441", "minutes=x", "hours=1"):
         assert (await api_server.get("/activity?" + bad, user=ALICE)).status == 400, bad
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tes_task_page(api_server: Server) -> None:
+    task = _tes("alice", 50.0, "RUNNING")
+    task["transitions"].append({"state": "CANCELING", "timestamp": 51.0, "description": "cancel asked"})
+    task["logs"] = [{"start_time": "t0", "metadata": {"node": "node1"}, "logs": [], "system_logs": []}]
+    await api_server.store.insert_one("tes_tasks", task)
+    answer = await api_server.get(f"/dashboard/tasks/tes/{task['_id']}", user=ALICE)
+    assert answer.status == 200, answer.json
+    body = answer.json
+    assert body["kind"] == "tes" and body["containers"] == []
+    assert body["task"]["state_name"] == "RUNNING"
+    assert [t["state_name"] for t in body["task"]["transitions"]] == ["RUNNING", "CANCELING"]
+    assert body["task"]["logs"][0]["metadata"] == {"node": "node1"}
+    assert (await api_server.get(f"/dashboard/tasks/tes/{task['_id']}", user=BOB)).status == 404
