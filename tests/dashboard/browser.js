@@ -88,8 +88,21 @@ async function main() {
       await row.waitFor();
       const state = await row.locator('.state').textContent();
       await shot(page, 'tasks');
+      // the state filter: the running task is among the processing ones, not the succeeded ones
+      const rowsOf = async (value) => {
+        await page.selectOption('#filter-state', value);
+        await page.waitForFunction((v) => {
+          const rows = [...document.querySelectorAll('#task-rows tr')];
+          return rows.length && rows.every((r) => !r.dataset.task || r.querySelector('.state').textContent === v);
+        }, value, {timeout: STEP});
+        return await page.locator('#task-rows tr[data-task]').evaluateAll((rows) => rows.map((r) => r.dataset.task));
+      };
+      const processing = await rowsOf('processing');
+      const succeeded = await rowsOf('success');
+      await page.selectOption('#filter-state', '');
+      await row.waitFor();
       await row.locator('a').click();
-      return {state};
+      return {state, processing, succeeded};
     });
     await step('task_running', async () => {
       await loaded('task');

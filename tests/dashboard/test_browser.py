@@ -97,6 +97,7 @@ def test_log_in_watch_a_running_task_cancel_it_and_see_a_dead_node(tmp_path: Pat
         assert steps["dead_node"]["healthy"] == 1 and steps["dead_node"]["reason"], report
         assert steps["queue"]["processing"] is not None and steps["queue"]["processing"].endswith("1"), report
         assert steps["tasks"]["state"] == "processing", report
+        assert steps["tasks"]["processing"] == [task_id] and steps["tasks"]["succeeded"] == [], report
         running = steps["task_running"]
         assert running["node"] == "local", report
         if follows:
