@@ -35,11 +35,18 @@ function tesAttempts(task) {
     (log.system_logs || []).length ? h('pre', {class: 'logs'}, log.system_logs.join('\n')) : null)));
 }
 
+// the notifications asked for, and what became of them once sent (notifications_sent)
 function notifications(task) {
   const list = task.notifications || [];
+  const sent = task.notifications_sent || [];
   if (!list.length) return h('p', {id: 'notifications'}, 'none asked for');
-  return h('ul', {id: 'notifications'}, list.map((n) => h('li', {},
-    ((n.connector_access || {}).url) || '?', task.state_name && ENDED.has(task.state_name) ? ' (sent when the task ended)' : ' (sent when the task ends)')));
+  if (!sent.length) {
+    const pending = ENDED.has(task.state_name) ? 'being sent' : 'sent when the task ends';
+    return h('p', {id: 'notifications'}, `${list.length} asked for, ${pending}`);
+  }
+  return h('ul', {id: 'notifications'}, sent.map((n) => h('li', {class: n.delivered ? '' : 'error'},
+    when(n.timestamp), ' ', n.url, ': ', n.delivered ? `delivered (${n.status})` : `not delivered: ${n.error || n.status}`,
+    ` after ${n.attempts} attempt${n.attempts === 1 ? '' : 's'}`)));
 }
 
 export function render(root, params, ctx) {
