@@ -11,7 +11,10 @@ setup(
     # twisted/plugins has no __init__.py on purpose: the drop-in lands in Twisted's own
     # twisted/plugins directory of site-packages, where `twistd` finds it.
     packages=find_packages(include=["ccserver", "ccserver.*"]) + ["twisted.plugins"],
-    package_data={"ccserver": ["py.typed"]},
+    # the dashboard (ccserver/web/ui) is served from the installed package
+    package_data={
+        "ccserver": ["py.typed", "web/ui/*.html", "web/ui/*.js", "web/ui/*.css", "web/ui/*.svg", "web/ui/pages/*.js"]
+    },
     install_requires=[
         "Twisted[tls]>=24.3",
         "klein>=24.8",

@@ -145,6 +145,17 @@ def set_password_command(args: argparse.Namespace) -> int:
     return run_on_store(config, work)
 
 
+def demo_image_command(args: argparse.Namespace) -> int:
+    from ccserver import demo_image
+
+    try:
+        image = demo_image.build(args.docker_url, args.tag, args.from_image)
+    except demo_image.DemoImageError as e:
+        raise AdminError(str(e)) from None
+    print(f"built {args.tag} ({image[:19]}) on {args.from_image or demo_image.BASE_TAG}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ccserver-admin", description="Administer ccserver.")
     parser.add_argument("--version", action="version", version=f"ccserver {__version__}")
@@ -167,6 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     setpw.add_argument("name")
     setpw.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
     setpw.set_defaults(func=set_password_command)
+    demo = commands.add_parser(
+        "demo-image", help="build a small application image with the reference worker, no registry needed"
+    )
+    demo.add_argument(
+        "--from",
+        dest="from_image",
+        metavar="IMAGE",
+        help="a local base image with python3 (default: Debian made here with debootstrap)",
+    )
+    demo.add_argument("--tag", default="ccserver-demo/app:1", help="the image's name (default: %(default)s)")
+    demo.add_argument(
+        "--docker-url", default="unix:///var/run/docker.sock", help="the Docker engine (default: %(default)s)"
+    )
+    demo.set_defaults(func=demo_image_command)
     return parser
 
 

@@ -350,12 +350,43 @@ class Lifecycle:
         if task.get("notifications"):
             revealed = await self.vault.reveal(task) if secret else task
             try:
-                self.notify_task(revealed)
+                sent = self.notify_task(revealed)
             except Exception as e:  # notifications never break the life cycle
                 log.error("notification of task {id} could not be sent: {error}", id=str(task_id), error=str(e))
+            else:
+                if isinstance(sent, Deferred):
+                    sent.addCallback(self._record_notifications, task_id)
         if secret:
             await self.vault.forget([task_id])
             await self._mask("tasks", task_id, task)
+
+    def _record_notifications(self, deliveries: Any, task_id: ObjectId) -> Any:
+        """Note on the task what became of its notifications (``notifications_sent``: URL
+        without user info or query, delivered, last status, attempts, error, time), for the
+        dashboard; not awaited by anyone, and a failed write is only logged."""
+        now = self.clock.seconds()
+        records = [
+            {
+                "url": d.url,
+                "delivered": d.delivered,
+                "status": d.status,
+                "attempts": d.attempts,
+                "error": d.error,
+                "timestamp": now,
+            }
+            for d in deliveries or ()
+            if hasattr(d, "delivered")
+        ]
+        if records:
+            written = self.store.update_one(
+                "tasks", {"_id": task_id}, {"$push": {"notifications_sent": {"$each": records}}}
+            )
+            written.addErrback(
+                lambda f: log.warn(
+                    "notifications of task {id} not recorded: {e}", id=str(task_id), e=f.getErrorMessage()
+                )
+            )
+        return deliveries
 
     async def task_processing(
         self, task_id: ObjectId, group_id: ObjectId, caused_by: dict[str, Any], group: bool = True

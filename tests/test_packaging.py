@@ -173,3 +173,16 @@ def test_plain_install_gives_the_plugin_and_the_admin_command(tmp_path: Path) ->
     )
     assert admin.returncode == 0, admin.stderr
     assert "OK" in admin.stdout
+
+    # the dashboard's files are package data: the installed package serves the same files
+    served = subprocess.run(
+        [str(py), "-c", "from ccserver.web.dashboard_files import load; print(' '.join(sorted(load())))"],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+        timeout=60,
+    )
+    assert served.returncode == 0, served.stderr
+    ui = REPO / "ccserver" / "web" / "ui"
+    expected = sorted(p.relative_to(ui).as_posix() for p in ui.rglob("*") if p.is_file())
+    assert served.stdout.split() == expected

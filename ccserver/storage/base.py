@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from twisted.application.service import Service
@@ -94,6 +95,19 @@ def timed(method: W) -> W:
         return method(self, collection, *args, **kwargs).addBoth(done)
 
     return wrapper  # type: ignore[return-value]  # the wrapper has the signature of W (functools.wraps)
+
+
+#: a position in a newest-first listing: (value of the ordering field, ``_id``)
+Position = tuple[Any, Any]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of :meth:`Store.newest`: the documents, newest first, and, when the scan stopped
+    at its bound before the page was full, the position it reached (the next page starts there)."""
+
+    docs: list[Document]
+    scanned_to: Position | None = None
 
 
 class StorageError(Exception):
@@ -186,6 +200,39 @@ class Store(Service):
         :class:`QueryTimeout` after ``timeout`` seconds, :class:`QueryError` for a pipeline
         the engine refuses."""
         raise NotImplementedError
+
+    def newest(
+        self,
+        collection: str,
+        filter: Filter,
+        *,
+        field: str,
+        before: Position | None,
+        limit: int,
+        scan_limit: int,
+        since: Any = None,
+    ) -> Deferred[Page]:
+        """Keyset paging: the ``limit`` newest documents matching ``filter`` that come after
+        ``before`` in the order (``field`` descending, ``_id`` descending).  ``field`` must be an
+        indexed scalar number field of the collection (``created_at``): the index yields the
+        order, so a page costs the same at the first and at the ten-thousandth.  At most
+        ``scan_limit`` candidates are looked at (a filter on a field without index may match
+        rarely), none whose ``field`` is below ``since``; when that bound ends the scan,
+        :attr:`Page.scanned_to` says where.
+
+        This default (the MongoDB backend) lets the server do it with ``sort`` and ``limit`` on
+        its index of ``field``; the embedded store walks its own index."""
+        conditions: list[Any] = [dict(filter)] if filter else []
+        if before is not None:
+            value, oid = before
+            conditions.append({"$or": [{field: {"$lt": value}}, {field: value, "_id": {"$lt": oid}}]})
+        else:
+            conditions.append({field: {"$type": "number"}})
+        if since is not None:
+            conditions.append({field: {"$gte": since}})
+        query = {"$and": conditions} if len(conditions) > 1 else conditions[0]
+        d = self.find(collection, query, sort=[(field, -1), ("_id", -1)], limit=limit)
+        return d.addCallback(Page)
 
     def ping(self) -> Deferred[None]:
         """Fire when the database answers; fail with :class:`StorageUnavailable` otherwise."""

@@ -48,7 +48,9 @@ from ccserver.storage.base import (
     Document,
     Filter,
     OperationObserver,
+    Page,
     Pipeline,
+    Position,
     QueryError,
     Sort,
     StorageError,
@@ -279,6 +281,19 @@ class EmbeddedStore(Store):
             return fail(StorageUnavailable("the embedded store is stopped"))
         return self._queries.aggregate(collection, pipeline, max_documents=max_documents, timeout=timeout)
 
+    def newest(
+        self,
+        collection: str,
+        filter: Filter,
+        *,
+        field: str,
+        before: Position | None,
+        limit: int,
+        scan_limit: int,
+        since: Any = None,
+    ) -> Deferred[Page]:
+        return self._call(newest_rows, self._db, collection, filter, field, before, limit, scan_limit, since)
+
     def ping(self) -> Deferred[None]:
         return self._call(self._ping)
 
@@ -388,6 +403,69 @@ def matching(
         doc = bson.decode(data, codec_options=CODEC)
         if not filter or pl.matches(filter, doc):
             yield rowid, doc
+
+
+def newest_rows(
+    conn: sqlite3.Connection,
+    collection: str,
+    filter: Filter,
+    field: str,
+    before: Position | None,
+    limit: int,
+    scan_limit: int,
+    since: Any = None,
+) -> Page:
+    """:meth:`Store.newest` on the index table: the rows of ``field`` in descending order
+    (``idx_lookup`` yields them so; only equal values are sorted by ``_id``), the indexed
+    equality conditions of ``filter`` as index probes, the rest of it applied by mongomock to
+    at most ``scan_limit`` decoded candidates."""
+    pl.check_filter(filter)
+    if field not in COLLECTIONS.get(collection, ()):
+        raise QueryError(f"{collection}.{field} has no index to page by")
+    prefilter = pl.plan_filter(filter, COLLECTIONS.get(collection, ()))
+    if prefilter.empty or limit <= 0:
+        return Page([])
+    if not _pushable(prefilter):
+        prefilter = pl.Prefilter(exact=False)
+    sql = (
+        "SELECT i.value, d.id, d.data FROM idx i JOIN documents d ON d.rowid = i.doc"
+        " WHERE i.collection = ? AND i.field = ? AND typeof(i.value) IN ('integer', 'real')"
+    )
+    params: list[Any] = [collection, field]
+    if before is not None:
+        value, oid = before
+        sql += " AND (i.value < ? OR (i.value = ? AND d.id < ?))"
+        params += [value, value, _id_key(oid)]
+    else:
+        sql += " AND i.value <= ?"
+        params.append(float("inf"))
+    if since is not None:
+        sql += " AND i.value >= ?"
+        params.append(since)
+    for c in prefilter.constraints:
+        marks = ", ".join("?" * len(c.keys))
+        if c.field == "_id":
+            sql += f" AND d.id IN ({marks})"
+            params += c.keys
+        else:
+            sql += (
+                " AND EXISTS (SELECT 1 FROM idx j WHERE j.collection = ? AND j.field = ?"
+                f" AND j.value IN ({marks}) AND j.doc = d.rowid)"
+            )
+            params += [collection, c.field, *c.keys]
+    sql += " ORDER BY i.value DESC, d.id DESC"
+    docs: list[Document] = []
+    scanned = 0
+    for value, _key, data in conn.execute(sql, params):
+        doc = bson.decode(data, codec_options=CODEC)
+        scanned += 1
+        if prefilter.exact or pl.matches(filter, doc):
+            docs.append(doc)
+            if len(docs) >= limit:
+                return Page(docs)
+        if scanned >= scan_limit:
+            return Page(docs, (value, doc["_id"]))
+    return Page(docs)
 
 
 def aggregate_rows(

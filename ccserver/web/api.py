@@ -30,7 +30,7 @@ from ccserver.errors import DomainError, Invalid, QueryRefused, Unavailable
 from ccserver.livelogs import task_logs
 from ccserver.storage.base import StorageError, Store
 from ccserver.vault import Vault
-from ccserver.web import bodies, openapi
+from ccserver.web import bodies, dashboard, dashboard_files, openapi
 from ccserver.web.cors import CORSPolicy, CORSResource
 from ccserver.web.errors import NoSuchEndpoint, WebError, render_failure, write_json
 from ccserver.web.offload import RequestWork
@@ -112,6 +112,8 @@ class API:
         self._openapi = json.dumps(openapi.document(config.server.api_prefix)).encode()
         #: the GA4GH TES routes (None: ``[tes] enabled = false``, or an API-only test)
         self.tes = tes
+        self._dashboard_files = dashboard_files.DashboardFiles(dashboard_files.load())
+        self._activity = dashboard.ActivityCache(clock)
 
     def resource(self) -> IResource:
         """The site root: CORS around the Klein app, mounted under the prefix, static files
@@ -291,6 +293,30 @@ class API:
         if self.tes is None:
             raise NoSuchEndpoint("no such endpoint (the TES API is not enabled)")
         return self.tes.legacy_resource
+
+    # --- the dashboard (docs/dashboard.rst) ---------------------------------------------
+
+    @app.route("/ui/", branch=True, methods=["GET", "HEAD"])
+    def dashboard_page(self, request: Any) -> IResource:
+        # public: the page itself holds no data; it logs in with GET /token
+        return self._dashboard_files
+
+    @authorized_route(app, "/dashboard/me", methods=["GET"])
+    def dashboard_me(self, request: Any, user: User) -> bytes:
+        return self._answer(request, {"username": user.username, "is_admin": user.is_admin})
+
+    @authorized_route(app, "/activity", methods=["GET"])
+    async def activity(self, request: Any, user: User) -> bytes:
+        answer = await dashboard.activity(self.store, user, self._activity, request.args)
+        return self._answer(request, answer)
+
+    @authorized_route(app, "/dashboard/tasks", methods=["GET"])
+    async def dashboard_tasks(self, request: Any, user: User) -> bytes:
+        return self._answer(request, await dashboard.tasks(self.store, user, request.args))
+
+    @authorized_route(app, "/dashboard/tasks/<kind>/<task_id>", methods=["GET"])
+    async def dashboard_task(self, request: Any, user: User, kind: str, task_id: str) -> bytes:
+        return self._answer(request, await dashboard.task(self.store, user, kind, task_id))
 
     # --- container callbacks (cc-protocol.md §7) -------------------------------------------
 

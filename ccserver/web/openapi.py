@@ -304,6 +304,7 @@ def _paths() -> dict[str, Any]:
             ],
         }
     }
+    paths.update(_dashboard_paths())
     for path, (collection, summary) in QUERY_COLLECTIONS.items():
         answer = {"type": "object", "properties": {collection: DOCUMENTS}, "required": [collection]}
         paths[path] = {
@@ -330,6 +331,79 @@ def _paths() -> dict[str, Any]:
             )
         }
     return paths
+
+
+def _dashboard_paths() -> dict[str, Any]:
+    """The web dashboard's page and its read endpoints (docs/dashboard.rst): extensions beyond 0.10."""
+    html = {
+        "description": "the dashboard's page (index.html)",
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    }
+    page = _operation("The web dashboard", ({"type": "string"}, "the page"), auth=None, tag="dashboard")
+    page["responses"]["200"] = html
+    page["description"] = "The files of the dashboard: /ui/ is its page, /ui/<file> its scripts and styles."
+    task_row = {"type": "object", "description": "kind (cc or tes), id, state, username, image, name, created_at"}
+    query = [
+        {"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": text}
+        for name, kind, text in (
+            ("state", "string", "a state name: 0.10's (lower case) or TES 1.1's (upper case)"),
+            ("user", "string", "admins only: this user's tasks"),
+            ("image", "string", "the image of the task (0.10) or of one of its executors (TES)"),
+            ("since", "number", "created at or after (epoch seconds)"),
+            ("until", "number", "created before (epoch seconds)"),
+            ("cursor", "string", "the next of the previous page"),
+            ("limit", "integer", "rows per page, 1 to 200 (50)"),
+        )
+    ]
+    listing = _operation(
+        "0.10 and TES tasks, newest first, by pages",
+        (
+            {
+                "type": "object",
+                "properties": {
+                    "tasks": {"type": "array", "items": task_row},
+                    "next": {"type": "string", "nullable": True},
+                    "scanned_to_limit": {"type": "boolean"},
+                },
+            },
+            "one page and the cursor of the next (null: the end)",
+        ),
+        tag="dashboard",
+        errors={"400": "an unknown parameter, a bad value, or a standard user asking for another user"},
+        description="Keyset paging on the created_at index: every page costs the same. A standard "
+        "user sees only their own tasks.",
+    )
+    listing["parameters"] = query
+    task = _operation(
+        "One task with its containers",
+        (
+            {"type": "object", "properties": {"kind": {"type": "string"}, "task": DOCUMENTS, "containers": DOCUMENTS}},
+            "the task document (secrets masked) and its application containers",
+        ),
+        tag="dashboard",
+        errors={"400": "kind is not cc or tes, or the id is not 24 hex digits", "404": "no such task of yours"},
+    )
+    task["parameters"] = [
+        {"name": "kind", "in": "path", "required": True, "schema": {"type": "string", "enum": ["cc", "tes"]}},
+        {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}},
+    ]
+    activity = _operation(
+        "Tasks by state, and submitted / started / ended per minute",
+        ({"type": "object"}, "{start, minutes, submitted: [n...], started, ended, truncated, counts: {state: n}}"),
+        tag="dashboard",
+        errors={"400": "minutes is not a whole number from 1 to 1440"},
+    )
+    activity["parameters"] = [
+        {"name": "minutes", "in": "query", "required": False, "schema": {"type": "integer"}, "description": "60"}
+    ]
+    me = _operation("Who is logged in", ({"type": "object"}, "{username, is_admin}"), tag="dashboard")
+    return {
+        "/ui/": {"get": page},
+        "/dashboard/me": {"get": me},
+        "/dashboard/tasks": {"get": listing},
+        "/dashboard/tasks/{kind}/{task_id}": {"get": task},
+        "/activity": {"get": activity},
+    }
 
 
 def document(prefix: str = "") -> dict[str, Any]:

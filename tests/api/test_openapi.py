@@ -18,12 +18,12 @@ DOCS_COPY = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 
 
 def _routes() -> set[tuple[str, str]]:
-    # Klein's /tasks/<task_id>/logs is OpenAPI's /tasks/{task_id}/logs
+    # Klein's "<name>" is OpenAPI's "{name}"; a branch route's "<path:__rest__>" rule is its own
     return {
-        (re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
+        (re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule), method.lower())
         for rule in API.app.url_map.iter_rules()
         for method in rule.methods or ()
-        if method not in ("HEAD", "OPTIONS")
+        if method not in ("HEAD", "OPTIONS") and "__rest__" not in rule.rule
     }
 
 

@@ -23,7 +23,8 @@ api_server = api_fixtures.api_server
 
 #: the routes anyone may call: the version, the API's description, and the container
 #: callbacks (authenticated by the callback key in their body, not by a user)
-PUBLIC = {"root", "openapi_document", "application_container_callback", "data_container_callback"}
+#: and the dashboard's page (its files hold no data; the page logs in like any client)
+PUBLIC = {"root", "openapi_document", "application_container_callback", "data_container_callback", "dashboard_page"}
 #: branches that hand the request to another Klein app, which guards its own routes
 #: (the TES routes: tests/tes/api/test_guard.py)
 MOUNTS = {"tes_current", "tes_legacy"}
@@ -40,7 +41,8 @@ def test_every_route_but_the_public_ones_is_guarded() -> None:
     assert PUBLIC <= set(routes)
     unguarded = {name for name, handler in routes.items() if authorization_of(handler) is None}
     assert unguarded == PUBLIC
-    assert len(routes) - len(PUBLIC) == 10  # token, nodes x2, submit, cancel, 4 queries, task logs
+    # token, nodes x2, submit, cancel, 4 queries, task logs, and the dashboard's me, tasks, task, activity
+    assert len(routes) - len(PUBLIC) == 14
 
 
 def test_the_guards_say_who_may_pass() -> None:
