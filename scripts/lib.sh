@@ -38,8 +38,11 @@ python_env() {
     local stamp="$VENV/.ccserver-installed-$1"
     if [ ! -f "$stamp" ] || [ "$lock" -nt "$stamp" ] || [ "$REPO/setup.py" -nt "$stamp" ]; then
         say "installing ${lock#"$REPO"/} and ccserver (editable) into $VENV"
-        # wheels only: a source build would fetch build tools that no lock pins
-        "$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes --only-binary :all: -r "$lock"
+        # wheels only, but for pyftpdlib (a test server published as an sdist alone): built from
+        # its hash-checked sdist with the venv's own setuptools, since an isolated build would
+        # fetch build tools that no lock pins
+        "$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes --only-binary :all: \
+            --no-binary pyftpdlib --no-build-isolation -r "$lock"
         # built with the locked setuptools and wheel, not a fresh unpinned download
         "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$REPO"
         touch "$stamp"
@@ -49,17 +52,23 @@ python_env() {
 lock_venv() {
     # lock_venv NAME : prints the path of a venv holding exactly requirements/NAME.txt (hash-checked),
     # made once per version of the lock under $CACHE/venvs.  For the clients the tests drive that
-    # cannot share the dev venv (Snakemake and its plugins).
+    # cannot share the dev venv (py-tes 1.1 and 0.4, Snakemake and its plugins).  Safe to run
+    # from several processes at once: one builds, under a lock, the others wait for it.
     local lock="$REPO/requirements/${1:?lock_venv needs a lock name}.txt" hash dir
     hash=$(sha256sum "$lock" | cut -c1-12)
     dir="$CACHE/venvs/$1-$hash"
     if [ ! -f "$dir/.complete" ]; then
-        say "creating $dir from ${lock#"$REPO"/}"
-        rm -rf "$dir"
         mkdir -p "$CACHE/venvs"
-        "$PYTHON" -m venv "$dir"
-        "$dir/bin/pip" install -q --disable-pip-version-check --require-hashes -r "$lock" >&2
-        touch "$dir/.complete"
+        (
+            flock 9
+            if [ ! -f "$dir/.complete" ]; then
+                say "creating $dir from ${lock#"$REPO"/}"
+                rm -rf "$dir"
+                "$PYTHON" -m venv "$dir" >&2
+                "$dir/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$lock" >&2
+                touch "$dir/.complete"
+            fi
+        ) 9>"$dir.lock"
     fi
     echo "$dir"
 }
