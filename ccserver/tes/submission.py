@@ -45,6 +45,16 @@ class Storage:
     file_roots: tuple[str, ...] = ()
     s3: bool = False
 
+    @classmethod
+    def from_config(cls, config: Any) -> Storage:
+        """From ``[tes.storage]`` (``config.tes.storage``: file_roots, s3), when the
+        configuration has that section; neither ``file`` nor ``s3`` otherwise."""
+        section = getattr(config.tes, "storage", None)
+        if section is None:
+            return cls()
+        roots = tuple(os.path.normpath(r) for r in getattr(section, "file_roots", ()) or ())
+        return cls(file_roots=roots, s3=getattr(section, "s3", None) is not None)
+
     def schemes(self) -> list[str]:
         found = (["file"] if self.file_roots else []) + list(BASE_SCHEMES) + (["s3"] if self.s3 else [])
         return found + ["content"]
@@ -52,8 +62,20 @@ class Storage:
 
 @dataclass(frozen=True)
 class Defaults:
+    """What a task reserves when its ``resources`` do not say."""
+
     ram_gb: float = DEFAULT_RAM_GB
     cpu_cores: float = DEFAULT_CPU_CORES
+
+    @classmethod
+    def from_config(cls, config: Any) -> Defaults:
+        """From ``[tes] default_ram_gb`` and ``default_cpu_cores`` when the configuration
+        has them (the runner's keys), else the built-in defaults."""
+        tes = config.tes
+        return cls(
+            ram_gb=float(getattr(tes, "default_ram_gb", DEFAULT_RAM_GB)),
+            cpu_cores=float(getattr(tes, "default_cpu_cores", DEFAULT_CPU_CORES)),
+        )
 
 
 @dataclass

@@ -127,7 +127,10 @@ class TesRoutes:
             failure = Failure(NoSuchEndpoint("no such endpoint"))
         answer = answer_for(failure.value)
         if answer is None:
-            return render_failure(request, failure)
+            # a 404/405 of the routing (or a 500): the same answer, with "message" too
+            body = json.loads(render_failure(request, failure))
+            body.setdefault("message", body.get("error"))
+            return _encode(body)
         status, message = answer
         return write_json(request, status, {"error": message, "message": message})
 

@@ -363,3 +363,11 @@ async def test_the_openapi_document_is_served(tes_server: Server) -> None:
     assert answer.status == 200
     assert answer.json == json.loads(json.dumps(tes_openapi.document("", Storage().schemes())))
     assert set(answer.json["paths"]) == {"/service-info", "/tasks", "/tasks/{id}", "/tasks/{id}:cancel"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_paths_and_methods_answer_in_the_tes_error_shape(tes_server: Server) -> None:
+    missing = await tes_server.get(TES + "/nothing-here")
+    assert missing.status == 404 and missing.json == {"error": "no such endpoint", "message": "no such endpoint"}
+    wrong = await tes_server.request("DELETE", TES + "/tasks")
+    assert wrong.status == 405 and wrong.json["message"] == "method not allowed for this endpoint"
