@@ -61,7 +61,7 @@ def decode_token(token: str) -> tuple[float, ObjectId]:
         raise Invalid("page_token: not a page token of this server") from None
 
 
-def parse(args: Mapping[str, Sequence[str]], legacy: bool = False) -> Query:
+def parse(args: Mapping[str, Sequence[str]]) -> Query:
     """The query of ``GET /tasks`` from its arguments (each a list of values)."""
 
     def one(name: str) -> str | None:

@@ -194,7 +194,7 @@ class TesRoutes:
     async def list_tasks(self, request: Any, user: User) -> bytes:
         args = _arguments(request)
         view = views.parse_view(_one(args, "view"))
-        query = listing.parse(args, self.legacy)
+        query = listing.parse(args)
         docs, token = await self.tasks.list(user, query, minimal=view == views.MINIMAL, legacy=self.legacy)
         if view != views.MINIMAL and len(docs) > INLINE_TASKS:
             rendered = await self.work.run_large(_render_page, docs, view, self.legacy, token)
