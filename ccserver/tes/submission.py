@@ -259,6 +259,7 @@ def prepare(
         "transitions": [{"state": states.QUEUED, "timestamp": now, "description": description}],
         "ended_at": None,
     }
-    check_storable(doc["tags"], "tags")
+    # user-named keys (tags, env) the database cannot hold: a 400 naming them, not a 5xx
+    check_storable({k: doc[k] for k in ("executors", "tags")}, "")
     secrets = conceal(doc)
     return Prepared(doc, secrets)

@@ -161,6 +161,7 @@ async def test_secrets_are_masked_in_answers_and_documents_and_kept_in_the_vault
         ({"volumes": ["data"]}, "volumes[0]: must be an absolute path"),
         ({"tags": {"a": 1}}, "tags.a: expected string"),
         ({"tags": {"$where": "x"}}, "tags.$where: keys may not"),
+        ({"executors": [{"image": "a", "command": ["x"], "env": {"a.b": "1"}}]}, "executors[0].env.a.b: keys may not"),
         ({"name": 5}, "name: expected string"),
     ],
 )
