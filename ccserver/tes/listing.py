@@ -75,7 +75,9 @@ def parse(args: Mapping[str, Sequence[str]]) -> Query:
             page_size = int(size_text)
         except ValueError:
             raise Invalid(f"page_size: expected an integer, got {size_text[:20]!r}") from None
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
+        if page_size == 0:
+            page_size = DEFAULT_PAGE_SIZE  # unset, as protobuf-based clients write it
+        elif not 1 <= page_size <= MAX_PAGE_SIZE:
             raise Invalid(f"page_size: must be between 1 and {MAX_PAGE_SIZE}")
     state = one("state") or None
     if state is not None and state not in states.FILTERABLE:
