@@ -61,7 +61,7 @@ def decode_token(token: str) -> tuple[float, ObjectId]:
         raise Invalid("page_token: not a page token of this server") from None
 
 
-def parse(args: Mapping[str, Sequence[str]], legacy: bool = False) -> Query:
+def parse(args: Mapping[str, Sequence[str]]) -> Query:
     """The query of ``GET /tasks`` from its arguments (each a list of values)."""
 
     def one(name: str) -> str | None:
@@ -75,7 +75,9 @@ def parse(args: Mapping[str, Sequence[str]], legacy: bool = False) -> Query:
             page_size = int(size_text)
         except ValueError:
             raise Invalid(f"page_size: expected an integer, got {size_text[:20]!r}") from None
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
+        if page_size == 0:
+            page_size = DEFAULT_PAGE_SIZE  # unset, as protobuf-based clients write it
+        elif not 1 <= page_size <= MAX_PAGE_SIZE:
             raise Invalid(f"page_size: must be between 1 and {MAX_PAGE_SIZE}")
     state = one("state") or None
     if state is not None and state not in states.FILTERABLE:

@@ -19,11 +19,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bson import ObjectId
 
+from ccserver.config import S3Config, StorageConfig
 from ccserver.document_checks import check_storable
 from ccserver.documents import MASK
 from ccserver.errors import Invalid
 from ccserver.tes import schema, states
 from ccserver.tes.listing import tag_pair
+from ccserver.tes.locations import check_url
 
 #: an executor's ``env`` value is secret when its name holds one of these (any case)
 SECRET_ENV_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASS", "CREDENTIAL", "AUTH")
@@ -45,6 +47,20 @@ class Storage:
     file_roots: tuple[str, ...] = ()
     s3: bool = False
 
+    @classmethod
+    def from_config(cls, config: Any) -> Storage:
+        """From ``[tes.storage]`` (``config.tes.storage``: file_roots, s3), when the
+        configuration has that section; neither ``file`` nor ``s3`` otherwise."""
+        section = getattr(config.tes, "storage", None)
+        if section is None:
+            return cls()
+        roots = tuple(os.path.normpath(r) for r in getattr(section, "file_roots", ()) or ())
+        return cls(file_roots=roots, s3=getattr(section, "s3", None) is not None)
+
+    def as_config(self) -> StorageConfig:
+        """The ``[tes.storage]`` shape :mod:`ccserver.tes.locations` checks URLs against."""
+        return StorageConfig(file_roots=self.file_roots, s3=S3Config() if self.s3 else None)
+
     def schemes(self) -> list[str]:
         found = (["file"] if self.file_roots else []) + list(BASE_SCHEMES) + (["s3"] if self.s3 else [])
         return found + ["content"]
@@ -52,8 +68,20 @@ class Storage:
 
 @dataclass(frozen=True)
 class Defaults:
+    """What a task reserves when its ``resources`` do not say."""
+
     ram_gb: float = DEFAULT_RAM_GB
     cpu_cores: float = DEFAULT_CPU_CORES
+
+    @classmethod
+    def from_config(cls, config: Any) -> Defaults:
+        """From ``[tes] default_ram_gb`` and ``default_cpu_cores`` when the configuration
+        has them (the runner's keys), else the built-in defaults."""
+        tes = config.tes
+        return cls(
+            ram_gb=float(getattr(tes, "default_ram_gb", DEFAULT_RAM_GB)),
+            cpu_cores=float(getattr(tes, "default_cpu_cores", DEFAULT_CPU_CORES)),
+        )
 
 
 @dataclass
@@ -90,29 +118,17 @@ def _compact(value: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in value.items() if v is not None}
 
 
-def _scheme(url: str, where: str) -> tuple[str, str]:
-    if url.startswith("/"):
-        return "file", url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise Invalid(f"{where}: not a URL") from None
-    if not parts.scheme:
-        raise Invalid(f"{where}: not a URL (no scheme) and not an absolute path")
-    return parts.scheme.lower(), parts.path
+def _as_url(url: str) -> str:
+    """A bare absolute path (as Funnel takes them, and some clients send) is a ``file://`` URL."""
+    return "file://" + url if url.startswith("/") else url
 
 
-def _check_url(url: str, where: str, storage: Storage) -> None:
-    scheme, path = _scheme(url, where)
-    accepted = [s for s in storage.schemes() if s != "content"]
-    if scheme not in accepted:
-        if scheme == "file":
-            raise Invalid(f"{where}: file:// URLs are not allowed here (no tes.storage.file_roots configured)")
-        raise Invalid(f"{where}: URL scheme {scheme!r} is not supported (accepted: {', '.join(accepted)})")
-    if scheme == "file":
-        real = os.path.normpath(path)
-        if not any(real == root or real.startswith(root.rstrip("/") + "/") for root in storage.file_roots):
-            raise Invalid(f"{where}: {real} is not below an allowed directory (tes.storage.file_roots)")
+def _check_url(url: str, where: str, storage: Storage, *, kind: str = "FILE", output: bool = False) -> None:
+    """The staging's own rule (:func:`ccserver.tes.locations.check_url`), at submission: a
+    task that staging would refuse is a 400 now rather than a failed attempt later."""
+    reason = check_url(url, storage.as_config(), kind=kind, output=output)
+    if reason is not None:
+        raise Invalid(f"{where}: {reason}")
 
 
 def _inputs(raw: Iterable[dict[str, Any]], storage: Storage) -> list[dict[str, Any]]:
@@ -127,7 +143,8 @@ def _inputs(raw: Iterable[dict[str, Any]], storage: Storage) -> list[dict[str, A
             item.pop("url", None)  # the spec: with content, url is ignored
         elif item.get("url"):
             item.pop("content", None)
-            _check_url(item["url"], f"{where}.url", storage)
+            item["url"] = _as_url(item["url"])
+            _check_url(item["url"], f"{where}.url", storage, kind=item["type"])
         else:
             raise Invalid(f"{where}.url: required (or content)")
         out.append(item)
@@ -140,7 +157,8 @@ def _outputs(raw: Iterable[dict[str, Any]], storage: Storage) -> list[dict[str, 
         item = _compact({k: given.get(k) for k in schema.OUTPUT["properties"]})
         item.setdefault("type", "FILE")
         where = f"outputs[{i}]"
-        _check_url(item["url"], f"{where}.url", storage)
+        item["url"] = _as_url(item["url"])
+        _check_url(item["url"], f"{where}.url", storage, kind=item["type"], output=True)
         if _WILDCARD.search(item["path"]):
             prefix = item.get("path_prefix")
             if not prefix:
@@ -237,6 +255,7 @@ def prepare(
         "transitions": [{"state": states.QUEUED, "timestamp": now, "description": description}],
         "ended_at": None,
     }
-    check_storable(doc["tags"], "tags")
+    # user-named keys (tags, env) the database cannot hold: a 400 naming them, not a 5xx
+    check_storable({k: doc[k] for k in ("executors", "tags")}, "")
     secrets = conceal(doc)
     return Prepared(doc, secrets)

@@ -84,7 +84,7 @@ def _task_answer() -> Schema:
     return task
 
 
-def _params(storage_view: bool = True) -> list[Schema]:
+def _params() -> list[Schema]:
     view = {
         "name": "view",
         "in": "query",

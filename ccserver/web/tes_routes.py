@@ -127,7 +127,10 @@ class TesRoutes:
             failure = Failure(NoSuchEndpoint("no such endpoint"))
         answer = answer_for(failure.value)
         if answer is None:
-            return render_failure(request, failure)
+            # a 404/405 of the routing (or a 500): the same answer, with "message" too
+            body = json.loads(render_failure(request, failure))
+            body.setdefault("message", body.get("error"))
+            return _encode(body)
         status, message = answer
         return write_json(request, status, {"error": message, "message": message})
 
@@ -191,7 +194,7 @@ class TesRoutes:
     async def list_tasks(self, request: Any, user: User) -> bytes:
         args = _arguments(request)
         view = views.parse_view(_one(args, "view"))
-        query = listing.parse(args, self.legacy)
+        query = listing.parse(args)
         docs, token = await self.tasks.list(user, query, minimal=view == views.MINIMAL, legacy=self.legacy)
         if view != views.MINIMAL and len(docs) > INLINE_TASKS:
             rendered = await self.work.run_large(_render_page, docs, view, self.legacy, token)

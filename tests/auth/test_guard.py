@@ -301,3 +301,14 @@ async def test_a_user_document_we_cannot_verify_refuses_every_password(store: St
     await within(store.insert_one("users", odd))
     env = Env(store, hash_pool)
     await env.refused("anything", user="odd")
+
+
+def test_bearer_headers_give_their_token_and_other_schemes_none() -> None:
+    from ccserver.auth.guard import parse_bearer
+
+    assert parse_bearer(b"Bearer " + b"ab" * 24) == "ab" * 24
+    assert parse_bearer(b"bearer  tok ") == "tok"
+    assert parse_bearer(None) is None
+    assert parse_bearer(b"Basic abc") is None
+    with pytest.raises(BadCredentials, match="malformed Bearer token"):
+        parse_bearer(b"Bearer \xff")

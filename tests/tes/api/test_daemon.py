@@ -41,7 +41,11 @@ def test_py_tes_against_a_real_daemon_with_an_anonymous_user(
     tmp_path: Path, py_tes_1_1: Path, py_tes_0_4: Path
 ) -> None:
     config = tmp_path / "ccserver.toml"
-    config.write_text('[server]\nlisten = ["tcp:0:interface=127.0.0.1"]\n\n[tes]\nanonymous_user = "workflows"\n')
+    # its one node's engine is away: the tasks stay QUEUED (what this test reads), nothing is pulled
+    config.write_text(
+        '[server]\nlisten = ["tcp:0:interface=127.0.0.1"]\n\n[tes]\nanonymous_user = "workflows"\n\n'
+        "[docker]\npull_policy = 'never'\n\n[docker.nodes.away]\nbase_url = 'unix:///nonexistent/docker.sock'\n"
+    )
     env = daemon_env(tmp_path, REPO)
     with Daemon(["--config", str(config)], env=env, cwd=str(tmp_path)) as daemon:
         url = daemon.url()

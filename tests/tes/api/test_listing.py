@@ -84,6 +84,8 @@ async def test_the_default_page_size_is_256_and_the_last_page_has_no_token(tes_s
     await _populate(tes_server)
     answer = (await tes_server.get(TES + "/tasks")).json
     assert len(answer["tasks"]) == 256 and set(answer["tasks"][0]) == {"id", "state"}
+    # 0 is "unset" to protobuf-based clients
+    assert (await tes_server.get(TES + "/tasks?page_size=0")).json == answer
     everything = (await tes_server.get(TES + "/tasks?page_size=2047&view=FULL")).json
     assert len(everything["tasks"]) == COUNT and "next_page_token" not in everything
     assert everything["tasks"][0]["inputs"][0]["content"]
@@ -121,7 +123,7 @@ async def test_filters_have_tes_semantics_and_page_too(tes_server: Server, param
 @pytest.mark.parametrize(
     "query, message",
     [
-        ("page_size=0", "page_size: must be between 1 and 2047"),
+        ("page_size=-1", "page_size: must be between 1 and 2047"),
         ("page_size=2048", "page_size: must be between 1 and 2047"),
         ("page_size=ten", "page_size: expected an integer"),
         ("state=DONE", "state: expected one of"),

@@ -146,9 +146,15 @@ async def test_secrets_are_masked_in_answers_and_documents_and_kept_in_the_vault
             {"inputs": [{"url": "https://h/x", "path": "/in/x", "type": "BLOB"}]},
             "inputs[0].type: expected one of FILE, DIRECTORY",
         ),
-        ({"inputs": [{"url": "gs://bucket/x", "path": "/in/x"}]}, "inputs[0].url: URL scheme 'gs' is not supported"),
-        ({"inputs": [{"url": "s3://bucket/x", "path": "/in/x"}]}, "inputs[0].url: URL scheme 's3' is not supported"),
-        ({"inputs": [{"url": "file:///etc/passwd", "path": "/in/x"}]}, "inputs[0].url: file:// URLs are not allowed"),
+        ({"inputs": [{"url": "gs://bucket/x", "path": "/in/x"}]}, "inputs[0].url: unsupported URL scheme gs://"),
+        (
+            {"inputs": [{"url": "s3://bucket/x", "path": "/in/x"}]},
+            "inputs[0].url: s3:// is not configured on this server",
+        ),
+        (
+            {"inputs": [{"url": "file:///etc/passwd", "path": "/in/x"}]},
+            "inputs[0].url: file:// is not allowed on this server",
+        ),
         ({"inputs": [{"content": "x", "path": "/in/d", "type": "DIRECTORY"}]}, "inputs[0].content: a DIRECTORY"),
         ({"outputs": [{"path": "/out/x"}]}, "outputs[0].url: required"),
         ({"outputs": [{"path": "/out/*.txt", "url": "https://h/o/"}]}, "outputs[0].path_prefix: required"),
@@ -161,6 +167,7 @@ async def test_secrets_are_masked_in_answers_and_documents_and_kept_in_the_vault
         ({"volumes": ["data"]}, "volumes[0]: must be an absolute path"),
         ({"tags": {"a": 1}}, "tags.a: expected string"),
         ({"tags": {"$where": "x"}}, "tags.$where: keys may not"),
+        ({"executors": [{"image": "a", "command": ["x"], "env": {"a.b": "1"}}]}, "executors[0].env.a.b: keys may not"),
         ({"name": 5}, "name: expected string"),
     ],
 )
@@ -183,7 +190,7 @@ async def test_file_urls_are_accepted_only_below_the_allowed_roots(start_tes_ser
     for url in ("file:///srv/other/x", "file:///srv/data/../etc/passwd", "/srv/database/x"):
         bad = sample_tes_task(inputs=[{"url": url, "path": "/in/x"}])
         answer = await server.post(TES + "/tasks", bad)
-        assert answer.status == 400 and "not below an allowed directory" in answer.json["error"], url
+        assert answer.status == 400 and "outside the allowed directories" in answer.json["error"], url
 
 
 @pytest_twisted.ensureDeferred
@@ -363,3 +370,11 @@ async def test_the_openapi_document_is_served(tes_server: Server) -> None:
     assert answer.status == 200
     assert answer.json == json.loads(json.dumps(tes_openapi.document("", Storage().schemes())))
     assert set(answer.json["paths"]) == {"/service-info", "/tasks", "/tasks/{id}", "/tasks/{id}:cancel"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_paths_and_methods_answer_in_the_tes_error_shape(tes_server: Server) -> None:
+    missing = await tes_server.get(TES + "/nothing-here")
+    assert missing.status == 404 and missing.json == {"error": "no such endpoint", "message": "no such endpoint"}
+    wrong = await tes_server.request("DELETE", TES + "/tasks")
+    assert wrong.status == 405 and wrong.json["message"] == "method not allowed for this endpoint"

@@ -89,3 +89,40 @@ async def test_a_task_that_was_not_stored_fails_and_leaves_no_secrets(store: Sto
         await tasks.submit(prepared)
     assert await store.count("tes_tasks", {}) == 0
     assert await vault.kept([prepared.document["_id"]]) == set()
+
+
+def test_storage_and_defaults_come_from_the_configuration_when_it_has_them() -> None:
+    from dataclasses import dataclass
+
+    from ccserver.tes.submission import Defaults
+
+    @dataclass
+    class S3:
+        endpoint_url: str
+
+    @dataclass
+    class Section:
+        file_roots: tuple[str, ...]
+        s3: S3 | None
+
+    @dataclass
+    class Tes:
+        storage: Section
+        default_ram_gb: float = 2.0
+        default_cpu_cores: float = 0.5
+
+    @dataclass
+    class Config:
+        tes: Any
+
+    config = Config(Tes(Section(("/srv/data/",), S3("http://s3"))))
+    assert Storage.from_config(config) == Storage(file_roots=("/srv/data",), s3=True)
+    assert Defaults.from_config(config) == Defaults(ram_gb=2.0, cpu_cores=0.5)
+    from ccserver.config import from_dict
+
+    plain = from_dict({}, None, env={"HOME": "/nonexistent"})
+    assert Storage.from_config(plain) == Storage() and Defaults.from_config(plain) == Defaults()
+    doc = prepare(
+        "alice", sample_tes_task(resources=None), 1.0, Storage(), Defaults(ram_gb=2.0, cpu_cores=0.5)
+    ).document
+    assert (doc["ram_mb"], doc["cpus"]) == (2048, 0.5)
