@@ -244,7 +244,8 @@ def prepare(
         "executors": _executors(body["executors"]),
         "volumes": list(body.get("volumes") or []),
         "resources": resources,
-        "tags": tags,
+        # tags live as a list only: a key may hold "." or "$" (``ccserver.notify``), which a
+        # MongoDB field name may not; the views answer them as the object TES knows
         "tag_list": [{"key": k, "value": v} for k, v in tags.items()],
         "tag_pairs": [tag_pair(k, v) for k, v in tags.items()],
         "ram_mb": int(math.ceil(float(ram_gb) * 1024)),
@@ -255,7 +256,7 @@ def prepare(
         "transitions": [{"state": states.QUEUED, "timestamp": now, "description": description}],
         "ended_at": None,
     }
-    # user-named keys (tags, env) the database cannot hold: a 400 naming them, not a 5xx
-    check_storable({k: doc[k] for k in ("executors", "tags")}, "")
+    # user-named keys (env) the database cannot hold: a 400 naming them, not a 5xx
+    check_storable({"executors": doc["executors"]}, "")
     secrets = conceal(doc)
     return Prepared(doc, secrets)

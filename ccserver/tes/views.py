@@ -59,13 +59,20 @@ def _without_nulls(value: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in value.items() if v is not None}
 
 
+def tags_of(doc: Mapping[str, Any]) -> dict[str, str] | None:
+    """The task's tags, kept as ``tag_list`` (their keys may hold "." or "$")."""
+    if "tag_list" not in doc:
+        return doc.get("tags")
+    return {entry["key"]: entry["value"] for entry in doc["tag_list"] or ()}
+
+
 def render(doc: Mapping[str, Any], view: str) -> dict[str, Any]:
     """The TES 1.1 ``tesTask`` of a stored document in ``view``."""
     if view == MINIMAL:
         return {"id": str(doc["_id"]), "state": doc["state"]}
     task: dict[str, Any] = {"id": str(doc["_id"])}
     for key in TASK_FIELDS[1:]:
-        value = doc.get(key)
+        value = tags_of(doc) if key == "tags" else doc.get(key)
         if value is not None:
             task[key] = value
     if view == BASIC:
