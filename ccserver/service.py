@@ -211,8 +211,9 @@ class CCServer(MultiService):
                 self.authenticator,
                 work,
                 reactor,
-                # file_roots and S3 come with [tes.storage] (tes-staging); until then: neither
-                Storage(),
+                # what submissions may name: file:// under [tes.storage] file_roots, s3:// when
+                # [tes.storage.s3] is configured (the stager fetches and uploads them)
+                Storage(file_roots=config.tes.storage.file_roots, s3=config.tes.storage.s3 is not None),
                 anonymous_user=config.tes.anonymous_user,
                 prefix=config.server.api_prefix,
             )

@@ -37,6 +37,7 @@ from ccserver.cluster import docker_ops
 from ccserver.scheduling.messages import first_line
 from ccserver.tes import docker_tes, records, tes_states
 from ccserver.tes.stager import Stager
+from ccserver.tes.submission import mask_url
 from ccserver.tes.volumes import mount_points
 
 if TYPE_CHECKING:
@@ -336,7 +337,9 @@ class Attempt:
             )
         except Exception as e:
             raise SystemFailure(f"staging out: {first_line(e)}") from None
-        return list(outputs), list(lines)
+        # the stager names the outputs by their real URLs: the task log shows them masked,
+        # like the task's own ``outputs`` (a password in a URL is a secret)
+        return [{**o, "url": mask_url(str(o.get("url") or ""))} for o in outputs], list(lines)
 
     async def _wait(self, name: str, index: int, resumed: bool) -> int:
         """The executor's exit code, from its die event or an inspection."""
