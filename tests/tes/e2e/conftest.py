@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import docker
 import pytest
+from moto.server import ThreadedMotoServer
 
 from ccserver.tes.docker_tes import TASK_LABEL
+from ccserver.testing.ferretdb import free_port
 from tests.resilience.conftest import gateway  # noqa: F401  (the Docker bridge gateway)
 from tests.resilience.harness import PASSWORD, USER, Cluster
 from tests.tes.api.conftest import py_tes_1_1  # noqa: F401  (the py-tes 1.1 interpreter)
@@ -29,10 +32,25 @@ TES = "/ga4gh/tes/v1"
 TASK_SECONDS = 120.0
 
 
-def tes_config(file_root: Path) -> str:
-    return (
+S3_KEY, S3_SECRET, BUCKET = "e2e-key", "e2e-secret-0123", "tes-e2e"
+
+
+def tes_config(file_root: Path, s3_url: str | None = None) -> str:
+    text = (
         "[tes]\ndefault_ram_gb = 0.125\ndefault_cpu_cores = 0.5\ninitializing_timeout_seconds = 120\n"
         f"[tes.storage]\nfile_roots = ['{file_root}']\n"
+    )
+    if s3_url:
+        text += (
+            f"[tes.storage.s3]\nendpoint_url = '{s3_url}'\naccess_key_id = '{S3_KEY}'\n"
+            f"secret_access_key = '{S3_SECRET}'\n"
+        )
+    return text
+
+
+def s3_client(url: str) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=url, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET, region_name="us-east-1"
     )
 
 
@@ -81,6 +99,7 @@ class Tes:
     client: PyTes
     http: HttpFiles
     ftp: FtpFiles
+    s3: Any  # a boto3 client of the S3 server (moto) the daemon is configured with
     served: Path  # what the HTTP and FTP servers serve
     file_root: Path  # [tes.storage] file_roots
 
@@ -110,13 +129,20 @@ def tes(
     served.mkdir()
     file_root.mkdir()
     uri = request.getfixturevalue("ferretdb").uri if request.param == "ferretdb" else None
-    cluster = Cluster(tmp, gateway, uri, interval=1, extra=tes_config(file_root))
+    port = free_port(gateway)
+    moto = ThreadedMotoServer(ip_address=gateway, port=port, verbose=False)
+    moto.start()
+    s3_url = f"http://{gateway}:{port}"
+    s3 = s3_client(s3_url)
+    s3.create_bucket(Bucket=BUCKET)
+    cluster = Cluster(tmp, gateway, uri, interval=1, extra=tes_config(file_root, s3_url))
     http, ftp = HttpFiles(gateway, served), FtpFiles(gateway, served)
     try:
         cluster.start()
-        yield Tes(cluster, PyTes(py_tes_1_1, cluster.url), http, ftp, served, file_root)
+        yield Tes(cluster, PyTes(py_tes_1_1, cluster.url), http, ftp, s3, served, file_root)
     finally:
         print(cluster.output()[-20000:])  # shown when a test of the module failed
         cluster.close()
         http.close()
         ftp.close()
+        moto.stop()

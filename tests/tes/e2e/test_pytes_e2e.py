@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.resilience.harness import wait_until
-from tests.tes.e2e.conftest import IMAGE, Tes
+from tests.tes.e2e.conftest import BUCKET, IMAGE, Tes
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -166,3 +166,31 @@ def test_a_task_too_large_for_every_node_fails_at_once(tes: Tes) -> None:
     lines = " ".join(line for log in done.get("logs") or [] for line in log.get("system_logs") or [])
     assert "fits no node" in lines or "too large" in lines, done
     assert tes.leftovers(done["id"]) == {"containers": [], "volumes": []}
+
+
+def test_s3_inputs_and_outputs_through_the_configured_endpoint(tes: Tes) -> None:
+    body = os.urandom(70_000)
+    tes.s3.put_object(Bucket=BUCKET, Key="in/data.bin", Body=body)
+    tes.s3.put_object(Bucket=BUCKET, Key="in/tree/one.txt", Body=b"one\n")
+    tes.s3.put_object(Bucket=BUCKET, Key="in/tree/sub/two.txt", Body=b"two\n")
+    task = {
+        "name": "s3",
+        "inputs": [
+            {"path": "/in/data.bin", "url": f"s3://{BUCKET}/in/data.bin"},
+            {"path": "/in/tree", "url": f"s3://{BUCKET}/in/tree", "type": "DIRECTORY"},
+        ],
+        "outputs": [
+            {"path": "/out/copy.bin", "url": f"s3://{BUCKET}/out/copy.bin"},
+            {"path": "/out/tree", "url": f"s3://{BUCKET}/out/tree", "type": "DIRECTORY"},
+        ],
+        "executors": [
+            executor("cat /in/data.bin > /out/copy.bin && cp -r /in/tree /out/ && echo new > /out/tree/new.txt")
+        ],
+        "volumes": ["/out"],
+    }
+    done = tes.client.run(task)
+    assert done["state"] == "COMPLETE", done
+    get = lambda key: tes.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()  # noqa: E731
+    assert get("out/copy.bin") == body
+    assert get("out/tree/one.txt") == b"one\n" and get("out/tree/sub/two.txt") == b"two\n"
+    assert get("out/tree/new.txt") == b"new\n"
