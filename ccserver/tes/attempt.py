@@ -37,6 +37,7 @@ from ccserver.cluster import docker_ops
 from ccserver.scheduling.messages import first_line
 from ccserver.tes import docker_tes, records, tes_states
 from ccserver.tes.stager import Stager
+from ccserver.tes.submission import mask_url
 from ccserver.tes.volumes import mount_points
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ log = Logger(namespace="ccserver.tes")
 POLL_SECONDS = 5.0
 #: a staging call's deadline when the INITIALIZING state has no time limit
 STAGING_SECONDS = 3600.0
+#: an executor killed by a signal (exit code above 128) is checked this long after it ended:
+#: an engine that shuts down stops its containers that way before it goes away
+SIGNAL_CHECK_SECONDS = 5.0
 
 
 class SystemFailure(Exception):
@@ -101,6 +105,8 @@ class Attempt:
         self.cancelled = False
         self.failure: str | None = None
         self.exits: dict[str, int] = {}
+        #: a Docker call of this attempt failed (its node is being checked)
+        self.docker_failed = False
         self._signal: Deferred[None] | None = None
         self.containers: list[str] = []
         self.volumes: list[str] = []
@@ -156,6 +162,7 @@ class Attempt:
         if self.cancelled:
             return Cancelled()
         self.runner.cluster.report_error(self.node, e)
+        self.docker_failed = True
         return SystemFailure(f"Docker on node {self.node}: {first_line(e)}")
 
     async def run(self) -> None:
@@ -174,8 +181,30 @@ class Attempt:
             outcome, why = tes_states.SYSTEM_ERROR, f"internal error: {first_line(e)}"
         if self.runner.stopping:
             return  # left as it is: the next start resumes or retries it
+        if outcome == tes_states.SYSTEM_ERROR and self.docker_failed:
+            await self._node_checked()
         await self._remove_all()
         await self.runner.attempt_ended(self, outcome, why, task)
+
+    async def _node_checked(self) -> None:
+        """Wait (bounded) for the check of the node whose Docker call failed, so that the retry
+        is placed knowing whether the node is dead: otherwise the next round could put it back
+        on the same failing node at once."""
+        settled: Deferred[None] = Deferred()
+
+        def relay(result: Any) -> Any:  # the check is shared: its result passes on untouched
+            if not settled.called:
+                settled.callback(None)
+            return result
+
+        self.runner.cluster.check(self.node, inspect=False).addBoth(relay)
+        seconds = 2 * self.runner.config.docker.api_timeout + 5
+        timer = self.runner.clock.callLater(seconds, relay, None)
+        try:
+            await settled
+        finally:
+            if timer.active():
+                timer.cancel()
 
     async def _run(self, task: dict[str, Any]) -> tuple[str, str]:
         executors = list(task.get("executors") or [])
@@ -229,6 +258,8 @@ class Attempt:
                     continue
             code = await self._wait(name, index, resumed)
             await self._executor_log(index, name, final=True, code=code)
+            if code > 128:
+                await self._engine_still_there(index, code)
             await self._redirect(name, executor)
             if code != 0 and not executor.get("ignore_error"):
                 return tes_states.EXECUTOR_ERROR, f"executors[{index}] exited with code {code}"
@@ -336,7 +367,9 @@ class Attempt:
             )
         except Exception as e:
             raise SystemFailure(f"staging out: {first_line(e)}") from None
-        return list(outputs), list(lines)
+        # the stager names the outputs by their real URLs: the task log shows them masked,
+        # like the task's own ``outputs`` (a password in a URL is a secret)
+        return [{**o, "url": mask_url(str(o.get("url") or ""))} for o in outputs], list(lines)
 
     async def _wait(self, name: str, index: int, resumed: bool) -> int:
         """The executor's exit code, from its die event or an inspection."""
@@ -365,6 +398,33 @@ class Attempt:
             if found.get("Status") in ("exited", "dead"):
                 return int(found.get("ExitCode") or 0)
             await self._executor_log(index, name, final=False)
+
+    async def _engine_still_there(self, index: int, code: int) -> None:
+        """An executor killed by a signal (143: SIGTERM, 137: SIGKILL) is the user's failure
+        only if its engine still answers a moment later: a ``dockerd`` that is stopped kills
+        its containers first, and its open connections (the event stream, the pool's) still
+        report that exit before it goes away.  A node found dead meanwhile, or an engine that
+        does not answer, makes it a system failure (retried)."""
+        signal: Deferred[None] = Deferred()
+        self._signal = signal
+        timer = self.runner.clock.callLater(SIGNAL_CHECK_SECONDS, self.poke)
+        try:
+            await signal
+        finally:
+            if timer.active():
+                timer.cancel()
+        self._check()
+        try:
+            await self.runner.cluster.call(self.node, docker_tes.ping, timeout=SIGNAL_CHECK_SECONDS * 2)
+        except Exception as e:
+            if self.cancelled:
+                raise Cancelled() from None
+            self.runner.cluster.report_error(self.node, e)
+            raise SystemFailure(
+                f"node {self.node} stopped answering when executors[{index}] was killed "
+                f"(exit code {code}): {first_line(e)}"
+            ) from None
+        self._check()
 
     async def _executor_log(
         self, index: int, name: str, final: bool, code: int | None = None, error: str | None = None

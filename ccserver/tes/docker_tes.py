@@ -125,6 +125,11 @@ def start_with_stdin(client: docker.DockerClient, name: str, path: str) -> None:
         socket.close()
 
 
+def ping(client: docker.DockerClient) -> bool:
+    """Whether the engine answers (raises when it does not)."""
+    return bool(client.ping())
+
+
 def state(client: docker.DockerClient, name: str) -> dict[str, Any]:
     """The container's ``State`` (Status, ExitCode, StartedAt, FinishedAt)."""
     try:

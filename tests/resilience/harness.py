@@ -107,7 +107,10 @@ class Cluster:
         mongo_timeout: float = 10,
         nodes: str | None = None,
         archive_delay: float = 0.0,
+        extra: str = "",
     ) -> None:
+        """``nodes``: TOML text inside ``[docker]`` (e.g. ``[docker.nodes.NAME]`` tables);
+        ``extra``: TOML text appended to the configuration (e.g. a ``[tes]`` section)."""
         self.tmp = tmp
         self.gateway = gateway
         self.port = free_port(gateway)
@@ -144,7 +147,7 @@ class Cluster:
                 f"timeout_seconds = {mongo_timeout}\n"
             )
         self.config = tmp / "config.toml"
-        self.config.write_text(text)
+        self.config.write_text(text + extra)
         admin = str(Path(sys.executable).with_name("ccserver-admin"))
         done = subprocess.run(
             [admin, "--config", str(self.config), "create-user", USER, "--password-stdin"],

@@ -8,7 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from ccserver.testing.daemon import Daemon, daemon_env
+from ccserver.testing.daemon import UNREACHABLE_NODE, Daemon, daemon_env
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = Path(__file__).with_name("pytes_script.py")
@@ -41,10 +41,9 @@ def test_py_tes_against_a_real_daemon_with_an_anonymous_user(
     tmp_path: Path, py_tes_1_1: Path, py_tes_0_4: Path
 ) -> None:
     config = tmp_path / "ccserver.toml"
-    # its one node's engine is away: the tasks stay QUEUED (what this test reads), nothing is pulled
+    # no reachable node: the tasks stay QUEUED (the runner would start them on a real engine)
     config.write_text(
-        '[server]\nlisten = ["tcp:0:interface=127.0.0.1"]\n\n[tes]\nanonymous_user = "workflows"\n\n'
-        "[docker]\npull_policy = 'never'\n\n[docker.nodes.away]\nbase_url = 'unix:///nonexistent/docker.sock'\n"
+        '[server]\nlisten = ["tcp:0:interface=127.0.0.1"]\n\n[tes]\nanonymous_user = "workflows"\n\n' + UNREACHABLE_NODE
     )
     env = daemon_env(tmp_path, REPO)
     with Daemon(["--config", str(config)], env=env, cwd=str(tmp_path)) as daemon:
