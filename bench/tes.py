@@ -256,7 +256,20 @@ def run_ccserver(
         "executor": [e - s for e, s in zip(exited, started, strict=True)],
         "finishing": [e - x for e, x in zip(ended, exited, strict=True)],
         "system_logs": logs[0].get("system_logs") or [],
+        "handoff": handoffs(placed, ended),
     }
+
+
+def handoffs(placed: list[float], ended: list[float]) -> list[float]:
+    """For each placement that waited for a free slot (after the first PARALLELISM): the time
+    from the latest task end before it to it, the round -> attempt hand-off."""
+    ends = sorted(ended)
+    gaps = []
+    for when in sorted(placed)[PARALLELISM:]:
+        before = [e for e in ends if e <= when]
+        if before:
+            gaps.append(when - before[-1])
+    return gaps
 
 
 def run_direct(n: int, cpus: float, client: docker.DockerClient, args: argparse.Namespace) -> dict[str, Any]:
@@ -413,7 +426,8 @@ def main() -> int:
                 "    per task, from the TaskLogs: submission -> placed (QUEUED) "
                 f"{spread(cc['queued'])}; placed -> executor started (INITIALIZING: volumes, create, "
                 f"staging in) {spread(cc['initializing'])}; executor runs {spread(cc['executor'])}; "
-                f"executor end -> task end (staging out, records) {spread(cc['finishing'])}",
+                f"executor end -> task end (staging out, records) {spread(cc['finishing'])}; "
+                f"a task end -> the next placement {spread(cc['handoff'])}",
                 flush=True,
             )
             if cc["system_logs"]:
