@@ -58,7 +58,7 @@ import docker  # noqa: E402
 
 from ccserver.tes import docker_tes  # noqa: E402
 from ccserver.testing import daemon as harness  # noqa: E402
-from ccserver.testing.benchkit import SOCKET, Events, Meter, foreign_ccserver_containers, load_line, spread  # noqa: E402
+from ccserver.testing.benchkit import SOCKET, Events, Meter, foreign_ccserver_containers, load_line, peak, spread  # noqa: E402
 from ccserver.testing.daemon import FileDaemon, daemon_env  # noqa: E402
 
 IMAGE = "ccserver-test/busybox:1"
@@ -340,6 +340,9 @@ def breakdown(label: str, names: set[str], events: Events, t0: float) -> None:
     print(f"      create -> start   {spread(v['start'] - v['create'] for v in rows.values())}", flush=True)
     print(f"      start -> die      {spread(v['die'] - v['start'] for v in rows.values())}", flush=True)
     print(f"      die -> destroy    {spread(v['destroy'] - v['die'] for v in rows.values())}", flush=True)
+    existed = peak(sorted([(v["create"], 1) for v in rows.values()] + [(v["destroy"], -1) for v in rows.values()]))
+    ran = peak(sorted([(v["start"], 1) for v in rows.values()] + [(v["die"], -1) for v in rows.values()]))
+    print(f"      at most {existed} containers existed and {ran} ran at once", flush=True)
 
 
 def run_listing(python: str, args: argparse.Namespace) -> tuple[bool, str]:

@@ -35,7 +35,7 @@ from ccserver.scheduling.service import Scheduler
 from ccserver.storage import open_store
 from ccserver.tes.runner import TesRunner
 from ccserver.tes.stager import ArchiveStager
-from ccserver.tes.submission import Storage
+from ccserver.tes.submission import Defaults, Storage
 from ccserver.tes.tasks import TesTasks
 from ccserver.threads import ThreadPoolService
 from ccserver.vault import Vault, load_server_key
@@ -214,6 +214,8 @@ class CCServer(MultiService):
                 reactor,
                 # file_roots and S3 come with [tes.storage] (tes-staging); until then: neither
                 Storage(),
+                # a task without resources gets [tes] default_ram_gb and default_cpu_cores
+                Defaults(ram_gb=config.tes.default_ram_gb, cpu_cores=config.tes.default_cpu_cores),
                 anonymous_user=config.tes.anonymous_user,
                 prefix=config.server.api_prefix,
             )
