@@ -439,11 +439,6 @@ class Attempt:
         first one's record is written with the move to RUNNING."""
         await self.runner.store.update_one(records.C, {"_id": self.task_id}, {"$set": self._attempt_record(index)})
 
-    async def _write(self, from_state: str, to: str, description: str) -> bool:
-        return await records.move(
-            self.runner.store, self.task_id, (from_state,), to, description, self.runner.clock.seconds()
-        )
-
     async def _system_log(self, lines: list[str]) -> None:
         await self.runner.store.update_one(
             records.C, {"_id": self.task_id}, {"$push": {f"logs.{self.log_index}.system_logs": {"$each": lines}}}
