@@ -159,7 +159,8 @@ class CCServer(MultiService):
             ArchiveStager(config.tes.storage),
             ensure_image=lambda node, image, auth: self.scheduler.launcher.ensure_image(node, image, auth),
             send=self.notifier.send,
-            wake=self.wakeup,
+            # a round, not every subscriber: the runner's own check is not needed at an end
+            wake=lambda: self.scheduler.wake(),
             clock=reactor,
         )
         self.scheduler = Scheduler(

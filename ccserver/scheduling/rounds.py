@@ -19,6 +19,9 @@ from ccserver.storage.base import Store
 from ccserver.tes import tes_states
 from ccserver.vault import digests as digests_of
 
+#: the fields of a QUEUED TES task that a round reads
+TES_PLACEMENT_FIELDS = {"created_at": 1, "ram_mb": 1, "cpus": 1}
+
 
 @dataclass(frozen=True)
 class NewData:
@@ -65,8 +68,15 @@ async def decide(
         return Decisions()
     window = config.server.scheduling_round_tasks
     tasks = await store.find("tasks", {"state": states.WAITING}, sort=[("created_at", 1)], limit=window)
+    # only what placement needs: a round is asked for at every task's end, and the whole
+    # queue's documents (executors, inputs, logs) would be read each time; the runner reads
+    # the whole document of each task it claims
     tes_tasks = await store.find(
-        tes_states.COLLECTION, {"state": tes_states.QUEUED}, sort=[("created_at", 1)], limit=window
+        tes_states.COLLECTION,
+        {"state": tes_states.QUEUED},
+        projection=TES_PLACEMENT_FIELDS,
+        sort=[("created_at", 1)],
+        limit=window,
     )
     if not tasks and not tes_tasks:
         return Decisions()

@@ -110,6 +110,10 @@ class Attempt:
         self._signal: Deferred[None] | None = None
         self.containers: list[str] = []
         self.volumes: list[str] = []
+        #: the containers and volumes this process asked the engine to create (removed by
+        #: name at the end, without listing the engine's; a resumed attempt's are swept by label)
+        self.made: list[str] = []
+        self.made_volumes: list[str] = []
         self.started = runner.clock.seconds()
         self.state = tes_states.RUNNING if resume else tes_states.INITIALIZING
 
@@ -234,7 +238,16 @@ class Attempt:
             if lines:
                 await self._system_log(lines)
             self._check()
-            if not await self._write(tes_states.INITIALIZING, tes_states.RUNNING, "Inputs staged; executors run."):
+            # the write that makes it RUNNING also records executor 0 (see _record)
+            if not await records.move(
+                self.runner.store,
+                self.task_id,
+                (tes_states.INITIALIZING,),
+                tes_states.RUNNING,
+                "Inputs staged; executors run.",
+                self.runner.clock.seconds(),
+                set_=self._attempt_record(0),
+            ):
                 raise Cancelled()  # the only other writer: a cancel
             self.state = tes_states.RUNNING
             self.started = self.runner.clock.seconds()
@@ -248,7 +261,8 @@ class Attempt:
                 if index > 0:
                     await self._with_slot(self._create, index, executor, mounts, labels, task)
                 self._check()
-                await self._record(index)
+                if index > 0:
+                    await self._record(index)
                 try:
                     await self._with_slot(self._start, name, executor)
                 except CannotRun as e:
@@ -267,9 +281,10 @@ class Attempt:
         outputs, lines = await self._stage_out(task, self.containers[-1])
         if lines:
             await self._system_log(lines)
-        await self.runner.store.update_one(
-            records.C, {"_id": self.task_id}, {"$set": {f"logs.{self.log_index}.outputs": outputs}}
-        )
+        if outputs:  # the TaskLog was made with an empty list
+            await self.runner.store.update_one(
+                records.C, {"_id": self.task_id}, {"$set": {f"logs.{self.log_index}.outputs": outputs}}
+            )
         return tes_states.COMPLETE, "Every executor ended; outputs staged out."
 
     async def _with_slot(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
@@ -284,6 +299,7 @@ class Attempt:
 
     async def _create_volumes(self, mounts: list[tuple[str, str]], labels: dict[str, str]) -> None:
         for volume, _ in mounts:
+            self.made_volumes.append(volume)
             await self._call(docker_tes.create_volume, volume, labels)
 
     async def _create(
@@ -298,6 +314,7 @@ class Attempt:
         if not isinstance(command, list) or not command:
             raise SystemFailure(f"executors[{index}].command: a non-empty list is required")
         env = {str(k): str(v) for k, v in (executor.get("env") or {}).items()}
+        self.made.append(self.containers[index])
         await self._call(
             docker_tes.create_executor,
             self.containers[index],
@@ -339,6 +356,8 @@ class Attempt:
         return time.monotonic() + left, left + 5.0
 
     async def _stage_in(self, task: dict[str, Any]) -> list[str]:
+        if not task.get("inputs"):
+            return []  # nothing to stage: no call on the Docker pool
         deadline, seconds = self._deadline()
         try:
             return list(
@@ -355,6 +374,8 @@ class Attempt:
             raise SystemFailure(f"staging in: {first_line(e)}") from None
 
     async def _stage_out(self, task: dict[str, Any], container: str) -> tuple[list[dict[str, Any]], list[str]]:
+        if not task.get("outputs"):
+            return [], []
         deadline, seconds = self._deadline()
         try:
             outputs, lines = await self.runner.cluster.call(
@@ -374,7 +395,10 @@ class Attempt:
     async def _wait(self, name: str, index: int, resumed: bool) -> int:
         """The executor's exit code, from its die event or an inspection."""
         if not resumed:
-            await self._executor_log(index, name, final=False)
+            if name in self.exits:  # its die event came first: the final log follows at once
+                return self.exits[name]
+            # just started: its start time, not yet its tails (the next look reads them)
+            await self._executor_log(index, name, final=False, tails=False)
         else:  # it may have ended while no daemon watched
             found = await self._call(docker_tes.state, name)
             if found.get("Status") in ("exited", "dead"):
@@ -427,12 +451,20 @@ class Attempt:
         self._check()
 
     async def _executor_log(
-        self, index: int, name: str, final: bool, code: int | None = None, error: str | None = None
+        self,
+        index: int,
+        name: str,
+        final: bool,
+        code: int | None = None,
+        error: str | None = None,
+        tails: bool = True,
     ) -> None:
-        """The ExecutorLog of ``executors[index]``: times, tails, exit code (while it runs too);
-        ``error``: why the engine could not run it (its stderr then)."""
+        """The ExecutorLog of ``executors[index]``: times, tails (unless not ``tails``), exit
+        code (while it runs too); ``error``: why the engine could not run it (its stderr then)."""
         found = await self._call(docker_tes.state, name)
-        stdout, stderr = await self._call(docker_tes.output_tails, name, self.runner.config.tes.log_tail_bytes)
+        stdout, stderr = "", ""
+        if tails:
+            stdout, stderr = await self._call(docker_tes.output_tails, name, self.runner.config.tes.log_tail_bytes)
         if error is not None:
             now = records.rfc3339(self.runner.clock.seconds())
             stderr = error
@@ -459,18 +491,13 @@ class Attempt:
             if path:
                 await self._call(docker_tes.copy_output_to_file, name, stream, str(path))
 
-    async def _record(self, index: int) -> None:
-        """Which executor runs (so that a restarted daemon can resume waiting on it)."""
-        await self.runner.store.update_one(
-            records.C,
-            {"_id": self.task_id},
-            {"$set": {"attempt": {"number": self.number, "executor": index, "container": self.containers[index]}}},
-        )
+    def _attempt_record(self, index: int) -> dict[str, Any]:
+        return {"attempt": {"number": self.number, "executor": index, "container": self.containers[index]}}
 
-    async def _write(self, from_state: str, to: str, description: str) -> bool:
-        return await records.move(
-            self.runner.store, self.task_id, (from_state,), to, description, self.runner.clock.seconds()
-        )
+    async def _record(self, index: int) -> None:
+        """Which executor runs (so that a restarted daemon can resume waiting on it); the
+        first one's record is written with the move to RUNNING."""
+        await self.runner.store.update_one(records.C, {"_id": self.task_id}, {"$set": self._attempt_record(index)})
 
     async def _system_log(self, lines: list[str]) -> None:
         await self.runner.store.update_one(
@@ -485,8 +512,12 @@ class Attempt:
         if node is None or node.healthy is False:
             return
         try:
-            daemon = await self.runner.identity.get()
-            await self.runner.cluster.call(self.node, docker_tes.remove_task_leftovers, daemon, self.id)
+            if self.resume is None and (self.made or self.made_volumes or self.containers):
+                # this process made all there is of this attempt: removed by name
+                await self.runner.cluster.call(self.node, docker_tes.remove_named, self.made, self.made_volumes)
+            else:
+                daemon = await self.runner.identity.get()
+                await self.runner.cluster.call(self.node, docker_tes.remove_task_leftovers, daemon, self.id)
         except Exception as e:
             log.warn(
                 "could not remove the containers and volumes of TES task {id} on {node}: {error}",

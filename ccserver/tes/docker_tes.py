@@ -198,6 +198,15 @@ def remove_volume(client: docker.DockerClient, name: str) -> None:
         pass
 
 
+def remove_named(client: docker.DockerClient, containers: list[str], volumes: list[str]) -> None:
+    """Remove these containers, then these volumes (an attempt's own, known by name: no
+    listing of the engine's); those already gone are no error."""
+    for name in containers:
+        remove_container(client, name)
+    for name in volumes:
+        remove_volume(client, name)
+
+
 def remove_task_leftovers(client: docker.DockerClient, daemon: str, task_id: str | None) -> int:
     """Remove every container, then every volume, of this daemon's TES task ``task_id`` (of
     all its TES tasks with ``None``); how many things were removed."""

@@ -52,6 +52,9 @@ C = tes_states.COLLECTION
 #: the tag whose value is the URL notified when the task ends
 NOTIFY_TAG = "ccserver.notify"
 
+#: the fields the periodic check reads of every live task (the notification tag among them)
+CHECK_FIELDS = {"state": 1, "trials": 1, "node": 1, "tags": 1, "tag_list": 1}
+
 EnsureImage = Callable[[str, str, Any], Awaitable[None]]
 Send = Callable[..., Any]
 
@@ -300,7 +303,9 @@ class TesRunner(Service):
         d.addBoth(done)
 
     async def check(self) -> None:
-        docs = await self.store.find(C, {"state": {"$in": list(tes_states.LIVE)}})
+        # only what is looked at here (it runs at every wake-up): a task to recover or cancel
+        # is read whole again (``_recover``)
+        docs = await self.store.find(C, {"state": {"$in": list(tes_states.LIVE)}}, projection=CHECK_FIELDS)
         for doc in docs:
             if doc["_id"] in self._claiming:
                 continue
