@@ -42,7 +42,7 @@ from ccserver.identity import DaemonIdentity
 from ccserver.kinds import APPLICATION, DATA, INSPECTION
 from ccserver.metrics import Metrics
 from ccserver.storage.base import StorageError, Store
-from ccserver.tes import tes_states
+from ccserver.tes import states as tes_states
 from ccserver.threads import ThreadPoolService
 from ccserver.wiring import CallbackAddress, ClusterListener
 

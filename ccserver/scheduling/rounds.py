@@ -16,7 +16,7 @@ from ccserver.config import Config
 from ccserver.kinds import DATA, DEFAULT_KINDS, Kinds
 from ccserver.scheduling import placement
 from ccserver.storage.base import Store
-from ccserver.tes import tes_states
+from ccserver.tes import states as tes_states
 from ccserver.vault import digests as digests_of
 
 #: the fields of a QUEUED TES task that a round reads

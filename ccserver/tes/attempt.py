@@ -35,7 +35,8 @@ from twisted.logger import Logger
 
 from ccserver.cluster import docker_ops
 from ccserver.scheduling.messages import first_line
-from ccserver.tes import docker_tes, records, tes_states
+from ccserver.tes import docker_tes, records
+from ccserver.tes import states as tes_states
 from ccserver.tes.stager import Stager
 from ccserver.tes.submission import mask_url
 from ccserver.tes.volumes import mount_points

@@ -11,7 +11,7 @@ from typing import Any
 from bson import ObjectId
 
 from ccserver.storage.base import Store
-from ccserver.tes import tes_states
+from ccserver.tes import states as tes_states
 
 C = tes_states.COLLECTION
 

@@ -41,7 +41,8 @@ from ccserver.config import Config
 from ccserver.identity import DaemonIdentity
 from ccserver.scheduling.messages import first_line
 from ccserver.storage.base import StorageUnavailable, Store
-from ccserver.tes import docker_tes, records, tes_states
+from ccserver.tes import docker_tes, records
+from ccserver.tes import states as tes_states
 from ccserver.tes.attempt import Attempt
 from ccserver.tes.stager import Stager
 from ccserver.vault import Vault

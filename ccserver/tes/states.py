@@ -19,6 +19,10 @@ ALL = (QUEUED, INITIALIZING, RUNNING, PAUSED, COMPLETE, EXECUTOR_ERROR, SYSTEM_E
 #: what the ``state`` filter of ``GET /tasks`` accepts
 FILTERABLE = (UNKNOWN, *ALL)
 ENDED = frozenset({COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED, PREEMPTED})
+#: an attempt is under way on the task's ``node``: its RAM and CPUs are reserved there
+LIVE = (INITIALIZING, RUNNING, CANCELING)
+#: the collection of TES task documents
+COLLECTION = "tes_tasks"
 #: states a cancel moves to CANCELING (the runner then removes the containers)
 ACTIVE = frozenset({INITIALIZING, RUNNING, PAUSED})
 

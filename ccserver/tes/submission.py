@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bson import ObjectId
 
-from ccserver.config import S3Config, StorageConfig
+from ccserver.config import Config, S3Config, StorageConfig
 from ccserver.document_checks import check_storable
 from ccserver.documents import MASK
 from ccserver.errors import Invalid
@@ -48,14 +48,10 @@ class Storage:
     s3: bool = False
 
     @classmethod
-    def from_config(cls, config: Any) -> Storage:
-        """From ``[tes.storage]`` (``config.tes.storage``: file_roots, s3), when the
-        configuration has that section; neither ``file`` nor ``s3`` otherwise."""
-        section = getattr(config.tes, "storage", None)
-        if section is None:
-            return cls()
-        roots = tuple(os.path.normpath(r) for r in getattr(section, "file_roots", ()) or ())
-        return cls(file_roots=roots, s3=getattr(section, "s3", None) is not None)
+    def from_config(cls, config: Config) -> Storage:
+        """From ``[tes.storage]``: its file roots, and whether S3 is configured."""
+        section = config.tes.storage
+        return cls(file_roots=tuple(os.path.normpath(r) for r in section.file_roots), s3=section.s3 is not None)
 
     def as_config(self) -> StorageConfig:
         """The ``[tes.storage]`` shape :mod:`ccserver.tes.locations` checks URLs against."""
@@ -74,14 +70,9 @@ class Defaults:
     cpu_cores: float = DEFAULT_CPU_CORES
 
     @classmethod
-    def from_config(cls, config: Any) -> Defaults:
-        """From ``[tes] default_ram_gb`` and ``default_cpu_cores`` when the configuration
-        has them (the runner's keys), else the built-in defaults."""
-        tes = config.tes
-        return cls(
-            ram_gb=float(getattr(tes, "default_ram_gb", DEFAULT_RAM_GB)),
-            cpu_cores=float(getattr(tes, "default_cpu_cores", DEFAULT_CPU_CORES)),
-        )
+    def from_config(cls, config: Config) -> Defaults:
+        """From ``[tes] default_ram_gb`` and ``default_cpu_cores``."""
+        return cls(ram_gb=config.tes.default_ram_gb, cpu_cores=config.tes.default_cpu_cores)
 
 
 @dataclass
