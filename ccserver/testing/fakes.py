@@ -32,7 +32,7 @@ class FakeCluster:
                 "total_ram": 8192,
                 "reserved_ram": 0,
                 "total_cpus": 4,
-                "reserved_cpus": None,
+                "reserved_cpus": 0,
                 "active_application_containers": [],
                 "active_data_containers": [],
             }

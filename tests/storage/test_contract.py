@@ -510,7 +510,9 @@ async def test_embedded_pushdown_streams_and_times_out(tmp_path: Any) -> None:
         )
         elapsed = time.perf_counter() - began
         assert len(found) == 100 and all(d["state"] == 1 for d in found)
-        assert elapsed < 0.05, f"streamed $match/$limit took {elapsed:.3f} s"
+        # streamed, it reads a few hundred of the 20,000 documents; evaluated whole it takes
+        # seconds: a bound far from both, so that a loaded machine does not fail it
+        assert elapsed < 0.5, f"streamed $match/$limit took {elapsed:.3f} s"
         with pytest.raises(QueryTimeout):
             slow = [{"$match": {"trials": {"$exists": False}}}, {"$sort": {"state": 1}}]
             await store.aggregate("tasks", slow, max_documents=10, timeout=0.001)
