@@ -59,3 +59,18 @@ def check_storable(value: Any, path: str, depth: int = 0) -> None:
         for i, item in enumerate(value):
             if isinstance(item, (dict, list)):
                 check_storable(item, f"{path}[{i}]", depth + 1)
+
+
+def json_type(value: Any) -> str:
+    """How an error message names the JSON type of ``value`` ("a string", "null", ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
+from ccserver.document_checks import json_type
 from ccserver.errors import Invalid
 from ccserver.keypaths import path_text
 
@@ -119,7 +120,7 @@ def describe(error: ValidationError) -> str:
         value: Any = error.validator_value
         kinds = value if isinstance(value, list) else [value]
         wanted = " or ".join(str(k) for k in kinds if k != "null")
-        return f"{where or '(body)'}: expected {wanted}, got {_kind(error.instance)}"
+        return f"{where or '(body)'}: expected {wanted}, got {json_type(error.instance)}"
     if error.validator == "pattern" and error.validator_value == "^/":
         return f"{where}: must be an absolute path"
     if error.validator == "minLength" and error.instance == "":
@@ -132,20 +133,6 @@ def describe(error: ValidationError) -> str:
         return f"{where}: expected one of {options}"
     message = error.message if len(error.message) <= 200 else error.message[:200] + "..."
     return f"{where or '(body)'}: {message}"
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def validate(body: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
 
-from ccserver.document_checks import MAX_DEPTH
+from ccserver.document_checks import MAX_DEPTH, json_type
 from ccserver.errors import Invalid
 from ccserver.keypaths import path_text
 from ccserver.web.content_type import require_json
@@ -156,7 +156,7 @@ def parse(raw: bytes) -> dict[str, Any]:
     except ValueError as e:
         raise Invalid(f"the body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
-        raise Invalid(f"the body must be a JSON object, not {_json_type(body)}")
+        raise Invalid(f"the body must be a JSON object, not {json_type(body)}")
     if _search(_SURROGATE, raw):
         try:
             json.dumps(body, ensure_ascii=False).encode("utf-8")
@@ -180,20 +180,6 @@ def read(request: Any) -> dict[str, Any]:
     content = request.content
     content.seek(0)
     return parse(content.read())
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def describe(error: ValidationError) -> str:

@@ -1,19 +1,3 @@
-"""Fixtures of the live logs tests (as the resilience ones)."""
+"""Fixtures of the live logs tests: the Docker bridge gateway, as the resilience tests have it."""
 
-from __future__ import annotations
-
-import docker
-import pytest
-
-from ccserver.cluster.engine import bridge_gateway
-from ccserver.config import NodeConfig
-
-
-@pytest.fixture(scope="module")
-def gateway() -> str:
-    client = docker.from_env(timeout=30)
-    try:
-        client.images.get("ccserver-test/app-noinput:1")  # built by scripts/build-test-images
-    finally:
-        client.close()
-    return bridge_gateway(NodeConfig(name="local", base_url="unix:///var/run/docker.sock", tls=None), 10)
+from tests.resilience.conftest import gateway  # noqa: F401  (the fixture itself)
