@@ -21,6 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from ccserver import states
+from ccserver.tes import states as tes_states
 
 #: seconds: from a second to a day (queue waits and run times)
 LONG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -37,18 +38,7 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PA
 CALLBACK_TYPES = ("0", "1", "2", "3")
 
 #: the states of TES 1.1 tasks (collection ``tes_tasks``)
-TES_STATES = (
-    "QUEUED",
-    "INITIALIZING",
-    "RUNNING",
-    "PAUSED",
-    "COMPLETE",
-    "EXECUTOR_ERROR",
-    "SYSTEM_ERROR",
-    "CANCELING",
-    "CANCELED",
-    "PREEMPTED",
-)
+TES_STATES = tes_states.ALL
 
 Stop = Callable[[], float]
 

@@ -20,11 +20,12 @@ from twisted.logger import Logger
 from ccserver import states
 from ccserver.metrics import TES_STATES, Metrics, NodeFigures
 from ccserver.storage.base import COLLECTIONS, Store
+from ccserver.tes import states as tes_states
 
 log = Logger(namespace="ccserver.metrics")
 
 #: TES states in which a task holds its node's CPUs
-TES_HOLDING = ("INITIALIZING", "RUNNING", "CANCELING")
+TES_HOLDING = tes_states.LIVE
 
 
 class NodeView(Protocol):
@@ -95,10 +96,12 @@ class StateRefresher(Service):
             for kind in ("application", "data"):
                 count = await self.store.count(f"{kind}_containers", {"state": state})
                 m.containers.labels(kind=kind, state=name).set(count)
-        tes = "tes_tasks" in COLLECTIONS
+        tes = tes_states.COLLECTION in COLLECTIONS
         if tes:
             for tes_state in TES_STATES:
-                m.tes_tasks.labels(state=tes_state).set(await self.store.count("tes_tasks", {"state": tes_state}))
+                m.tes_tasks.labels(state=tes_state).set(
+                    await self.store.count(tes_states.COLLECTION, {"state": tes_state})
+                )
         status = await self.cluster.nodes_status()
         reserved_ram = {n["name"]: int(n.get("reserved_ram") or 0) for n in status.get("healthy_nodes", [])}
         reserved_cpus = await self._tes_cpus() if tes else {}
@@ -118,7 +121,7 @@ class StateRefresher(Service):
     async def _tes_cpus(self) -> dict[str, float]:
         """CPU cores held by TES tasks on each node (the live ones only: a bounded read)."""
         held = await self.store.find(
-            "tes_tasks", {"state": {"$in": list(TES_HOLDING)}}, projection={"node": 1, "cpus": 1}
+            tes_states.COLLECTION, {"state": {"$in": list(TES_HOLDING)}}, projection={"node": 1, "cpus": 1}
         )
         cpus: dict[str, float] = {}
         for task in held:

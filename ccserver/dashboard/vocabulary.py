@@ -4,24 +4,14 @@ case), one vocabulary for filters, counts and the colours of ``ui/states.css``."
 from __future__ import annotations
 
 from ccserver import states
+from ccserver.tes import states as tes_states
 
 #: the kinds of task in the dashboard's table: a 0.10 task, a TES task
 CC, TES = "cc", "tes"
-COLLECTION = {CC: "tasks", TES: "tes_tasks"}
+COLLECTION = {CC: "tasks", TES: tes_states.COLLECTION}
 
 CC_STATES = states.NAMES
-TES_STATES = (
-    "QUEUED",
-    "INITIALIZING",
-    "RUNNING",
-    "PAUSED",
-    "COMPLETE",
-    "EXECUTOR_ERROR",
-    "SYSTEM_ERROR",
-    "CANCELING",
-    "CANCELED",
-    "PREEMPTED",
-)
+TES_STATES = tes_states.ALL
 TES_STARTED = ("RUNNING",)
 TES_ENDED = ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED")
 ALL_STATES = (*CC_STATES, *TES_STATES)

@@ -22,7 +22,7 @@ from ccserver.vault import Vault
 
 log = Logger(namespace="ccserver.tes")
 
-COLLECTION = "tes_tasks"
+COLLECTION = states.COLLECTION
 #: compare-and-set attempts of a cancel racing with the runner's own transitions
 CANCEL_ATTEMPTS = 8
 MINIMAL_PROJECTION = {"_id": 1, "state": 1, "created_at": 1}
