@@ -31,6 +31,11 @@ setup(
         "boto3>=1.34",  # TES s3:// inputs and outputs (ccserver.tes.transfer_s3)
         "requests>=2.31",  # TES http(s):// inputs and outputs, on the staging threads
         "prometheus_client>=0.20",
+        # Kubernetes clusters as nodes (ccserver.kubernetes): the typed models and the
+        # kubeconfig loader; the API itself is spoken through treq (docs/kubernetes.rst)
+        "lightkube>=0.17",
+        "lightkube-models>=1.37,<1.38",
+        "PyYAML>=6.0",
     ],
     extras_require={
         "test": [

@@ -100,6 +100,29 @@ ferretdb_binary() {
     echo "$bin"
 }
 
+kube_binaries() {
+    # Prints the directory holding kube-apiserver, kube-controller-manager, kube-scheduler,
+    # kubelet and etcd, built once from the Go module proxy (the wrapper modules under
+    # scripts/kube/) and cached by their go.sum, so a later run finds them at once.
+    local key dir
+    key=$(cat "$REPO/scripts/kube/k8s/go.sum" "$REPO/scripts/kube/etcd/go.sum" | sha256sum | cut -c1-16)
+    dir="$CACHE/kube-$key"
+    if [ ! -x "$dir/etcd" ]; then
+        command -v go >/dev/null || { echo "go is needed to build Kubernetes" >&2; return 1; }
+        say "building Kubernetes and etcd from the Go module proxy (once per go.sum; ~20 min on 2 cores)"
+        local started=$SECONDS
+        mkdir -p "$dir.tmp"
+        (cd "$REPO/scripts/kube/k8s" && GOFLAGS="-buildvcs=false -mod=readonly" go build -trimpath \
+            -o "$dir.tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+            k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet) >&2
+        (cd "$REPO/scripts/kube/etcd" && GOFLAGS="-buildvcs=false -mod=readonly" go build -trimpath \
+            -o "$dir.tmp/etcd" go.etcd.io/etcd/server/v3) >&2
+        rm -rf "$dir" && mv "$dir.tmp" "$dir"
+        say "Kubernetes binaries built in $((SECONDS - started)) s"
+    fi
+    echo "$dir"
+}
+
 DOCKERD_STARTED=
 docker_answers() { docker ${1:+-H "$1"} version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
