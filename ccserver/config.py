@@ -257,6 +257,34 @@ class LogsConfig:
 
 
 @dataclass(frozen=True)
+class KubeClusterConfig:
+    """One Kubernetes cluster used as one node (``[kubernetes.clusters.NAME]``, see
+    docs/kubernetes.rst).  Files named here are read by the client at start-up."""
+
+    name: str
+    callback_url: str
+    server: str | None = None
+    ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+    token_file: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str = "default"
+    service_account: str | None = None
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[dict[str, Any], ...] = ()
+    api_timeout_seconds: float = 10.0
+    pending_timeout_seconds: float = 120.0
+    job_ttl_seconds: int = 600
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    clusters: tuple[KubeClusterConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon was configured with; ``source`` is the file or ``None``."""
 
@@ -271,6 +299,7 @@ class Config:
     tes: TesConfig = field(default=TesConfig())
     metrics: MetricsConfig = field(default=MetricsConfig())
     logs: LogsConfig = field(default=LogsConfig())
+    kubernetes: KubernetesConfig = field(default=KubernetesConfig())
 
 
 # --- where things live --------------------------------------------------------------------
