@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +344,115 @@ async def test_the_watch_resumes_after_its_connection_is_cut_and_reports_when_it
         assert not watch.running
     finally:
         await node.close()
+
+
+def documented_rbac(namespace: str, suffix: str) -> list[dict[str, Any]]:
+    """The objects of docs/kubernetes.rst's RBAC block, in ``namespace``, names made unique."""
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "kubernetes.rst").read_text()
+    block = text.split("The permissions the credentials need", 1)[1].split(".. code-block:: yaml", 1)[1]
+    lines = []
+    for line in block.splitlines()[1:]:
+        if line and not line.startswith("   "):
+            break
+        lines.append(line[3:])
+    objects = [o for o in yaml.safe_load_all("\n".join(lines)) if o]
+    for o in objects:
+        o["metadata"]["name"] += f"-{suffix}"
+        if "namespace" in o["metadata"]:
+            o["metadata"]["namespace"] = namespace
+        if "roleRef" in o:
+            o["roleRef"]["name"] += f"-{suffix}"
+        for subject in o.get("subjects", ()):
+            subject["name"] += f"-{suffix}"
+            subject["namespace"] = namespace
+    return objects
+
+
+def _collection(o: dict[str, Any]) -> str:
+    kind, ns = o["kind"], o["metadata"].get("namespace")
+    plural = {"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings"}
+    plural |= {"ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings"}
+    base = "/api/v1" if kind == "ServiceAccount" else "/apis/rbac.authorization.k8s.io/v1"
+    return f"{base}/namespaces/{ns}/{plural[kind]}" if ns else f"{base}/{plural[kind]}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_documented_rbac_is_enough_and_a_missing_permission_is_named(
+    kube_cluster: Any, daemon: str, tmp_path: Path
+) -> None:
+    suffix = secrets.token_hex(4)
+    ns = kube_cluster.namespace
+    objects = documented_rbac(ns, suffix)
+    assert [o["kind"] for o in objects] == [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    ]
+
+    def apply() -> str:
+        for o in objects:
+            status, answer = kube_cluster.api("POST", _collection(o), json=o)
+            assert status == 201, answer
+        account = objects[0]["metadata"]["name"]
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600},
+        }
+        status, answer = kube_cluster.api(
+            "POST", f"/api/v1/namespaces/{ns}/serviceaccounts/{account}/token", json=request
+        )
+        assert status == 201, answer
+        return str(answer["status"]["token"])
+
+    def remove() -> None:
+        for o in reversed(objects):
+            kube_cluster.api("DELETE", f"{_collection(o)}/{o['metadata']['name']}")
+
+    token = await threads.deferToThread(apply)
+    try:
+        (tmp_path / "token").write_text(token + "\n")
+        config = settings(kube_cluster, client_cert_file=None, client_key_file=None, token_file=str(tmp_path / "token"))
+
+        async def allowed() -> bool:  # RBAC caches take a moment to see new bindings
+            try:
+                await KubeNode(config, reactor, Events()).info()
+                return True
+            except KubeUnavailable:
+                return False
+
+        await eventually(allowed, 30, "the new bindings in force")
+        events = Events()
+        node = KubeNode(config, reactor, events, pull_policy="never")
+        name = new_name()
+        try:
+            node.watch(daemon)
+            await node.create(name, IMAGE, "sh -c 'echo out; exit 2'", 32, "application", daemon, None)
+            await node.start(name)
+            await eventually(lambda: events.died, 90, "the pod's end")
+            assert events.died == [("k1", name, 2, daemon)]
+            assert await node.state(name) == ("exited", 2)
+            assert await node.logs_tail(name, 100) == "out\n"
+            assert await node.ours(daemon) == {name: ("application", "exited", False)}
+            assert await node.remove(name, daemon) is True
+            with pytest.raises(ContainerGone):
+                await node.state(name)
+        finally:
+            await node.close()
+        # the same credentials in a namespace the Role does not cover
+        elsewhere = KubeNode(replace(config, namespace="default"), reactor, Events(), pull_policy="never")
+        try:
+            with pytest.raises(KubeUnavailable) as info:
+                await elsewhere.create(new_name(), IMAGE, "true", 32, "application", daemon, None)
+            assert str(info.value).startswith(
+                "kubernetes.clusters.k1: missing RBAC permission: verb create on jobs (API group batch) "
+                "in namespace default"
+            ), str(info.value)
+        finally:
+            await elsewhere.close()
+    finally:
+        await threads.deferToThread(remove)
