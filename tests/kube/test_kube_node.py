@@ -250,6 +250,19 @@ async def test_a_wrong_ca_and_a_wrong_token_name_their_setting(kube_cluster: Any
     assert str(info.value).startswith("kubernetes.clusters.k1.token_file: the API server at")
     assert "401" in str(info.value) and "not-the-token" not in str(info.value)
     await node.close()
+    # a client certificate the cluster's CA did not sign
+    stranger = trustme.CA().issue_cert("ccserver-stranger")
+    stranger.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    stranger.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    node = KubeNode(
+        settings(kube_cluster, client_cert_file=str(tmp_path / "cert.pem"), client_key_file=str(tmp_path / "key.pem")),
+        reactor,
+        Events(),
+    )
+    with pytest.raises(KubeUnavailable) as info:
+        await node.info()
+    assert str(info.value).startswith("kubernetes.clusters.k1.client_cert_file: the API server at"), str(info.value)
+    await node.close()
     # an unreadable file: every call says which
     missing = settings(kube_cluster, ca_file=str(tmp_path / "nope.pem"))
     node = KubeNode(missing, reactor, Events())
@@ -278,12 +291,13 @@ async def test_a_token_client_and_a_kubeconfig_client_work(kube_cluster: Any, da
     kubeconfig = KubeClusterConfig(
         name="k2", callback_url="http://h:5000", kubeconfig=kube_cluster.kubeconfig, namespace=kube_cluster.namespace
     )
-    node = KubeNode(kubeconfig, reactor, Events())
-    try:
-        assert (await node.info())[0] == ram
-        assert await node.state(name) == ("exited", 0)
-    finally:
-        await node.close()
+    for context in (None, "ccserver-test-token"):  # the admin certificate, the token
+        node = KubeNode(replace(kubeconfig, context=context), reactor, Events())
+        try:
+            assert (await node.info())[0] == ram
+            assert await node.state(name) == ("exited", 0)
+        finally:
+            await node.close()
 
 
 class CuttableProxy:
