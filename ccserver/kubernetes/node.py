@@ -129,7 +129,12 @@ class KubeNode:
         use; the health check."""
         query = {"labelSelector": ",".join(f"{k}={v}" for k, v in self.config.node_selector)}
         answer = await self._api().call("list_nodes", "GET", "/api/v1/nodes", query if query["labelSelector"] else None)
-        return capacity(answer.get("items") or (), self.config)
+        try:
+            return capacity(answer.get("items") or (), self.config)
+        except (AttributeError, TypeError, ValueError) as e:
+            raise KubeUnavailable(
+                f"the API server at {self._api().credentials.server} sent a node list not understood: {e}"
+            ) from None
 
     async def create(
         self, name: str, image: str, command: str, ram_mb: int, kind: str, daemon: str, cpus: float | None
