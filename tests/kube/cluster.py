@@ -553,13 +553,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         if pid is None or not self._ours(pid):
             raise KubeClusterError(f"{name} is not running\n{self._log_tail(name)}")
 
-    def _terminate(self, name: str, timeout: float = 15.0) -> None:
+    def _terminate(self, name: str, timeout: float = 15.0, kill: bool = False) -> None:
+        """SIGTERM (SIGKILL after ``timeout``) to the component's process group; ``kill``: SIGKILL at once."""
         pid = self.layout.get("pids", {}).pop(name, None)
         process = self._procs.pop(name, None)
         if pid is None:
             return
         if self._ours(pid):
-            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            signals = ((signal.SIGKILL, 10.0),) if kill else ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0))
+            for sig, wait in signals:
                 try:
                     os.killpg(pid, sig)
                 except ProcessLookupError:
@@ -992,8 +994,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     # --- the dead-cluster test ----------------------------------------------------------
     def stop_apiserver(self) -> None:
-        """The API goes away (the process ends; its port refuses connections)."""
-        self._terminate("kube-apiserver")
+        """The API goes away at once (SIGKILL, as in a crash: its port refuses connections; a
+        graceful stop would drain for ~15 s).  etcd keeps the state for :meth:`start_apiserver`."""
+        self._terminate("kube-apiserver", kill=True)
 
     def start_apiserver(self, timeout: float = 60.0) -> None:
         """The API comes back on the same port with the same state."""
