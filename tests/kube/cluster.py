@@ -47,9 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import yaml
 
-from tests.kube import images
+from tests.kube import configs, images
 from tests.kube.pki import TOKEN_USER, Pki, make_pki
 
 NAMESPACE = "ccserver-test"
@@ -164,6 +163,11 @@ def _wait_until(what: str, check: Callable[[], bool], timeout: float, interval: 
         if time.monotonic() >= deadline:
             raise KubeClusterError(f"{what}: not within {timeout:.0f} s")
         time.sleep(interval)
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o600)
 
 
 def cgroup_hierarchies() -> list[Path]:
@@ -341,166 +345,58 @@ class KubeCluster:
             "pids": {},
         }
 
-    def _write_kubeconfig(self, path: Path, user: dict[str, Any], namespace: str | None = None) -> None:
-        context = {"cluster": "ccserver-test", "user": "user"}
-        if namespace:
-            context["namespace"] = namespace
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {"name": "ccserver-test", "cluster": {"server": self.server, "certificate-authority": self.ca_file}}
-            ],
-            "users": [{"name": "user", "user": user}],
-            "contexts": [{"name": CONTEXT, "context": context}],
-            "current-context": CONTEXT,
-        }
-        path.write_text(yaml.safe_dump(config))
-        path.chmod(0o600)
-
     def _write_files(self) -> None:
         st = self.state
         pki = make_pki(st / "pki", self.node_name, self.layout["node_ip"])
-        admin = {"client-certificate": str(pki.cert("admin")), "client-key": str(pki.key("admin"))}
-        self._write_kubeconfig(st / "admin.kubeconfig", admin)
-        self._write_kubeconfig(
-            st / "kubelet.kubeconfig",
-            {"client-certificate": str(pki.cert("kubelet-client")), "client-key": str(pki.key("kubelet-client"))},
+        admin = configs.cert_user(pki.cert("admin"), pki.key("admin"))
+        for name, user in (
+            ("admin", admin),
+            ("kubelet", configs.cert_user(pki.cert("kubelet-client"), pki.key("kubelet-client"))),
+        ):
+            text = configs.kubeconfig(self.server, self.ca_file, {"user": user}, {CONTEXT: ("user", None)}, CONTEXT)
+            _write_private(st / f"{name}.kubeconfig", text)
+        # the one for ccserver and the tests: the admin in context ccserver-test, the token in ccserver-test-token
+        token = {"token": pki.token.read_text().strip()}
+        contexts = {CONTEXT: ("ccserver-admin", NAMESPACE), TOKEN_CONTEXT: (TOKEN_USER, NAMESPACE)}
+        text = configs.kubeconfig(
+            self.server, self.ca_file, {"ccserver-admin": admin, TOKEN_USER: token}, contexts, CONTEXT
         )
-        # the kubeconfig for ccserver: admin in context ccserver-test, the token in ccserver-test-token
-        token = pki.token.read_text().strip()
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {"name": "ccserver-test", "cluster": {"server": self.server, "certificate-authority": self.ca_file}}
-            ],
-            "users": [
-                {"name": "ccserver-admin", "user": admin},
-                {"name": TOKEN_USER, "user": {"token": token}},
-            ],
-            "contexts": [
-                {
-                    "name": CONTEXT,
-                    "context": {"cluster": "ccserver-test", "user": "ccserver-admin", "namespace": NAMESPACE},
-                },
-                {
-                    "name": TOKEN_CONTEXT,
-                    "context": {"cluster": "ccserver-test", "user": TOKEN_USER, "namespace": NAMESPACE},
-                },
-            ],
-            "current-context": CONTEXT,
-        }
-        Path(self.kubeconfig).write_text(yaml.safe_dump(config))
-        Path(self.kubeconfig).chmod(0o600)
+        _write_private(Path(self.kubeconfig), text)
 
         cni = st / "cni"
-        (cni / "net.d").mkdir(parents=True, exist_ok=True)
-        (cni / "ipam").mkdir(parents=True, exist_ok=True)
-        conflist = {
-            "cniVersion": "0.4.0",
-            "name": "ccskube",
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": self.layout["bridge"],
-                    "isGateway": True,
-                    "ipMasq": False,
-                    "hairpinMode": True,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": self.layout["subnet"], "gateway": self.layout["gateway"]}]],
-                        "dataDir": str(cni / "ipam"),
-                    },
-                }
-            ],
-        }
-        (cni / "net.d" / "10-ccskube.conflist").write_text(json.dumps(conflist, indent=1))
+        for sub in ("net.d", "ipam"):
+            (cni / sub).mkdir(parents=True, exist_ok=True)
+        conflist = configs.cni_conflist(
+            self.layout["bridge"], self.layout["subnet"], self.layout["gateway"], cni / "ipam"
+        )
+        (cni / "net.d" / "10-ccskube.conflist").write_text(conflist)
 
         _, pause_ref = images.pause_image_tar()
         self.layout["pause_image"] = pause_ref
         ctd = st / "containerd"
-        (ctd / "root").mkdir(parents=True, exist_ok=True)
-        (ctd / "state").mkdir(parents=True, exist_ok=True)
-        (st / "containerd.toml").write_text(
-            f"""version = 2
-root = "{ctd / "root"}"
-state = "{ctd / "state"}"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "{self.containerd_socket}"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{ctd / "opt"}"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause_ref}"
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_selinux = false
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni / "net.d"}"
-"""
+        for sub in ("root", "state"):
+            (ctd / sub).mkdir(parents=True, exist_ok=True)
+        text = configs.containerd_toml(
+            ctd / "root", ctd / "state", self.containerd_socket, ctd / "opt", pause_ref, cni / "net.d"
         )
+        (st / "containerd.toml").write_text(text)
 
         kubelet = st / "kubelet"
         for sub in ("root", "pod-logs", "volume-plugins", "pki"):
             (kubelet / sub).mkdir(parents=True, exist_ok=True)
         ports = self.layout["ports"]
-        config = {
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            "address": self.layout["node_ip"],
-            "port": ports["kubelet"],
-            "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1",
-            "healthzPort": ports["kubelet_healthz"],
-            "failCgroupV1": False,
-            "cgroupDriver": "cgroupfs",
-            "cgroupRoot": "/" + self.layout["cgroup_root"],
-            "cgroupsPerQOS": True,
-            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
-            "tlsCertFile": str(pki.cert("kubelet")),
-            "tlsPrivateKeyFile": str(pki.key("kubelet")),
-            "authentication": {
-                "anonymous": {"enabled": False},
-                "webhook": {"enabled": False},
-                "x509": {"clientCAFile": str(pki.ca)},
-            },
-            "authorization": {"mode": "AlwaysAllow"},
-            "registerNode": True,
-            "makeIPTablesUtilChains": False,
-            "protectKernelDefaults": False,
-            "failSwapOn": False,
-            "podLogsDir": str(kubelet / "pod-logs"),
-            "volumePluginDir": str(kubelet / "volume-plugins"),
-            "resolvConf": "/etc/resolv.conf",
-            "serializeImagePulls": False,
-            # a shared, loaded machine: evict only when it is really short, never collect images
-            "evictionHard": {
-                "memory.available": "50Mi",
-                "nodefs.available": "1%",
-                "nodefs.inodesFree": "1%",
-                "imagefs.available": "1%",
-            },
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "rotateCertificates": False,
-            "serverTLSBootstrap": False,
-            "nodeStatusUpdateFrequency": "5s",
-            "syncFrequency": "10s",
-        }
-        (st / "kubelet.yaml").write_text(yaml.safe_dump(config))
+        text = configs.kubelet_config(
+            node_ip=self.layout["node_ip"],
+            port=ports["kubelet"],
+            healthz_port=ports["kubelet_healthz"],
+            cgroup_root=self.layout["cgroup_root"],
+            runtime_socket=self.containerd_socket,
+            tls_cert=pki.cert("kubelet"),
+            tls_key=pki.key("kubelet"),
+            client_ca=pki.ca,
+            kubelet_dir=kubelet,
+        )
+        (st / "kubelet.yaml").write_text(text)
 
         ns = st / "ns"
         (ns / "sysctl").mkdir(parents=True, exist_ok=True)
@@ -887,61 +783,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def _setup_api_objects(self) -> None:
         """The namespace, and RBAC for the token's identity: what ccserver's service account needs."""
-        objects: list[tuple[str, dict[str, Any]]] = [
-            ("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-            (
-                "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "ClusterRole",
-                    "metadata": {"name": "ccserver-test-nodes"},
-                    "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}],
-                },
-            ),
-            (
-                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "ClusterRoleBinding",
-                    "metadata": {"name": "ccserver-test-nodes"},
-                    "roleRef": {
-                        "apiGroup": "rbac.authorization.k8s.io",
-                        "kind": "ClusterRole",
-                        "name": "ccserver-test-nodes",
-                    },
-                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": TOKEN_USER}],
-                },
-            ),
-            (
-                f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/roles",
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "Role",
-                    "metadata": {"name": "ccserver", "namespace": NAMESPACE},
-                    "rules": [
-                        {
-                            "apiGroups": ["batch"],
-                            "resources": ["jobs"],
-                            "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
-                        },
-                        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
-                        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-                        {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
-                    ],
-                },
-            ),
-            (
-                f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/rolebindings",
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "RoleBinding",
-                    "metadata": {"name": "ccserver", "namespace": NAMESPACE},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ccserver"},
-                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": TOKEN_USER}],
-                },
-            ),
-        ]
-        for path, body in objects:
+        for path, body in configs.setup_objects(NAMESPACE, TOKEN_USER):
             status, answer = self.api("POST", path, json=body)
             if status not in (201, 409):
                 raise KubeClusterError(f"POST {path}: {status} {answer}")

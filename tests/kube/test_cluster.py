@@ -220,3 +220,19 @@ def test_the_api_server_goes_away_and_comes_back(kube_cluster: KubeCluster) -> N
         kube_cluster.start_apiserver()
     assert kube_cluster.api("GET", "/readyz")[0] == 200
     assert wait_for("the node Ready again", kube_cluster.node_ready, 60)
+
+
+@pytest.mark.parametrize("context", ["ccserver-test", "ccserver-test-token"])
+def test_the_kubeconfig_works_with_lightkube(kube_cluster: KubeCluster, context: str) -> None:
+    """The kubeconfig through lightkube's loader (what ccserver reads) and its sync client."""
+    from lightkube import Client
+    from lightkube.config.kubeconfig import KubeConfig
+    from lightkube.resources.core_v1 import Node
+
+    config = KubeConfig.from_file(kube_cluster.kubeconfig).get(context)
+    assert config.namespace == kube_cluster.namespace
+    client = Client(config, trust_env=False)
+    try:
+        assert [node.metadata.name for node in client.list(Node)] == [kube_cluster.node_name]
+    finally:
+        client.close()
