@@ -32,12 +32,10 @@ The cluster's layout is saved in ``<state>/cluster.json`` so that another proces
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -49,110 +47,30 @@ from typing import Any
 import requests
 
 from tests.kube import configs, images
+from tests.kube.host import (
+    KERNEL_TUNABLES,
+    NS_DIRS,
+    SLOT_DIR,
+    SLOTS,
+    KubeClusterError,
+    alive,
+    cmdline,
+    free_port,
+    make_cgroup_root,
+    node_ip,
+    remove_cgroups,
+    slot_free,
+    slot_subnet,
+    subnet_in_use,
+)
 from tests.kube.pki import TOKEN_USER, Pki, make_pki
 
 NAMESPACE = "ccserver-test"
 CONTEXT = "ccserver-test"
 TOKEN_CONTEXT = "ccserver-test-token"
-SLOTS = 16
-SLOT_DIR = Path("/run/ccserver-kube")
 DEFAULT_STATE_ROOT = Path("/var/lib/ccserver-kube-test")
 WARMUP_IMAGE = "ccserver-test/base:1"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# the values kubelet's setupKernelTunables wants (pkg/util/sysctl): bind-mounted in its namespace
-KERNEL_TUNABLES = {
-    "vm/overcommit_memory": "1",
-    "vm/panic_on_oom": "0",
-    "kernel/panic": "10",
-    "kernel/panic_on_oops": "1",
-    "kernel/keys/root_maxkeys": "1000000",
-    "kernel/keys/root_maxbytes": "25000000",
-}
-# host directories that the namespace sees as state dirs of the cluster
-NS_DIRS = {
-    "/run/containerd": "ns/run-containerd",
-    "/var/lib/cni": "ns/var-lib-cni",
-    "/var/log/containers": "ns/var-log-containers",
-    "/var/lib/kubelet": "ns/var-lib-kubelet",  # kubelet's device-plugins socket is there, whatever --root-dir says
-}
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet")
-
-
-class KubeClusterError(Exception):
-    """The cluster could not be set up or did not come up in time; the message says why."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _ip_json(*args: str) -> Any:
-    done = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=10, check=False)
-    return json.loads(done.stdout or "[]") if done.returncode == 0 else []
-
-
-def node_ip() -> str:
-    """The host's address on its default route (kubelet's InternalIP; it refuses loopback)."""
-    for route in _ip_json("-4", "route", "show", "default"):
-        for iface in _ip_json("-4", "addr", "show", "dev", route.get("dev", "")):
-            for addr in iface.get("addr_info", []):
-                if addr.get("scope") == "global":
-                    return str(addr["local"])
-    for iface in _ip_json("-4", "addr", "show"):
-        name = iface.get("ifname", "")
-        if name == "lo" or name.startswith(("docker", "br-", "veth", "ccskube")):
-            continue
-        for addr in iface.get("addr_info", []):
-            if addr.get("scope") == "global":
-                return str(addr["local"])
-    raise KubeClusterError("no global IPv4 address on this host for the kubelet's node IP (it refuses loopback)")
-
-
-def slot_subnet(slot: int) -> ipaddress.IPv4Network:
-    return ipaddress.IPv4Network(f"10.88.{77 + slot}.0/24")
-
-
-def _subnet_in_use(net: ipaddress.IPv4Network, own_link: str) -> bool:
-    for route in _ip_json("-4", "route", "show", "table", "all"):
-        dst = route.get("dst", "")
-        if dst in ("", "default") or route.get("dev") == own_link:
-            continue
-        try:
-            if ipaddress.IPv4Network(dst, strict=False).overlaps(net):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-def slot_free(slot: int) -> bool:
-    path = SLOT_DIR / f"slot-{slot}.lock"
-    if not path.exists():
-        return True
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return True
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.2) -> None:
@@ -165,19 +83,22 @@ def _wait_until(what: str, check: Callable[[], bool], timeout: float, interval: 
         time.sleep(interval)
 
 
+def prune_runs(root: Path, keep: int = 5) -> None:
+    """Removes the state dirs (logs) of stopped runs under ``root`` but the ``keep`` newest."""
+    stopped = []
+    for run in root.glob("run-*"):
+        try:
+            if "stopped" in json.loads((run / "cluster.json").read_text()):
+                stopped.append(run)
+        except (OSError, ValueError):
+            continue
+    for run in sorted(stopped, key=lambda r: r.stat().st_mtime)[:-keep]:
+        shutil.rmtree(run, ignore_errors=True)
+
+
 def _write_private(path: Path, text: str) -> None:
     path.write_text(text)
     path.chmod(0o600)
-
-
-def cgroup_hierarchies() -> list[Path]:
-    """The mounted cgroup hierarchies (v1 controllers and the v2/unified one)."""
-    found = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 2 and fields[2] in ("cgroup", "cgroup2"):
-            found.append(Path(fields[1]))
-    return found
 
 
 class KubeCluster:
@@ -197,6 +118,7 @@ class KubeCluster:
                 )
         if state_dir is None:
             DEFAULT_STATE_ROOT.mkdir(parents=True, exist_ok=True)
+            prune_runs(DEFAULT_STATE_ROOT)
             state_dir = tempfile.mkdtemp(prefix="run-", dir=DEFAULT_STATE_ROOT)
         self.state = Path(state_dir).resolve()
         self.start_timeout = start_timeout
@@ -316,7 +238,7 @@ class KubeCluster:
     def _choose_slot(self) -> int:
         for slot in range(SLOTS):
             link = f"ccskube{slot}"
-            if slot_free(slot) and not _subnet_in_use(slot_subnet(slot), link):
+            if slot_free(slot) and not subnet_in_use(slot_subnet(slot), link):
                 return slot
         raise KubeClusterError(
             f"no free cluster slot of {SLOTS} (see {SLOT_DIR}) or their subnets 10.88.77-92.0/24 are in use"
@@ -439,7 +361,7 @@ class KubeCluster:
 
     def _ours(self, pid: int) -> bool:
         """A pid of this cluster (the command line names the state dir): never another's process."""
-        return _alive(pid) and str(self.state) in _cmdline(pid)
+        return alive(pid) and str(self.state) in cmdline(pid)
 
     def _check_running(self, name: str) -> None:
         pid = self.layout["pids"].get(name)
@@ -467,7 +389,7 @@ class KubeCluster:
                     if process is not None:
                         if process.poll() is not None:
                             break
-                    elif not _alive(pid):
+                    elif not alive(pid):
                         break
                     time.sleep(0.1)
                 else:
@@ -550,67 +472,6 @@ class KubeCluster:
         self._save_layout()
 
     # --- cgroups ---------------------------------------------------------------------------
-    def _make_cgroup_root(self) -> None:
-        root = self.layout["cgroup_root"]
-        for hierarchy in cgroup_hierarchies():
-            if hierarchy.name == "unified" and Path("/sys/fs/cgroup/memory").is_dir():
-                continue  # a hybrid host: runc makes what it needs there
-            mine = hierarchy / root
-            mine.mkdir(exist_ok=True)
-            for name in ("cpuset.cpus", "cpuset.mems"):
-                if (hierarchy / name).exists() and not (mine / name).read_text().strip():
-                    (mine / name).write_text((hierarchy / name).read_text())
-            if (hierarchy / "cgroup.subtree_control").exists():  # cgroup v2
-                wanted = set((hierarchy / "cgroup.controllers").read_text().split()) & {
-                    "cpu",
-                    "cpuset",
-                    "memory",
-                    "pids",
-                    "io",
-                    "hugetlb",
-                }
-                for controller in sorted(wanted):
-                    try:
-                        (mine / "cgroup.subtree_control").write_text(f"+{controller}")
-                    except OSError:
-                        pass
-
-    def _remove_cgroups(self, timeout: float = 20.0) -> None:
-        """SIGKILL every process left in the cluster's cgroups (the pods), then remove them."""
-        root = self.layout.get("cgroup_root")
-        if not root:
-            return
-        tops = [h / root for h in cgroup_hierarchies() if (h / root).is_dir()]
-        deadline = time.monotonic() + timeout
-        while True:
-            pids = set()
-            for top in tops:
-                for procs in top.rglob("cgroup.procs"):
-                    try:
-                        pids.update(int(p) for p in procs.read_text().split())
-                    except OSError:
-                        pass
-            if not pids or time.monotonic() >= deadline:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.2)
-        for top in tops:
-            for directory in sorted(
-                (p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-            ):
-                try:
-                    directory.rmdir()
-                except OSError:
-                    pass
-            try:
-                top.rmdir()
-            except OSError:
-                pass
-
     # --- start ---------------------------------------------------------------------------
     def _mark(self, phase: str, since: float) -> None:
         self.timings[phase] = round(time.monotonic() - since, 2)
@@ -644,7 +505,7 @@ class KubeCluster:
         self._write_files()
         self._mark("files", began)
         self._start_namespace()
-        self._make_cgroup_root()
+        make_cgroup_root(self.layout["cgroup_root"])
         ports = self.layout["ports"]
         b = self.bin_dir
         self._spawn(
@@ -848,13 +709,20 @@ class KubeCluster:
         self._wait_apiserver(timeout)
 
     # --- stop ------------------------------------------------------------------------
-    def _shims(self) -> list[int]:
+    def _processes_naming(self, needle: str) -> list[int]:
+        """Processes (not this one) whose command line holds ``needle`` (a path of this cluster's state)."""
         found = []
-        needle = f"-address {self.containerd_socket}"
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and needle in _cmdline(int(entry.name)):
+            if entry.name.isdigit() and int(entry.name) != os.getpid() and needle in cmdline(int(entry.name)):
                 found.append(int(entry.name))
         return found
+
+    def _kill_all(self, pids: list[int]) -> None:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def stop(self) -> None:
         """Stops every component and removes what they left (pods, cgroups, bridge, runtime state);
@@ -862,17 +730,17 @@ class KubeCluster:
         if not self.layout:
             return
         self._terminate("kubelet")
-        self._remove_cgroups()
-        for pid in self._shims():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        remove_cgroups(self.layout.get("cgroup_root"))
+        self._kill_all(self._processes_naming(f"-address {self.containerd_socket}"))  # the shims
         self._terminate("containerd")
         self._terminate("namespace")
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             self._terminate(name)
-        self._remove_cgroups()
+        # anything else naming the state dir: an image import (ctr) still running, say
+        left = self._processes_naming(str(self.state))
+        self._kill_all(left)
+        _wait_until("the cluster's last processes ended", lambda: not any(alive(pid) for pid in left), 10)
+        remove_cgroups(self.layout.get("cgroup_root"))
         self._unmount_leftovers()
         link = self.layout.get("bridge")
         if link and Path(f"/sys/class/net/{link}").exists():

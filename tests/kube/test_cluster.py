@@ -5,16 +5,20 @@ host at ``callback_host``, the token's RBAC, and an API server that goes away an
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.kube.cluster import KubeCluster
+from tests.kube.cluster import KubeCluster, KubeClusterError
+from tests.kube.host import cgroup_hierarchies, cmdline, slot_free
+from tests.kube.locate import kube_bin_dir
 
 IMAGE = "ccserver-test/base:1"
 
@@ -236,3 +240,28 @@ def test_the_kubeconfig_works_with_lightkube(kube_cluster: KubeCluster, context:
         assert [node.metadata.name for node in client.list(Node)] == [kube_cluster.node_name]
     finally:
         client.close()
+
+
+def test_a_component_that_fails_is_reported_with_its_log_and_leaves_nothing(tmp_path: Path) -> None:
+    """A start that fails (here: an API server that refuses its flags) raises with the tail of the
+    component's log, and stops and removes what it had started: no process, cgroup, mount, slot."""
+    real = Path(kube_bin_dir())
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("etcd", "kube-controller-manager", "kube-scheduler", "kubelet"):
+        (bin_dir / name).symlink_to(real / name)
+    fake = bin_dir / "kube-apiserver"
+    fake.write_text("#!/bin/sh\necho 'Error: unknown flag: --ccserver-refused' >&2\nexit 2\n")
+    fake.chmod(0o755)
+    cluster = KubeCluster(bin_dir, tmp_path / "s", start_timeout=60)
+    with pytest.raises(KubeClusterError) as failed:
+        cluster.start()
+    assert "kube-apiserver exited with 2" in str(failed.value)
+    assert "Error: unknown flag: --ccserver-refused" in str(failed.value)
+    state = str(cluster.state)
+    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and state in cmdline(int(pid))]
+    assert not left, [(cmdline(int(p)), Path(f"/proc/{p}/stat").read_text()) for p in left]
+    assert slot_free(cluster.layout["slot"])
+    assert not [h for h in cgroup_hierarchies() if (h / cluster.layout["cgroup_root"]).exists()]
+    assert state not in Path("/proc/self/mounts").read_text()
+    assert sorted(p.name for p in cluster.state.iterdir()) == ["cluster.json", "logs"]
