@@ -556,6 +556,7 @@ class KubeCluster:
                 f"--service-account-private-key-file={self.pki.sa_key}",
                 f"--root-ca-file={self.pki.ca}",
                 "--use-service-account-credentials=false",
+                f"--flex-volume-plugin-dir={st / 'kubelet' / 'volume-plugins'}",  # else it makes /usr/libexec/...
                 "--concurrent-job-syncs=10",
                 "--v=1",
             ],
@@ -572,6 +573,7 @@ class KubeCluster:
                 f"--kubeconfig={st / 'kubelet.kubeconfig'}",
                 f"--root-dir={st / 'kubelet' / 'root'}",
                 f"--cert-dir={st / 'kubelet' / 'pki'}",
+                f"--volume-plugin-dir={st / 'kubelet' / 'volume-plugins'}",
                 f"--hostname-override={self.node_name}",
                 f"--node-ip={self.layout['node_ip']}",
                 "--v=1",
