@@ -265,3 +265,23 @@ def test_a_component_that_fails_is_reported_with_its_log_and_leaves_nothing(tmp_
     assert not [h for h in cgroup_hierarchies() if (h / cluster.layout["cgroup_root"]).exists()]
     assert state not in Path("/proc/self/mounts").read_text()
     assert sorted(p.name for p in cluster.state.iterdir()) == ["cluster.json", "logs"]
+
+
+def test_service_account_tokens_are_signed_and_accepted(kube_cluster: KubeCluster) -> None:
+    """The service-account key pair works: a token of the TokenRequest API authenticates as its account."""
+    ns = kube_cluster.namespace
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}}
+    status, answer = kube_cluster.api("POST", f"/api/v1/namespaces/{ns}/serviceaccounts/default/token", json=request)
+    assert status == 201, answer
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    with requests.Session() as session:
+        session.trust_env = False
+        answer = session.post(
+            kube_cluster.server + "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            json=review,
+            headers={"Authorization": f"Bearer {answer['status']['token']}"},
+            verify=kube_cluster.ca_file,
+            timeout=10,
+        )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["status"]["userInfo"]["username"] == f"system:serviceaccount:{ns}:default"
