@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ def kubeconfig(
     server: str,
     ca_file: str,
     users: dict[str, dict[str, Any]],
-    contexts: dict[str, tuple[str, str | None]],
+    contexts: Mapping[str, tuple[str, str | None]],
     current: str,
 ) -> str:
     """A kubeconfig: ``users`` name -> user entry; ``contexts`` name -> (user, namespace)."""

@@ -159,7 +159,7 @@ def remove_cgroups(root: str | None, timeout: float = 20.0) -> None:
     tops = [h / root for h in cgroup_hierarchies() if (h / root).is_dir()]
     deadline = time.monotonic() + timeout
     while True:
-        pids = set()
+        pids: set[int] = set()
         for top in tops:
             for procs in top.rglob("cgroup.procs"):
                 try:

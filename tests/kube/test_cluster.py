@@ -234,10 +234,10 @@ def test_the_kubeconfig_works_with_lightkube(kube_cluster: KubeCluster, context:
     from lightkube.resources.core_v1 import Node
 
     config = KubeConfig.from_file(kube_cluster.kubeconfig).get(context)
-    assert config.namespace == kube_cluster.namespace
+    assert config is not None and config.namespace == kube_cluster.namespace
     client = Client(config, trust_env=False)
     try:
-        assert [node.metadata.name for node in client.list(Node)] == [kube_cluster.node_name]
+        assert [node.metadata.name for node in client.list(Node) if node.metadata] == [kube_cluster.node_name]
     finally:
         client.close()
 
