@@ -242,9 +242,23 @@ def test_the_kubeconfig_works_with_lightkube(kube_cluster: KubeCluster, context:
         client.close()
 
 
-def test_a_component_that_fails_is_reported_with_its_log_and_leaves_nothing(tmp_path: Path) -> None:
+def assert_host_clean(cluster: KubeCluster) -> None:
+    """Nothing of a stopped cluster is left: no process naming its state dir, no cgroup, mount,
+    bridge or held slot; its state dir holds the logs and the layout alone."""
+    state = str(cluster.state)
+    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and state in cmdline(int(pid))]
+    assert not left, [cmdline(int(p)) for p in left]
+    assert slot_free(cluster.layout["slot"])
+    assert not [h for h in cgroup_hierarchies() if (h / cluster.layout["cgroup_root"]).exists()]
+    assert state not in Path("/proc/self/mounts").read_text()
+    assert not Path(f"/sys/class/net/{cluster.layout['bridge']}").exists()
+    assert sorted(p.name for p in cluster.state.iterdir()) == ["cluster.json", "logs"]
+
+
+def test_a_failed_start_reports_the_log_cleans_up_and_a_second_start_works(tmp_path: Path) -> None:
     """A start that fails (here: an API server that refuses its flags) raises with the tail of the
-    component's log, and stops and removes what it had started: no process, cgroup, mount, slot."""
+    component's log and removes what it had started; the same state dir then starts a working
+    cluster, whose stop leaves the host as it was."""
     real = Path(kube_bin_dir())
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -258,13 +272,18 @@ def test_a_component_that_fails_is_reported_with_its_log_and_leaves_nothing(tmp_
         cluster.start()
     assert "kube-apiserver exited with 2" in str(failed.value)
     assert "Error: unknown flag: --ccserver-refused" in str(failed.value)
-    state = str(cluster.state)
-    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and state in cmdline(int(pid))]
-    assert not left, [(cmdline(int(p)), Path(f"/proc/{p}/stat").read_text()) for p in left]
-    assert slot_free(cluster.layout["slot"])
-    assert not [h for h in cgroup_hierarchies() if (h / cluster.layout["cgroup_root"]).exists()]
-    assert state not in Path("/proc/self/mounts").read_text()
-    assert sorted(p.name for p in cluster.state.iterdir()) == ["cluster.json", "logs"]
+    assert_host_clean(cluster)
+
+    fake.unlink()
+    fake.symlink_to(real / "kube-apiserver")
+    cluster = KubeCluster(bin_dir, tmp_path / "s", start_timeout=120)
+    try:
+        cluster.start()  # a warm-up pod ran on it
+        assert cluster.node_ready()
+        assert Path(f"/sys/class/net/{cluster.layout['bridge']}").exists()
+    finally:
+        cluster.stop()
+    assert_host_clean(cluster)
 
 
 def test_service_account_tokens_are_signed_and_accepted(kube_cluster: KubeCluster) -> None:
