@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.kube.cluster import KubeCluster, KubeClusterError
+from tests.kube.cluster import DEFAULT_STATE_ROOT, KubeCluster, KubeClusterError
 from tests.kube.host import cgroup_hierarchies, cmdline, slot_free
 from tests.kube.locate import kube_bin_dir
 
@@ -267,7 +269,10 @@ def test_a_failed_start_reports_the_log_cleans_up_and_a_second_start_works(tmp_p
     fake = bin_dir / "kube-apiserver"
     fake.write_text("#!/bin/sh\necho 'Error: unknown flag: --ccserver-refused' >&2\nexit 2\n")
     fake.chmod(0o755)
-    cluster = KubeCluster(bin_dir, tmp_path / "s", start_timeout=60)
+    # a short state dir: the kubelet's unix sockets live under it (108 bytes at most)
+    DEFAULT_STATE_ROOT.mkdir(parents=True, exist_ok=True)
+    state = Path(tempfile.mkdtemp(prefix="test-", dir=DEFAULT_STATE_ROOT))
+    cluster = KubeCluster(bin_dir, state, start_timeout=60)
     with pytest.raises(KubeClusterError) as failed:
         cluster.start()
     assert "kube-apiserver exited with 2" in str(failed.value)
@@ -276,7 +281,7 @@ def test_a_failed_start_reports_the_log_cleans_up_and_a_second_start_works(tmp_p
 
     fake.unlink()
     fake.symlink_to(real / "kube-apiserver")
-    cluster = KubeCluster(bin_dir, tmp_path / "s", start_timeout=120)
+    cluster = KubeCluster(bin_dir, state, start_timeout=120)
     try:
         cluster.start()  # a warm-up pod ran on it
         assert cluster.node_ready()
@@ -284,6 +289,7 @@ def test_a_failed_start_reports_the_log_cleans_up_and_a_second_start_works(tmp_p
     finally:
         cluster.stop()
     assert_host_clean(cluster)
+    shutil.rmtree(state)
 
 
 def test_service_account_tokens_are_signed_and_accepted(kube_cluster: KubeCluster) -> None:
