@@ -58,8 +58,11 @@ WORKER_CONFIG = {
     "local_result_files": {"summary": {"dir": "/opt/demo/results", "name": "summary.json", "optional": True}},
 }
 
+#: the worker's bytecode is made at build time (exec form: the base needs no shell), so that a
+#: container does not compile the worker's modules at its start, nor write them into its layer
 DOCKERFILE = """FROM {base}
 COPY container_worker /opt/container_worker
+RUN ["python3", "-m", "compileall", "-q", "/opt/container_worker"]
 COPY app.py /opt/demo/app.py
 COPY config.json /opt/config.json
 LABEL io.curious-containers.demo="1"

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import io
+import secrets
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
-from ccserver.demo_image import build_context, debian_mirror
+import pytest
+
+from ccserver.demo_image import build, build_context, debian_mirror
 
 
 def test_the_mirror_comes_from_the_apt_sources(tmp_path: Path) -> None:
@@ -46,3 +49,31 @@ def test_a_missing_base_image_is_a_one_line_error() -> None:
         "ccserver-admin: no local image ccserver-test/no-such-image:0: pull it first "
         "(docker pull ccserver-test/no-such-image:0) or leave out --from"
     ]
+
+
+def test_the_image_carries_the_workers_bytecode() -> None:
+    """Built on the local base (as the quick start does): every module of the worker is
+    compiled in the image, and a container that runs the worker writes no bytecode."""
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=300)
+    tag = f"ccserver-test/demo-bytecode:{secrets.token_hex(4)}"
+    container = None
+    try:
+        build("unix:///var/run/docker.sock", tag=tag, from_image="ccserver-test/base:1")
+        listing = client.containers.run(tag, ["ls", "/opt/container_worker/__pycache__"], remove=True).decode()
+        modules = {p.stem for p in (Path(__file__).resolve().parents[2] / "ccserver/worker").glob("*.py")}
+        assert {name.split(".")[0] for name in listing.split()} == modules
+        container = client.containers.create(
+            tag, ["python3", "/opt/container_worker", '{"container_type": "inspection"}']
+        )
+        container.start()
+        assert container.wait(timeout=120)["StatusCode"] == 1  # no inspection_url: 1, after importing the worker
+        assert [c["Path"] for c in container.diff() or []] == []
+    finally:
+        if container is not None:
+            container.remove(force=True)
+        try:
+            client.images.remove(tag, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+        client.close()

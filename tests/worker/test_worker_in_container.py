@@ -179,6 +179,29 @@ def test_noinput_image_with_object_parameters(client: Any, cc: FakeCC, container
     assert [json.loads(a) for a in argv] == [parameters]
 
 
+def written_bytecode(container: Any) -> list[str]:
+    """The bytecode files a container wrote into its own layer (docker diff)."""
+    return [c["Path"] for c in container.diff() or [] if "__pycache__" in c["Path"] or c["Path"].endswith(".pyc")]
+
+
+@pytest.mark.parametrize("image", [APP_IMAGE, NOINPUT_IMAGE])
+def test_the_images_carry_the_workers_bytecode(client: Any, cc: FakeCC, containers: list[Any], image: str) -> None:
+    # compiled at build time (scripts/build-test-images): a container neither compiles the
+    # worker's modules when it starts nor writes them into its layer
+    settings = settings_for(cc, "application")
+    cc.works[settings["container_id"]] = {"task_id": "t", "input_files": [], "result_files": [], "parameters": []}
+    if image == APP_IMAGE:
+        cc.files["data.txt"] = b"x"
+        cc.works[settings["container_id"]]["input_files"] = [
+            {"connector_type": "http", "connector_access": {"url": cc.url + "/files/data.txt"}}
+        ]
+    container = start(client, containers, image, settings)
+    status, output = wait_exit(container)
+    assert status == 0, output
+    assert states(cc, settings["container_id"]) == [(0, 3), (1, 3), (2, 3), (3, 3)], output
+    assert written_bytecode(container) == []
+
+
 def test_data_container_feeds_application_container(client: Any, cc: FakeCC, containers: list[Any]) -> None:
     cc.files["data.txt"] = b"cached through the data container\n" * 1000
     key = secrets.token_hex(16)
