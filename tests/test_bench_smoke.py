@@ -1,4 +1,5 @@
-"""The REST API benchmark (bench/api.py) runs to the end in its quick form.
+"""The REST API benchmark (bench/api.py) runs to the end in its quick form, and the worker CPU
+benchmark (bench/worker_cpu.py) with two containers of each kind.
 
 Only that it works is checked here: it starts the real daemon, every phase answers without
 errors and every figure is printed.  Its speed targets live in the benchmark (a slow or busy
@@ -54,3 +55,29 @@ def test_quick_api_benchmark_runs_and_prints_its_figures() -> None:
     assert "STOPPED AT TIME LIMIT" not in result.stdout, output
     assert "Traceback" not in output, output
     assert "PASS  run complete" in result.stdout, output
+
+
+def test_worker_cpu_benchmark_runs_and_prints_its_figures() -> None:
+    # bench/worker_cpu.py on the local engine, two containers of each variant: the worker made
+    # its four callbacks (else the script exits 2) and both figures and their ratio are printed
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "worker_cpu.py"), "--repeat", "2", "--warm-up", "0"],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    for variant in ("bare", "worker"):
+        assert re.search(
+            rf"^ *{variant}: container cgroup CPU median [\d.]+ ms \(p10 [\d.]+, p90 [\d.]+\); "
+            r"user\+sys of its processes median [\d.]+ ms",
+            result.stdout,
+            re.MULTILINE,
+        ), output
+    assert re.search(r"^worker / bare: cgroup [\d.]+ \(\+-?[\d.]+ ms a container\)", result.stdout, re.MULTILINE), (
+        output
+    )
+    assert "Traceback" not in output, output
