@@ -91,8 +91,9 @@ def env_for(home: Path) -> dict[str, str]:
     return daemon_env(home, REPO)
 
 
-def write_config(tmp: Path, gateway: str, interval: float, api_timeout: float | None) -> Path:
+def write_config(tmp: Path, gateway: str, interval: float, api_timeout: float | None, follow: bool = True) -> Path:
     timeout = f"api_timeout = {api_timeout}\n" if api_timeout else ""
+    logs = "" if follow else "\n[logs]\nfollow = false\n"
     return harness.write_config(
         tmp,
         listen=f"tcp:0:interface={gateway}",
@@ -108,7 +109,7 @@ def write_config(tmp: Path, gateway: str, interval: float, api_timeout: float | 
         "container_ram = 128\n"
         "\n[defaults.error_handling]\n"
         "# a failure must show as one, not as a slower retried task\n"
-        "max_task_trials = 1\n",
+        "max_task_trials = 1\n" + logs,
     )
 
 
@@ -162,7 +163,7 @@ def run_ccserver(
         tmp = Path(name)
         (tmp / "home").mkdir()
         env = env_for(tmp / "home")
-        config = write_config(tmp, gateway, args.interval, args.api_timeout)
+        config = write_config(tmp, gateway, args.interval, args.api_timeout, follow=not args.no_follow)
         harness.create_user(config, USERNAME, PASSWORD, env)
         profile = None
         if args.profile:
@@ -444,6 +445,11 @@ def main() -> int:
         "--api-timeout", type=float, help="docker.api_timeout of the daemon (default: the daemon's own default)"
     )
     parser.add_argument("--direct-only", action="store_true", help="skip the ccserver runs")
+    parser.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="[logs] follow = false in the daemon (a diagnostic: what following the containers' output costs)",
+    )
     parser.add_argument("--timeout-base", type=float, default=120.0, help=argparse.SUPPRESS)
     parser.add_argument("--timeout-per-task", type=float, default=3.0, help=argparse.SUPPRESS)
     parser.add_argument("--keep-log", metavar="FILE", help="copy the daemon's log to FILE")

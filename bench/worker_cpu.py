@@ -68,6 +68,10 @@ class CallbackServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # one segment per answer, sent at once (as the daemon's): head and body written
+            # apart would meet the worker's delayed ACK, tens of milliseconds of waiting
+            wbufsize = -1
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
