@@ -91,7 +91,14 @@ def env_for(home: Path) -> dict[str, str]:
     return daemon_env(home, REPO)
 
 
-def write_config(tmp: Path, gateway: str, interval: float, api_timeout: float | None, follow: bool = True) -> Path:
+def write_config(
+    tmp: Path,
+    gateway: str,
+    interval: float,
+    api_timeout: float | None,
+    follow: bool = True,
+    launches: int = PARALLELISM,
+) -> Path:
     timeout = f"api_timeout = {api_timeout}\n" if api_timeout else ""
     logs = "" if follow else "\n[logs]\nfollow = false\n"
     return harness.write_config(
@@ -100,6 +107,7 @@ def write_config(tmp: Path, gateway: str, interval: float, api_timeout: float | 
         server={"scheduling_interval_seconds": interval},
         rest="[docker]\n"
         "thread_limit = 8\n"
+        f"launches_per_node = {launches}\n"
         f"{timeout}"
         "pull_policy = 'never'\n"
         "\n[docker.nodes.local]\n"
@@ -163,7 +171,9 @@ def run_ccserver(
         tmp = Path(name)
         (tmp / "home").mkdir()
         env = env_for(tmp / "home")
-        config = write_config(tmp, gateway, args.interval, args.api_timeout, follow=not args.no_follow)
+        config = write_config(
+            tmp, gateway, args.interval, args.api_timeout, follow=not args.no_follow, launches=args.launches_per_node
+        )
         harness.create_user(config, USERNAME, PASSWORD, env)
         profile = None
         if args.profile:
@@ -445,6 +455,12 @@ def main() -> int:
         "--api-timeout", type=float, help="docker.api_timeout of the daemon (default: the daemon's own default)"
     )
     parser.add_argument("--direct-only", action="store_true", help="skip the ccserver runs")
+    parser.add_argument(
+        "--launches-per-node",
+        type=int,
+        default=PARALLELISM,
+        help=f"the daemon's docker.launches_per_node (default {PARALLELISM}: the direct half's threads)",
+    )
     parser.add_argument(
         "--no-follow",
         action="store_true",
