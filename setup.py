@@ -25,6 +25,7 @@ setup(
         "fastjsonschema>=2.19",
         "docker>=7.1",
         "pyOpenSSL>=24.0",
+        "cryptography>=42",  # reading the PEM files of Kubernetes clusters (ccserver.kubernetes.credentials)
         "service-identity>=24.1",
         "mongomock>=4.3",
         "idna>=3.6",

@@ -22,12 +22,24 @@ class AdminError(Exception):
 
 
 def check_config(args: argparse.Namespace) -> int:
-    """Validate the configuration file without connecting to anything."""
+    """Validate the configuration file, and read the files of the Kubernetes clusters, without
+    connecting to anything."""
+    from ccserver.kubernetes.credentials import CredentialsError, read_credentials
+
     config = load(args.config)
     where = config.source or "no configuration file found; built-in defaults"
+    for cluster in config.kubernetes.clusters:
+        try:
+            read_credentials(cluster)
+        except CredentialsError as e:
+            raise ConfigError(f"{where}: {e}") from None
     store = f"MongoDB ({config.mongo.db})" if config.mongo else f"embedded ({config.embedded.path})"
     nodes = ", ".join(n.name for n in config.docker.nodes)
-    print(f"{where}: OK; store: {store}; Docker nodes: {nodes}")
+    clusters = ", ".join(c.name for c in config.kubernetes.clusters)
+    print(
+        f"{where}: OK; store: {store}; Docker nodes: {nodes}"
+        + (f"; Kubernetes clusters: {clusters}" if clusters else "")
+    )
     for section in config.ignored_sections:
         print(f"note: [{section}] is accepted and ignored by ccserver")
     return 0

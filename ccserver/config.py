@@ -402,19 +402,86 @@ def from_dict(raw: Mapping[str, Any], source: str | None, env: Mapping[str, str]
     auth = raw.get("defaults", {}).get("authorization", {})
     if "num_login_attempts" in auth and "number_login_attempts" in auth:
         raise ConfigError(f"{label}: defaults.authorization.number_login_attempts: give only num_login_attempts")
+    docker = _docker(raw.get("docker", {}), label, env)
+    kubernetes = _kubernetes(raw.get("kubernetes", {}), label, env, docker)
     return Config(
         source=source,
         server=_server(server, data_dir, env),
         mongo=_mongo(raw["mongo"], label) if "mongo" in raw else None,
         embedded=_embedded(raw.get("embedded", {}), data_dir, env),
-        docker=_docker(raw.get("docker", {}), label, env),
+        docker=docker,
         defaults=_defaults(raw.get("defaults", {})),
         ignored_sections=("ipc",) if "ipc" in raw else (),
         notifications=_notifications(raw.get("notifications", {}), label),
         tes=_tes(raw.get("tes", {}), label, env),
         metrics=_metrics(raw.get("metrics", {})),
         logs=_logs(raw.get("logs", {})),
+        kubernetes=kubernetes,
     )
+
+
+_KUBE_FILES = ("ca_file", "client_cert_file", "client_key_file", "token_file", "kubeconfig")
+
+
+def _kubernetes(k: Mapping[str, Any], label: str, env: Mapping[str, str], docker: DockerConfig) -> KubernetesConfig:
+    docker_names = {n.name for n in docker.nodes}
+    clusters = []
+    for name, c in k.get("clusters", {}).items():
+        key = f"kubernetes.clusters.{name}"
+        if name in docker_names:
+            raise ConfigError(
+                f"{label}: {key}: the name is also docker.nodes.{name}; Docker nodes and clusters "
+                "share one name space (rename one of them)"
+            )
+        _check_kube_credentials(c, label, key)
+        defaults = KubeClusterConfig(name=name, callback_url="")
+        files = {f: _expand(c.get(f), env) for f in _KUBE_FILES}
+        clusters.append(
+            KubeClusterConfig(
+                name=name,
+                callback_url=c["callback_url"].rstrip("/"),
+                server=c["server"].rstrip("/") if "server" in c else None,
+                context=c.get("context"),
+                namespace=c.get("namespace", defaults.namespace),
+                service_account=c.get("service_account"),
+                node_selector=tuple(sorted(c.get("node_selector", {}).items())),
+                tolerations=tuple(dict(t) for t in c.get("tolerations", ())),
+                api_timeout_seconds=float(c.get("api_timeout_seconds", defaults.api_timeout_seconds)),
+                pending_timeout_seconds=float(c.get("pending_timeout_seconds", defaults.pending_timeout_seconds)),
+                job_ttl_seconds=int(c.get("job_ttl_seconds", defaults.job_ttl_seconds)),
+                **files,
+            )
+        )
+    return KubernetesConfig(clusters=tuple(clusters))
+
+
+def _check_kube_credentials(c: Mapping[str, Any], label: str, key: str) -> None:
+    """Either ``server`` with ``ca_file`` and one way to authenticate (a client certificate
+    and its key, or ``token_file``), or a ``kubeconfig`` (and optionally its ``context``)."""
+    direct = ("server", "ca_file", "client_cert_file", "client_key_file", "token_file")
+    if "kubeconfig" in c:
+        given = [k for k in direct if k in c]
+        if given:
+            raise ConfigError(f"{label}: {key}.{given[0]}: not with kubeconfig (the kubeconfig's context gives it)")
+        return
+    if "context" in c:
+        raise ConfigError(f"{label}: {key}.context: only with kubeconfig (the context is one of the kubeconfig's)")
+    if "server" not in c:
+        raise ConfigError(
+            f"{label}: {key}: expected server (with ca_file, and client_cert_file + client_key_file "
+            "or token_file) or kubeconfig"
+        )
+    if "ca_file" not in c:
+        raise ConfigError(
+            f"{label}: {key}.ca_file: required with server (the CA that signed the API server's certificate)"
+        )
+    if ("client_cert_file" in c) != ("client_key_file" in c):
+        missing = "client_key_file" if "client_cert_file" in c else "client_cert_file"
+        raise ConfigError(f"{label}: {key}.{missing}: required with the other of client_cert_file and client_key_file")
+    if "client_cert_file" in c and "token_file" in c:
+        raise ConfigError(f"{label}: {key}.token_file: give either client_cert_file + client_key_file or token_file")
+    if "client_cert_file" not in c and "token_file" not in c:
+        raise ConfigError(f"{label}: {key}: expected credentials: client_cert_file + client_key_file, or token_file")
 
 
 def _logs(section: Mapping[str, Any]) -> LogsConfig:

@@ -130,6 +130,60 @@ _LOGS = {
     },
 }
 
+#: one toleration of the pods of a cluster's Jobs (core/v1 Toleration)
+_TOLERATION = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "key": _STR,
+        "operator": {"enum": ["Exists", "Equal"]},
+        "value": {"type": "string"},
+        "effect": {"enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]},
+        "tolerationSeconds": {"type": "integer", "minimum": 0},
+    },
+}
+
+#: ``[kubernetes.clusters.NAME]``: one Kubernetes cluster used as one node (ccserver.kubernetes);
+#: which credentials go together (server or kubeconfig, certificate or token) is checked in
+#: ccserver.config, whose messages say what to give instead
+_KUBE_CLUSTER = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["callback_url"],
+    "properties": {
+        "server": {"type": "string", "pattern": "^https://[^/]+"},
+        "ca_file": _STR,
+        "client_cert_file": _STR,
+        "client_key_file": _STR,
+        "token_file": _STR,
+        "kubeconfig": _STR,
+        "context": _STR,
+        # a DNS label, as Kubernetes requires of namespace names
+        "namespace": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
+        "service_account": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"},
+        "node_selector": {"type": "object", "additionalProperties": {"type": "string"}},
+        "tolerations": {"type": "array", "items": _TOLERATION},
+        "callback_url": {"type": "string", "pattern": "^https?://[^/]+"},
+        "api_timeout_seconds": _POS_NUM,
+        "pending_timeout_seconds": _POS_NUM,
+        "job_ttl_seconds": {"type": "integer", "minimum": 0},
+    },
+}
+
+#: ``[kubernetes]``: clusters beside the Docker nodes (docs/kubernetes.rst)
+_KUBERNETES = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "clusters": {
+            "type": "object",
+            # the name is a node name (metrics labels, documents' cluster_node)
+            "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"},
+            "additionalProperties": _KUBE_CLUSTER,
+        },
+    },
+}
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -235,6 +289,7 @@ SCHEMA: dict[str, Any] = {
         },
         "metrics": _METRICS,
         "logs": _LOGS,
+        "kubernetes": _KUBERNETES,
         # where task and dead-node notifications may be sent (unrestricted when both are empty)
         "notifications": {
             "type": "object",

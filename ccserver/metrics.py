@@ -112,6 +112,19 @@ class Metrics:
             ["operation", "node", "reason"],
             registry=r,
         )
+        self.kube_calls = Histogram(
+            "ccserver_kube_call_seconds",
+            "Kubernetes API calls from when they were asked to their whole answer",
+            ["operation", "node"],
+            buckets=CALL_BUCKETS,
+            registry=r,
+        )
+        self.kube_failures = Counter(
+            "ccserver_kube_call_failures",
+            "Kubernetes API calls that failed: timeout, error (no answer), refused (401/403), status (5xx)",
+            ["operation", "node", "reason"],
+            registry=r,
+        )
         self.node_healthy = Gauge("ccserver_node_healthy", "1 if the node is healthy, else 0", ["node"], registry=r)
         self.node_ram_total = Gauge("ccserver_node_ram_total_bytes", "RAM of each node", ["node"], registry=r)
         self.node_ram_reserved = Gauge(
@@ -213,6 +226,13 @@ class Metrics:
         self._of(self.docker_calls, operation, node).observe(seconds)
         if failure is not None:
             self._of(self.docker_failures, operation, node, failure).inc()
+
+    def kube_call(self, operation: str, node: str, seconds: float, failure: str | None = None) -> None:
+        """A Kubernetes API call answered (``failure`` None) or failed (``timeout``, ``error``,
+        ``refused``, ``status``)."""
+        self._of(self.kube_calls, operation, node).observe(seconds)
+        if failure is not None:
+            self._of(self.kube_failures, operation, node, failure).inc()
 
     def nodes(self, nodes: Iterable[NodeFigures]) -> None:
         """Set the gauges of each node (its health, RAM and CPUs, total and reserved)."""

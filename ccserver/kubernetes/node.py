@@ -1,24 +1,61 @@
 """One Kubernetes cluster seen as one ccserver node: capacity, Jobs, their pods' ends.
 
 The interface the cluster service (:mod:`ccserver.cluster.service`) uses; see
-docs/kubernetes.rst for what maps to what.
+docs/kubernetes.rst for what maps to what.  Every call goes through
+:class:`ccserver.kubernetes.api.KubeAPI` (the reactor, a deadline per call, no thread).
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
+from urllib.parse import quote
 
+from twisted.logger import Logger
+
+from ccserver.cluster.docker_ops import KIND_LABEL, ContainerGone, cut_marker, last_bytes
 from ccserver.config import KubeClusterConfig
+from ccserver.identity import DAEMON_LABEL
+from ccserver.kubernetes.api import KubeAPI
+from ccserver.kubernetes.capacity import capacity
+from ccserver.kubernetes.credentials import Credentials, CredentialsError, read_credentials
+from ccserver.kubernetes.errors import KubeAPIError, KubeConflict, KubeUnavailable
+from ccserver.kubernetes.jobs import (
+    APP,
+    JOB_NAME_LABEL,
+    build_job,
+    job_exit_code,
+    job_status,
+    pod_end,
+)
+from ccserver.kubernetes.watch import PodTracker, PodWatch
 from ccserver.metrics import Metrics
 
+__all__ = ["KubeConflict", "KubeEvents", "KubeNode", "KubeUnavailable"]
 
-class KubeUnavailable(Exception):
-    """The API server cannot be used; the message names the setting when it is a TLS or
-    credentials problem."""
+log = Logger(namespace="ccserver.kubernetes")
+
+#: the server-side timeout of one watch request (it is reopened from its resourceVersion)
+WATCH_TIMEOUT_SECONDS = 300
 
 
-class KubeConflict(Exception):
-    """A Job of that name exists already."""
+class _Tail:
+    """The last ``limit`` bytes of a streamed log, cut as :func:`docker_ops.last_bytes` cuts."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept = bytearray()
+        self.lines = 0
+
+    def add(self, data: bytes) -> None:
+        self.lines += data.count(b"\n")
+        self.kept += data
+        if len(self.kept) > self.limit + 1:
+            # one byte more than kept: last_bytes then sees (and marks) the cut
+            del self.kept[: len(self.kept) - self.limit - 1]
+
+    def text(self) -> tuple[str, bool]:
+        text, cut = last_bytes([bytes(self.kept)], self.limit)
+        return text, cut or self.lines >= self.limit
 
 
 class KubeEvents(Protocol):
@@ -32,7 +69,13 @@ class KubeEvents(Protocol):
 
 
 class KubeNode:
-    """A cluster's API, as the operations ccserver needs of a node."""
+    """A cluster's API, as the operations ccserver needs of a node.
+
+    The cluster's files (CA, certificate, key, token, kubeconfig) are read once, here: they
+    are small, and this is built at start-up.  When one cannot be used, every call raises
+    :class:`KubeUnavailable` with the message naming the setting, so that the node is dead
+    with that description.
+    """
 
     def __init__(
         self,
@@ -41,6 +84,9 @@ class KubeNode:
         events: KubeEvents,
         metrics: Metrics | None = None,
         agent: Any = None,
+        *,
+        pull_policy: str = "if-not-present",
+        credentials: Credentials | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -48,36 +94,215 @@ class KubeNode:
         self.reactor = reactor
         self.events = events
         self.metrics = metrics if metrics is not None else Metrics()
-        self.agent = agent
+        self.pull_policy = pull_policy
+        self.problem: str | None = None
+        self.api: KubeAPI | None = None
+        if credentials is None:
+            try:
+                credentials = read_credentials(config)
+            except CredentialsError as e:
+                self.problem = str(e)
+        if credentials is not None:
+            try:
+                self.api = KubeAPI(config, reactor, credentials, agent=agent, metrics=self.metrics)
+            except Exception as e:  # a PEM that OpenSSL refuses although it parsed
+                self.problem = f"kubernetes.clusters.{config.name}: the TLS settings cannot be used: {e}"
+        self._watch: PodWatch | None = None
+        self._tracker: PodTracker | None = None
+        ns = quote(config.namespace, safe="")
+        self._jobs = f"/apis/batch/v1/namespaces/{ns}/jobs"
+        self._pods = f"/api/v1/namespaces/{ns}/pods"
+
+    def _api(self) -> KubeAPI:
+        if self.api is None:
+            raise KubeUnavailable(self.problem or f"kubernetes.clusters.{self.name}: no API client")
+        return self.api
+
+    def _job(self, name: str) -> str:
+        return f"{self._jobs}/{quote(name, safe='')}"
+
+    # --- the node ----------------------------------------------------------------------
 
     async def info(self) -> tuple[int, int]:
-        raise NotImplementedError
+        """(allocatable RAM in MB, whole CPUs) of the Ready, schedulable nodes our pods may
+        use; the health check."""
+        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in self.config.node_selector)}
+        answer = await self._api().call("list_nodes", "GET", "/api/v1/nodes", query if query["labelSelector"] else None)
+        return capacity(answer.get("items") or (), self.config)
 
     async def create(
         self, name: str, image: str, command: str, ram_mb: int, kind: str, daemon: str, cpus: float | None
     ) -> None:
-        raise NotImplementedError
+        """A suspended Job for the container ``name``; :class:`KubeConflict` when it exists."""
+        body = build_job(
+            self.config,
+            name=name,
+            image=image,
+            command=command,
+            ram_mb=ram_mb,
+            kind=kind,
+            daemon=daemon,
+            cpus=cpus,
+            pull_policy=self.pull_policy,
+        )
+        try:
+            await self._api().call("create_job", "POST", self._jobs, body=body)
+        except KubeAPIError as e:
+            if e.status == 409:
+                raise KubeConflict(name) from None
+            raise
 
     async def start(self, name: str) -> None:
-        raise NotImplementedError
+        """Resume the suspended Job (its pod is made now); :class:`ContainerGone` if absent."""
+        try:
+            await self._api().call(
+                "start_job",
+                "PATCH",
+                self._job(name),
+                body={"spec": {"suspend": False}},
+                content_type="application/merge-patch+json",
+            )
+        except KubeAPIError as e:
+            if e.status == 404:
+                raise ContainerGone(name) from None
+            raise
 
     async def remove(self, name: str, daemon: str) -> bool:
-        raise NotImplementedError
+        """Delete the Job (its pods with it) if it is this daemon's; False when it is gone or
+        another daemon's (that one is left alone)."""
+        api = self._api()
+        try:
+            job = await api.call("get_job", "GET", self._job(name))
+        except KubeAPIError as e:
+            if e.status == 404:
+                return False
+            raise
+        metadata = job.get("metadata") or {}
+        if (metadata.get("labels") or {}).get(DAEMON_LABEL) != daemon:
+            log.warn("Job {name} on {node} is not this daemon's: left alone", name=name, node=self.name)
+            return False
+        options = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "propagationPolicy": "Background",
+            # the Job we checked, not one of that name made since
+            "preconditions": {"uid": metadata.get("uid")},
+        }
+        gone = False
+        try:
+            await api.call("delete_job", "DELETE", self._job(name), body=options)
+        except KubeAPIError as e:
+            if e.status not in (404, 409):
+                raise
+            gone = True
+        # the pods at once: background propagation leaves them to the garbage collector
+        selector = f"{JOB_NAME_LABEL}={name},{DAEMON_LABEL}={daemon}"
+        await api.call(
+            "delete_pods",
+            "DELETE",
+            self._pods,
+            {"labelSelector": selector},
+            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+        )
+        return not gone
 
     async def state(self, name: str) -> tuple[str, int]:
-        raise NotImplementedError
+        """("created" | "running" | "exited", exit code); :class:`ContainerGone` if absent."""
+        api = self._api()
+        try:
+            job = await api.call("get_job", "GET", self._job(name))
+        except KubeAPIError as e:
+            if e.status == 404:
+                raise ContainerGone(name) from None
+            raise
+        status = job_status(job)
+        if status != "exited":
+            return status, 0
+        for pod in await self._pods_of(name):
+            code = pod_end(pod)
+            if code is not None:
+                return status, code
+        return status, job_exit_code(job)
 
     async def ours(self, daemon: str) -> dict[str, tuple[str, str, bool]]:
-        raise NotImplementedError
+        """name → (kind, status as in :meth:`state`, False) of this daemon's Jobs."""
+        answer = await self._api().call("list_jobs", "GET", self._jobs, {"labelSelector": f"{DAEMON_LABEL}={daemon}"})
+        found = {}
+        for job in answer.get("items") or ():
+            metadata = job.get("metadata") or {}
+            labels = metadata.get("labels") or {}
+            if metadata.get("name") and labels.get(DAEMON_LABEL) == daemon:
+                found[metadata["name"]] = (labels.get(KIND_LABEL, ""), job_status(job), False)
+        return found
 
     async def logs_tail(self, name: str, limit: int) -> str:
-        raise NotImplementedError
+        """The last ``limit`` bytes of the output of the container's pod (``""`` without one),
+        led by the cut marker of :func:`ccserver.cluster.docker_ops.cut_marker` when cut."""
+        pods = await self._pods_of(name)
+        if not pods:
+            return ""
+        pods.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+        pod = (pods[-1].get("metadata") or {}).get("name", "")
+        # each line is at least one byte: the last ``limit`` lines hold the last ``limit``
+        # bytes; they are streamed, and only the last ``limit`` bytes of them are held
+        # (no limitBytes: the server would cut the end, not the beginning)
+        query = {"container": APP, "tailLines": str(limit)}
+        path = f"{self._pods}/{quote(pod, safe='')}/log"
+        tail = _Tail(limit)
+        try:
+            await self._api().read_stream("pod_log", path, query, tail.add)
+        except KubeAPIError as e:
+            if e.status in (400, 404):  # no such pod (any more), or its container never started
+                return ""
+            raise
+        text, cut = tail.text()
+        return (cut_marker(limit) + text) if cut else text
+
+    async def _pods_of(self, name: str) -> list[dict[str, Any]]:
+        answer = await self._api().call("list_pods", "GET", self._pods, {"labelSelector": f"{JOB_NAME_LABEL}={name}"})
+        return list(answer.get("items") or ())
+
+    # --- the watch ---------------------------------------------------------------------
 
     def watch(self, daemon: str) -> None:
-        raise NotImplementedError
+        """Follow this daemon's pods (ended → ``container_died``, stuck → the Job deleted
+        then ``container_stuck``); a watch that cannot be resumed reports ``watch_broken``
+        and stops (call again to restart)."""
+        self.stop_watch()
+        if self.api is None:
+            self.events.watch_broken(self.name, KubeUnavailable(self.problem or "no API client"))
+            return
+
+        async def delete(name: str) -> bool:
+            return await self.remove(name, daemon)
+
+        tracker = PodTracker(self.name, self.events, self.reactor, self.config.pending_timeout_seconds, delete)
+        self._tracker = tracker
+        self._watch = PodWatch(
+            self.api,
+            self.reactor,
+            self.config.namespace,
+            f"{DAEMON_LABEL}={daemon}",
+            tracker.pod,
+            lambda error: self.events.watch_broken(self.name, error),
+            timeout_seconds=WATCH_TIMEOUT_SECONDS,
+        )
+        self._watch.start()
 
     def stop_watch(self) -> None:
-        raise NotImplementedError
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+        if self._tracker is not None:
+            self._tracker.stop()
+            self._tracker = None
 
     async def close(self) -> None:
-        raise NotImplementedError
+        """Stop the watch and close the persistent connections."""
+        self.stop_watch()
+        if self.api is not None:
+            await self.api.close()
+
+    async def ensure_image(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing: the kubelet pulls, per the Job's imagePullPolicy."""
+        return None
