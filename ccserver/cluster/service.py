@@ -176,7 +176,7 @@ class Cluster(Service):
     def _kube_node(self, config: KubeClusterConfig, events: Any) -> Kube:
         from ccserver.kubernetes.node import KubeNode
 
-        return KubeNode(config, self.reactor, events, self.metrics)
+        return KubeNode(config, self.reactor, events, self.metrics, pull_policy=self.config.docker.pull_policy)
 
     # --- service ---------------------------------------------------------------------
 
