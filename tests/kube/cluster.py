@@ -1,0 +1,1071 @@
+"""A real single-node Kubernetes for the tests: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler, a containerd of its own and a kubelet, all under one state directory.
+
+What this machine needs (shared/NOTES.md, "A real single-node Kubernetes here"):
+
+- containerd and kubelet run in a private mount namespace (a holder process made by
+  ``unshare --mount --propagation private``, entered with ``nsenter``).  In it the
+  ``/proc/sys`` files kubelet would set are bind-mounted over by files holding the values it
+  wants (so the host's ``vm.overcommit_memory``, ``kernel.panic``... stay as they are), and
+  ``/run/containerd`` (shim sockets), ``/var/lib/cni`` (the CNI cache) and
+  ``/var/log/containers`` (kubelet's log links) are directories of the state dir.  Every mount
+  kubelet and containerd make (overlay snapshots, pod volumes) lives and dies with that
+  namespace.
+- containerd: own root, state, socket; ``restrict_oom_score_adj`` (root lacks
+  CAP_SYS_RESOURCE here); the CNI plugins of /usr/lib/cni with a bridge of its own
+  (``ccskube<slot>``, 10.88.<77+slot>.0/24, ``ipMasq: false``: iptables stay untouched); the
+  pause image built locally (tests/kube/images.py).
+- kubelet: ``failCgroupV1: false``, ``cgroupDriver: cgroupfs``, a cgroup root of its own
+  (``/ccskube-<slot>``), ``makeIPTablesUtilChains: false``, its own ports on the node IP.
+- kube-apiserver: ``--endpoint-reconciler-type=none``,
+  ``--kubelet-preferred-address-types=InternalIP,Hostname`` and a client certificate towards
+  the kubelet (pod logs); authorization Node,RBAC; a token file for an RBAC-limited identity.
+
+Several clusters may run at once (a helper's dev cluster beside a test session): each takes a
+free *slot* (a lock file under /run/ccserver-kube held by its namespace holder for its whole
+life), which names its bridge, subnet and cgroup root.  Every wait is bounded; every component
+logs into ``<state>/logs``; a failure raises :class:`KubeClusterError` with the tail of the log.
+The cluster's layout is saved in ``<state>/cluster.json`` so that another process can
+:meth:`KubeCluster.attach` to it (tests/kube/devcluster.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from tests.kube import images
+from tests.kube.pki import TOKEN_USER, Pki, make_pki
+
+NAMESPACE = "ccserver-test"
+CONTEXT = "ccserver-test"
+TOKEN_CONTEXT = "ccserver-test-token"
+SLOTS = 16
+SLOT_DIR = Path("/run/ccserver-kube")
+DEFAULT_STATE_ROOT = Path("/var/lib/ccserver-kube-test")
+WARMUP_IMAGE = "ccserver-test/base:1"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# the values kubelet's setupKernelTunables wants (pkg/util/sysctl): bind-mounted in its namespace
+KERNEL_TUNABLES = {
+    "vm/overcommit_memory": "1",
+    "vm/panic_on_oom": "0",
+    "kernel/panic": "10",
+    "kernel/panic_on_oops": "1",
+    "kernel/keys/root_maxkeys": "1000000",
+    "kernel/keys/root_maxbytes": "25000000",
+}
+# host directories that the namespace sees as state dirs of the cluster
+NS_DIRS = {
+    "/run/containerd": "ns/run-containerd",
+    "/var/lib/cni": "ns/var-lib-cni",
+    "/var/log/containers": "ns/var-log-containers",
+    "/var/lib/kubelet": "ns/var-lib-kubelet",  # kubelet's device-plugins socket is there, whatever --root-dir says
+}
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet")
+
+
+class KubeClusterError(Exception):
+    """The cluster could not be set up or did not come up in time; the message says why."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _ip_json(*args: str) -> Any:
+    done = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=10, check=False)
+    return json.loads(done.stdout or "[]") if done.returncode == 0 else []
+
+
+def node_ip() -> str:
+    """The host's address on its default route (kubelet's InternalIP; it refuses loopback)."""
+    for route in _ip_json("-4", "route", "show", "default"):
+        for iface in _ip_json("-4", "addr", "show", "dev", route.get("dev", "")):
+            for addr in iface.get("addr_info", []):
+                if addr.get("scope") == "global":
+                    return str(addr["local"])
+    for iface in _ip_json("-4", "addr", "show"):
+        name = iface.get("ifname", "")
+        if name == "lo" or name.startswith(("docker", "br-", "veth", "ccskube")):
+            continue
+        for addr in iface.get("addr_info", []):
+            if addr.get("scope") == "global":
+                return str(addr["local"])
+    raise KubeClusterError("no global IPv4 address on this host for the kubelet's node IP (it refuses loopback)")
+
+
+def slot_subnet(slot: int) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(f"10.88.{77 + slot}.0/24")
+
+
+def _subnet_in_use(net: ipaddress.IPv4Network, own_link: str) -> bool:
+    for route in _ip_json("-4", "route", "show", "table", "all"):
+        dst = route.get("dst", "")
+        if dst in ("", "default") or route.get("dev") == own_link:
+            continue
+        try:
+            if ipaddress.IPv4Network(dst, strict=False).overlaps(net):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def slot_free(slot: int) -> bool:
+    path = SLOT_DIR / f"slot-{slot}.lock"
+    if not path.exists():
+        return True
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if time.monotonic() >= deadline:
+            raise KubeClusterError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def cgroup_hierarchies() -> list[Path]:
+    """The mounted cgroup hierarchies (v1 controllers and the v2/unified one)."""
+    found = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] in ("cgroup", "cgroup2"):
+            found.append(Path(fields[1]))
+    return found
+
+
+class KubeCluster:
+    """One single-node cluster under ``state_dir``; :meth:`start` it, :meth:`stop` it."""
+
+    def __init__(
+        self,
+        bin_dir: str | os.PathLike[str],
+        state_dir: str | os.PathLike[str] | None = None,
+        start_timeout: float = 240.0,
+    ) -> None:
+        self.bin_dir = Path(bin_dir)
+        for binary in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"):
+            if not os.access(self.bin_dir / binary, os.X_OK):
+                raise KubeClusterError(
+                    f"{self.bin_dir / binary}: missing (build it with `bash -c '. scripts/lib.sh; kube_binaries'`)"
+                )
+        if state_dir is None:
+            DEFAULT_STATE_ROOT.mkdir(parents=True, exist_ok=True)
+            state_dir = tempfile.mkdtemp(prefix="run-", dir=DEFAULT_STATE_ROOT)
+        self.state = Path(state_dir).resolve()
+        self.start_timeout = start_timeout
+        self.layout: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._session: requests.Session | None = None
+        self._image_lock = threading.Lock()
+
+    # --- the fixture's contract -------------------------------------------------------------
+    @property
+    def pki(self) -> Pki:
+        return Pki(self.state / "pki")
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.layout['ports']['apiserver']}"
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.pki.ca)
+
+    @property
+    def client_cert_file(self) -> str:
+        return str(self.pki.cert("admin"))
+
+    @property
+    def client_key_file(self) -> str:
+        return str(self.pki.key("admin"))
+
+    @property
+    def token_file(self) -> str:
+        return str(self.pki.token)
+
+    @property
+    def token_user(self) -> str:
+        return TOKEN_USER
+
+    @property
+    def kubeconfig(self) -> str:
+        return str(self.state / "kubeconfig")
+
+    @property
+    def namespace(self) -> str:
+        return NAMESPACE
+
+    @property
+    def node_name(self) -> str:
+        return str(self.layout["node_name"])
+
+    @property
+    def callback_host(self) -> str:
+        """The CNI bridge's address on the host (pods reach the host there); exists once a pod ran."""
+        return str(self.layout["gateway"])
+
+    @property
+    def containerd_socket(self) -> str:
+        return str(self.state / "containerd.sock")
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state / "logs"
+
+    def api(self, method: str, path: str, json: Any = None, timeout: float = 10.0, **kwargs: Any) -> tuple[int, Any]:
+        """One API call with the admin certificate: (status, decoded JSON body or text)."""
+        if self._session is None:
+            session = requests.Session()
+            session.trust_env = False  # REQUESTS_CA_BUNDLE would replace our CA, a proxy would see the API
+            session.verify = self.ca_file
+            session.cert = (self.client_cert_file, self.client_key_file)
+            self._session = session
+        headers = kwargs.pop("headers", {})
+        if method.upper() == "PATCH" and "Content-Type" not in headers:
+            headers["Content-Type"] = "application/merge-patch+json"
+        answer = self._session.request(
+            method, self.server + path, json=json, timeout=timeout, headers=headers, **kwargs
+        )
+        try:
+            return answer.status_code, answer.json()
+        except ValueError:
+            return answer.status_code, answer.text
+
+    def import_image(self, tag: str) -> None:
+        """Makes the local Docker image ``tag`` available to the kubelet (``imagePullPolicy: Never``).
+
+        ``docker save | ctr import``, once per image id (a record in the state dir; safe from
+        several processes at once)."""
+        with self._image_lock, open(self.state / "images.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            record = self.state / "images.json"
+            done = json.loads(record.read_text()) if record.exists() else {}
+            image_id = images.docker_image_id(tag)
+            if done.get(tag) == image_id:
+                return
+            images.docker_to_containerd(tag, self.containerd_socket)
+            done[tag] = image_id
+            record.write_text(json.dumps(done, indent=1))
+
+    # --- layout and files ---------------------------------------------------------------
+    def _save_layout(self) -> None:
+        tmp = self.state / "cluster.json.tmp"
+        tmp.write_text(json.dumps(self.layout, indent=1))
+        tmp.rename(self.state / "cluster.json")
+
+    @classmethod
+    def attach(cls, state_dir: str | os.PathLike[str]) -> KubeCluster:
+        """The cluster started (by another process) under ``state_dir``."""
+        path = Path(state_dir) / "cluster.json"
+        try:
+            layout = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise KubeClusterError(f"{path}: no cluster state there ({e})") from e
+        cluster = cls(layout["bin_dir"], state_dir)
+        cluster.layout = layout
+        return cluster
+
+    def _choose_slot(self) -> int:
+        for slot in range(SLOTS):
+            link = f"ccskube{slot}"
+            if slot_free(slot) and not _subnet_in_use(slot_subnet(slot), link):
+                return slot
+        raise KubeClusterError(
+            f"no free cluster slot of {SLOTS} (see {SLOT_DIR}) or their subnets 10.88.77-92.0/24 are in use"
+        )
+
+    def _plan(self, slot: int) -> None:
+        subnet = slot_subnet(slot)
+        ip = node_ip()
+        self.layout = {
+            "bin_dir": str(self.bin_dir),
+            "slot": slot,
+            "node_name": f"ccskube-{slot}",
+            "node_ip": ip,
+            "bridge": f"ccskube{slot}",
+            "subnet": str(subnet),
+            "gateway": str(subnet.network_address + 1),
+            "service_range": f"10.89.{77 + slot}.0/24",
+            "cgroup_root": f"ccskube-{slot}",
+            "ports": {
+                "etcd": free_port(),
+                "etcd_peer": free_port(),
+                "apiserver": free_port(),
+                "kubelet": free_port(ip),
+                "kubelet_healthz": free_port(),
+            },
+            "pids": {},
+        }
+
+    def _write_kubeconfig(self, path: Path, user: dict[str, Any], namespace: str | None = None) -> None:
+        context = {"cluster": "ccserver-test", "user": "user"}
+        if namespace:
+            context["namespace"] = namespace
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "ccserver-test", "cluster": {"server": self.server, "certificate-authority": self.ca_file}}
+            ],
+            "users": [{"name": "user", "user": user}],
+            "contexts": [{"name": CONTEXT, "context": context}],
+            "current-context": CONTEXT,
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+
+    def _write_files(self) -> None:
+        st = self.state
+        pki = make_pki(st / "pki", self.node_name, self.layout["node_ip"])
+        admin = {"client-certificate": str(pki.cert("admin")), "client-key": str(pki.key("admin"))}
+        self._write_kubeconfig(st / "admin.kubeconfig", admin)
+        self._write_kubeconfig(
+            st / "kubelet.kubeconfig",
+            {"client-certificate": str(pki.cert("kubelet-client")), "client-key": str(pki.key("kubelet-client"))},
+        )
+        # the kubeconfig for ccserver: admin in context ccserver-test, the token in ccserver-test-token
+        token = pki.token.read_text().strip()
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "ccserver-test", "cluster": {"server": self.server, "certificate-authority": self.ca_file}}
+            ],
+            "users": [
+                {"name": "ccserver-admin", "user": admin},
+                {"name": TOKEN_USER, "user": {"token": token}},
+            ],
+            "contexts": [
+                {
+                    "name": CONTEXT,
+                    "context": {"cluster": "ccserver-test", "user": "ccserver-admin", "namespace": NAMESPACE},
+                },
+                {
+                    "name": TOKEN_CONTEXT,
+                    "context": {"cluster": "ccserver-test", "user": TOKEN_USER, "namespace": NAMESPACE},
+                },
+            ],
+            "current-context": CONTEXT,
+        }
+        Path(self.kubeconfig).write_text(yaml.safe_dump(config))
+        Path(self.kubeconfig).chmod(0o600)
+
+        cni = st / "cni"
+        (cni / "net.d").mkdir(parents=True, exist_ok=True)
+        (cni / "ipam").mkdir(parents=True, exist_ok=True)
+        conflist = {
+            "cniVersion": "0.4.0",
+            "name": "ccskube",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": self.layout["bridge"],
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": self.layout["subnet"], "gateway": self.layout["gateway"]}]],
+                        "dataDir": str(cni / "ipam"),
+                    },
+                }
+            ],
+        }
+        (cni / "net.d" / "10-ccskube.conflist").write_text(json.dumps(conflist, indent=1))
+
+        _, pause_ref = images.pause_image_tar()
+        self.layout["pause_image"] = pause_ref
+        ctd = st / "containerd"
+        (ctd / "root").mkdir(parents=True, exist_ok=True)
+        (ctd / "state").mkdir(parents=True, exist_ok=True)
+        (st / "containerd.toml").write_text(
+            f"""version = 2
+root = "{ctd / "root"}"
+state = "{ctd / "state"}"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "{self.containerd_socket}"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{ctd / "opt"}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause_ref}"
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni / "net.d"}"
+"""
+        )
+
+        kubelet = st / "kubelet"
+        for sub in ("root", "pod-logs", "volume-plugins", "pki"):
+            (kubelet / sub).mkdir(parents=True, exist_ok=True)
+        ports = self.layout["ports"]
+        config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": self.layout["node_ip"],
+            "port": ports["kubelet"],
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": ports["kubelet_healthz"],
+            "failCgroupV1": False,
+            "cgroupDriver": "cgroupfs",
+            "cgroupRoot": "/" + self.layout["cgroup_root"],
+            "cgroupsPerQOS": True,
+            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+            "tlsCertFile": str(pki.cert("kubelet")),
+            "tlsPrivateKeyFile": str(pki.key("kubelet")),
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": False},
+                "x509": {"clientCAFile": str(pki.ca)},
+            },
+            "authorization": {"mode": "AlwaysAllow"},
+            "registerNode": True,
+            "makeIPTablesUtilChains": False,
+            "protectKernelDefaults": False,
+            "failSwapOn": False,
+            "podLogsDir": str(kubelet / "pod-logs"),
+            "volumePluginDir": str(kubelet / "volume-plugins"),
+            "resolvConf": "/etc/resolv.conf",
+            "serializeImagePulls": False,
+            # a shared, loaded machine: evict only when it is really short, never collect images
+            "evictionHard": {
+                "memory.available": "50Mi",
+                "nodefs.available": "1%",
+                "nodefs.inodesFree": "1%",
+                "imagefs.available": "1%",
+            },
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "rotateCertificates": False,
+            "serverTLSBootstrap": False,
+            "nodeStatusUpdateFrequency": "5s",
+            "syncFrequency": "10s",
+        }
+        (st / "kubelet.yaml").write_text(yaml.safe_dump(config))
+
+        ns = st / "ns"
+        (ns / "sysctl").mkdir(parents=True, exist_ok=True)
+        for name, value in KERNEL_TUNABLES.items():
+            (ns / "sysctl" / name.replace("/", ".")).write_text(value + "\n")
+        # the bridge plugin (isGateway) turns forwarding on: let it write a file of ours
+        forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+        (ns / "sysctl" / "net.ipv4.ip_forward").write_text(forward)
+        for rel in NS_DIRS.values():
+            (st / rel).mkdir(parents=True, exist_ok=True)
+
+    # --- processes ------------------------------------------------------------------------
+    def _log_tail(self, name: str, lines: int = 25) -> str:
+        path = self.log_dir / f"{name}.log"
+        try:
+            text = path.read_text(errors="replace").splitlines()
+        except OSError:
+            return f"(no log at {path})"
+        return f"--- last lines of {path} ---\n" + "\n".join(text[-lines:])
+
+    def _spawn(self, name: str, args: list[str], in_namespace: bool = False) -> None:
+        if in_namespace:
+            args = ["nsenter", f"--mount=/proc/{self.layout['ns_pid']}/ns/mnt", "--", *args]
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            log.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(args)}\n".encode())
+            log.flush()
+            process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.state,
+                env={"PATH": PATH, "HOME": str(self.state), "LANG": "C.UTF-8"},
+            )
+        self._procs[name] = process
+        self.layout["pids"][name] = process.pid
+        self._save_layout()
+
+    def _ours(self, pid: int) -> bool:
+        """A pid of this cluster (the command line names the state dir): never another's process."""
+        return _alive(pid) and str(self.state) in _cmdline(pid)
+
+    def _check_running(self, name: str) -> None:
+        pid = self.layout["pids"].get(name)
+        process = self._procs.get(name)
+        if process is not None and process.poll() is not None:
+            raise KubeClusterError(f"{name} exited with {process.returncode}\n{self._log_tail(name)}")
+        if pid is None or not self._ours(pid):
+            raise KubeClusterError(f"{name} is not running\n{self._log_tail(name)}")
+
+    def _terminate(self, name: str, timeout: float = 15.0, kill: bool = False) -> None:
+        """SIGTERM (SIGKILL after ``timeout``) to the component's process group; ``kill``: SIGKILL at once."""
+        pid = self.layout.get("pids", {}).pop(name, None)
+        process = self._procs.pop(name, None)
+        if pid is None:
+            return
+        if self._ours(pid):
+            signals = ((signal.SIGKILL, 10.0),) if kill else ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0))
+            for sig, wait in signals:
+                try:
+                    os.killpg(pid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline:
+                    if process is not None:
+                        if process.poll() is not None:
+                            break
+                    elif not _alive(pid):
+                        break
+                    time.sleep(0.1)
+                else:
+                    continue
+                break
+        if process is not None:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self._save_layout()
+
+    def _wait(self, what: str, name: str, check: Callable[[], bool], timeout: float) -> None:
+        """Waits for ``check`` while ``name`` runs; raises with its log tail otherwise."""
+
+        last: list[str] = []
+
+        def step() -> bool:
+            self._check_running(name)
+            try:
+                return check()
+            except (OSError, requests.RequestException, ValueError, KeyError) as e:
+                last[:] = [f"{type(e).__name__}: {e}"]
+                return False
+
+        try:
+            _wait_until(what, step, timeout)
+        except KubeClusterError as e:
+            if name in str(e) and "---" in str(e):
+                raise
+            seen = f" (last error: {last[0]})" if last else ""
+            raise KubeClusterError(f"{e}{seen}\n{self._log_tail(name)}") from None
+
+    # --- the namespace holder -------------------------------------------------------------
+    def _start_namespace(self) -> None:
+        st = self.state
+        lines = ["set -e"]
+        for name in list(KERNEL_TUNABLES) + ["net/ipv4/ip_forward"]:
+            lines.append(f"mount --bind {st / 'ns' / 'sysctl' / name.replace('/', '.')} /proc/sys/{name}")
+        for host, rel in NS_DIRS.items():
+            lines.append(f"mount --bind {st / rel} {host}")
+        lines.append(f"echo $$ > {st / 'ns' / 'pid.tmp'}")
+        lines.append(f"mv {st / 'ns' / 'pid.tmp'} {st / 'ns' / 'pid'}")
+        lines.append("exec sleep infinity")
+        # mount points the namespace binds over; made on the host when missing (empty, removed at stop)
+        for host in NS_DIRS:
+            if not os.path.isdir(host):
+                os.makedirs(host, exist_ok=True)
+                (SLOT_DIR / ("made" + host.replace("/", "-"))).touch()
+        lock = SLOT_DIR / f"slot-{self.layout['slot']}.lock"
+        SLOT_DIR.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            "namespace",
+            [
+                "flock",
+                "-n",
+                "-E",
+                "75",
+                str(lock),
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                "\n".join(lines),
+            ],
+        )
+        pid_file = st / "ns" / "pid"
+
+        def ready() -> bool:
+            process = self._procs["namespace"]
+            if process.poll() == 75:
+                raise KubeClusterError(f"slot {self.layout['slot']} was taken meanwhile ({lock})")
+            return pid_file.exists()
+
+        self._wait("the mount namespace holder", "namespace", ready, 15)
+        self.layout["ns_pid"] = int(pid_file.read_text())
+        self._save_layout()
+
+    # --- cgroups ---------------------------------------------------------------------------
+    def _make_cgroup_root(self) -> None:
+        root = self.layout["cgroup_root"]
+        for hierarchy in cgroup_hierarchies():
+            if hierarchy.name == "unified" and Path("/sys/fs/cgroup/memory").is_dir():
+                continue  # a hybrid host: runc makes what it needs there
+            mine = hierarchy / root
+            mine.mkdir(exist_ok=True)
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                if (hierarchy / name).exists() and not (mine / name).read_text().strip():
+                    (mine / name).write_text((hierarchy / name).read_text())
+            if (hierarchy / "cgroup.subtree_control").exists():  # cgroup v2
+                wanted = set((hierarchy / "cgroup.controllers").read_text().split()) & {
+                    "cpu",
+                    "cpuset",
+                    "memory",
+                    "pids",
+                    "io",
+                    "hugetlb",
+                }
+                for controller in sorted(wanted):
+                    try:
+                        (mine / "cgroup.subtree_control").write_text(f"+{controller}")
+                    except OSError:
+                        pass
+
+    def _remove_cgroups(self, timeout: float = 20.0) -> None:
+        """SIGKILL every process left in the cluster's cgroups (the pods), then remove them."""
+        root = self.layout.get("cgroup_root")
+        if not root:
+            return
+        tops = [h / root for h in cgroup_hierarchies() if (h / root).is_dir()]
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = set()
+            for top in tops:
+                for procs in top.rglob("cgroup.procs"):
+                    try:
+                        pids.update(int(p) for p in procs.read_text().split())
+                    except OSError:
+                        pass
+            if not pids or time.monotonic() >= deadline:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
+        for top in tops:
+            for directory in sorted(
+                (p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+            ):
+                try:
+                    directory.rmdir()
+                except OSError:
+                    pass
+            try:
+                top.rmdir()
+            except OSError:
+                pass
+
+    # --- start ---------------------------------------------------------------------------
+    def _mark(self, phase: str, since: float) -> None:
+        self.timings[phase] = round(time.monotonic() - since, 2)
+
+    def start(self) -> None:
+        """Sets up and starts every component, and runs a warm-up pod; bounded by ``start_timeout``."""
+        began = time.monotonic()
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._plan(self._choose_slot())
+        self._save_layout()
+        try:
+            self._start(began)
+        except BaseException:
+            try:
+                self.stop()
+            except Exception:
+                pass
+            raise
+
+    def _left(self, began: float) -> float:
+        left = self.start_timeout - (time.monotonic() - began)
+        if left <= 0:
+            raise KubeClusterError(f"the cluster did not start within {self.start_timeout} s")
+        return left
+
+    def _start(self, began: float) -> None:
+        st = self.state
+        link = self.layout["bridge"]
+        if Path(f"/sys/class/net/{link}").exists():  # left by a crashed run of this slot
+            subprocess.run(["ip", "link", "delete", link], capture_output=True, timeout=10, check=False)
+        self._write_files()
+        self._mark("files", began)
+        self._start_namespace()
+        self._make_cgroup_root()
+        ports = self.layout["ports"]
+        b = self.bin_dir
+        self._spawn(
+            "etcd",
+            [
+                str(b / "etcd"),
+                "--name=ccskube",
+                f"--data-dir={st / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{ports['etcd']}",
+                f"--advertise-client-urls=http://127.0.0.1:{ports['etcd']}",
+                f"--listen-peer-urls=http://127.0.0.1:{ports['etcd_peer']}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{ports['etcd_peer']}",
+                f"--initial-cluster=ccskube=http://127.0.0.1:{ports['etcd_peer']}",
+                "--unsafe-no-fsync",  # test data: no fsync on a loaded shared disk
+                "--log-level=warn",
+            ],
+        )
+        self._spawn("containerd", ["containerd", "--config", str(st / "containerd.toml")], in_namespace=True)
+        self._wait(
+            "etcd health",
+            "etcd",
+            lambda: (
+                requests.get(f"http://127.0.0.1:{ports['etcd']}/health", timeout=2, proxies={"http": ""})
+                .json()
+                .get("health")
+                == "true"
+            ),
+            self._left(began),
+        )
+        self._mark("etcd", began)
+        self._spawn("kube-apiserver", self.apiserver_args())
+        self._wait("containerd socket", "containerd", lambda: Path(self.containerd_socket).exists(), self._left(began))
+        pause_tar, _ = images.pause_image_tar()
+        images.ctr_import(self.containerd_socket, pause_tar)
+        importer = threading.Thread(target=self._import_warmup, daemon=True)
+        importer.start()
+        self._mark("containerd", began)
+        self._wait_apiserver(self._left(began))
+        self._mark("apiserver", began)
+        admin = str(st / "admin.kubeconfig")
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(b / "kube-controller-manager"),
+                f"--kubeconfig={admin}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                f"--service-account-private-key-file={self.pki.sa_key}",
+                f"--root-ca-file={self.pki.ca}",
+                "--use-service-account-credentials=false",
+                "--concurrent-job-syncs=10",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [str(b / "kube-scheduler"), f"--kubeconfig={admin}", "--leader-elect=false", "--secure-port=0", "--v=1"],
+        )
+        self._spawn(
+            "kubelet",
+            [
+                str(b / "kubelet"),
+                f"--config={st / 'kubelet.yaml'}",
+                f"--kubeconfig={st / 'kubelet.kubeconfig'}",
+                f"--root-dir={st / 'kubelet' / 'root'}",
+                f"--cert-dir={st / 'kubelet' / 'pki'}",
+                f"--hostname-override={self.node_name}",
+                f"--node-ip={self.layout['node_ip']}",
+                "--v=1",
+            ],
+            in_namespace=True,
+        )
+        self._setup_api_objects()
+        self._wait(
+            "the namespace's default service account (kube-controller-manager)",
+            "kube-controller-manager",
+            lambda: self.api("GET", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default", timeout=5)[0] == 200,
+            self._left(began),
+        )
+        self._mark("controller-manager", began)
+        self._wait("node Ready", "kubelet", self.node_ready, self._left(began))
+        self._mark("node-ready", began)
+        importer.join(self._left(began))
+        if importer.is_alive() or self._import_error is not None:
+            raise KubeClusterError(f"importing {WARMUP_IMAGE}: {self._import_error or 'no end in time'}")
+        self._mark("image-import", began)
+        self._warmup(self._left(began))
+        self._mark("warm-up-pod", began)
+        self.layout["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.layout["timings"] = self.timings
+        self._save_layout()
+
+    _import_error: BaseException | None = None
+
+    def _import_warmup(self) -> None:
+        try:
+            self.import_image(WARMUP_IMAGE)
+        except BaseException as e:  # reported by _start
+            self._import_error = e
+
+    def apiserver_args(self) -> list[str]:
+        pki = self.pki
+        ports = self.layout["ports"]
+        return [
+            str(self.bin_dir / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports['apiserver']}",
+            f"--tls-cert-file={pki.cert('apiserver')}",
+            f"--tls-private-key-file={pki.key('apiserver')}",
+            f"--client-ca-file={pki.ca}",
+            f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
+            f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+            f"--kubelet-certificate-authority={pki.ca}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            f"--service-cluster-ip-range={self.layout['service_range']}",
+            "--endpoint-reconciler-type=none",
+            f"--token-auth-file={pki.token_csv}",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def _wait_apiserver(self, timeout: float) -> None:
+        self._wait(
+            "kube-apiserver /readyz",
+            "kube-apiserver",
+            lambda: self.api("GET", "/readyz", timeout=3)[0] == 200,
+            timeout,
+        )
+
+    def _setup_api_objects(self) -> None:
+        """The namespace, and RBAC for the token's identity: what ccserver's service account needs."""
+        objects: list[tuple[str, dict[str, Any]]] = [
+            ("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+            (
+                "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRole",
+                    "metadata": {"name": "ccserver-test-nodes"},
+                    "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}],
+                },
+            ),
+            (
+                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": "ccserver-test-nodes"},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": "ccserver-test-nodes",
+                    },
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": TOKEN_USER}],
+                },
+            ),
+            (
+                f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/roles",
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "Role",
+                    "metadata": {"name": "ccserver", "namespace": NAMESPACE},
+                    "rules": [
+                        {
+                            "apiGroups": ["batch"],
+                            "resources": ["jobs"],
+                            "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
+                        },
+                        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
+                        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+                        {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+                    ],
+                },
+            ),
+            (
+                f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/rolebindings",
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": {"name": "ccserver", "namespace": NAMESPACE},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ccserver"},
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": TOKEN_USER}],
+                },
+            ),
+        ]
+        for path, body in objects:
+            status, answer = self.api("POST", path, json=body)
+            if status not in (201, 409):
+                raise KubeClusterError(f"POST {path}: {status} {answer}")
+
+    def node_ready(self) -> bool:
+        status, node = self.api("GET", f"/api/v1/nodes/{self.node_name}", timeout=5)
+        if status != 200:
+            return False
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+
+    def _warmup(self, timeout: float) -> None:
+        """One pod to the end: proves scheduler, kubelet, containerd, CNI; makes the bridge (callback_host)."""
+        name = "ccserver-warmup"
+        pods = f"/api/v1/namespaces/{NAMESPACE}/pods"
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [
+                    {"name": "warmup", "image": WARMUP_IMAGE, "imagePullPolicy": "Never", "command": ["true"]}
+                ],
+            },
+        }
+        status, answer = self.api("POST", pods, json=pod)
+        if status != 201:
+            raise KubeClusterError(f"creating the warm-up pod: {status} {answer}")
+        phase: list[str] = []
+
+        def done() -> bool:
+            _, current = self.api("GET", f"{pods}/{name}", timeout=5)
+            phase[:] = [current.get("status", {}).get("phase", "?")]
+            if phase[0] == "Failed":
+                raise KubeClusterError(f"the warm-up pod failed: {json.dumps(current.get('status'))}")
+            return phase[0] == "Succeeded"
+
+        try:
+            self._wait("the warm-up pod Succeeded", "kubelet", done, timeout)
+        except KubeClusterError as e:
+            _, current = self.api("GET", f"{pods}/{name}", timeout=5)
+            raise KubeClusterError(
+                f"{e}\npod status: {json.dumps(current.get('status') if isinstance(current, dict) else current)}"
+            ) from None
+        self.api("DELETE", f"{pods}/{name}", json={"gracePeriodSeconds": 0})
+        if not Path(f"/sys/class/net/{self.layout['bridge']}").exists():
+            raise KubeClusterError(f"the CNI bridge {self.layout['bridge']} is missing after the warm-up pod ran")
+
+    # --- the dead-cluster test ----------------------------------------------------------
+    def stop_apiserver(self) -> None:
+        """The API goes away at once (SIGKILL, as in a crash: its port refuses connections; a
+        graceful stop would drain for ~15 s).  etcd keeps the state for :meth:`start_apiserver`."""
+        self._terminate("kube-apiserver", kill=True)
+
+    def start_apiserver(self, timeout: float = 60.0) -> None:
+        """The API comes back on the same port with the same state."""
+        if self.layout["pids"].get("kube-apiserver") and self._ours(self.layout["pids"]["kube-apiserver"]):
+            return
+        self._spawn("kube-apiserver", self.apiserver_args())
+        self._wait_apiserver(timeout)
+
+    # --- stop ------------------------------------------------------------------------
+    def _shims(self) -> list[int]:
+        found = []
+        needle = f"-address {self.containerd_socket}"
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and needle in _cmdline(int(entry.name)):
+                found.append(int(entry.name))
+        return found
+
+    def stop(self) -> None:
+        """Stops every component and removes what they left (pods, cgroups, bridge, runtime state);
+        the logs stay in ``<state>/logs``."""
+        if not self.layout:
+            return
+        self._terminate("kubelet")
+        self._remove_cgroups()
+        for pid in self._shims():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._terminate("containerd")
+        self._terminate("namespace")
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+            self._terminate(name)
+        self._remove_cgroups()
+        self._unmount_leftovers()
+        link = self.layout.get("bridge")
+        if link and Path(f"/sys/class/net/{link}").exists():
+            subprocess.run(["ip", "link", "delete", link], capture_output=True, timeout=10, check=False)
+        for path in self.state.iterdir():  # all but the logs and the layout (the images went with containerd)
+            if path.name in ("logs", "cluster.json"):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self._remove_made_mount_points()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        self.layout["stopped"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._save_layout()
+
+    def _unmount_leftovers(self) -> None:
+        """Safety net: nothing should be mounted under the state dir on the host (all mounts were in
+        the namespace); lazily unmount anything that is."""
+        prefix = str(self.state) + "/"
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+        for target in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+            subprocess.run(["umount", "-l", target], capture_output=True, timeout=10, check=False)
+
+    def _remove_made_mount_points(self) -> None:
+        """The empty host directories made as mount points, once no cluster of any slot runs."""
+        if not all(slot_free(slot) for slot in range(SLOTS)):
+            return
+        for host in NS_DIRS:
+            marker = SLOT_DIR / ("made" + host.replace("/", "-"))
+            if marker.exists():
+                try:
+                    os.rmdir(host)
+                except OSError:
+                    pass
+                marker.unlink()
