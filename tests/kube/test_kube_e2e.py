@@ -60,7 +60,7 @@ class Inputs:
     def __init__(self, host: str) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
-                if self.path != "/inputs/data.txt":
+                if self.path.split("?", 1)[0] != "/inputs/data.txt":
                     self.send_error(404)
                     return
                 self.send_response(200)
@@ -135,7 +135,17 @@ class KubeDaemon(Cluster):
         return daemon
 
     def close(self) -> None:
-        super().close()
+        for run in self.runs:
+            if run.process and run.process.poll() is None:
+                run.process.kill()
+                run.process.wait(30)
+        for name in self.our_containers():
+            try:
+                self.engine.api.remove_container(name, force=True)
+            except docker.errors.APIError:
+                pass  # gone, or its removal (by the daemon) is under way
+        self.archive.close()
+        self.engine.close()
         self.inputs.close()
         # nothing of this daemon may be left on the cluster
         for kind in ("jobs", "pods"):
@@ -170,14 +180,14 @@ class KubeDaemon(Cluster):
         return [t["_id"] for t in answer["tasks"]]
 
     def app_task(
-        self, tag: str, image: str = APP_IMAGE, ram: int = 128, params: list[str] | None = None
+        self, tag: str, image: str = APP_IMAGE, ram: int = 128, params: list[str] | None = None, own: bool = False
     ) -> dict[str, Any]:
-        """The sample app: copies the served input to ``TAG-copy``, its arguments to ``TAG``."""
+        """The sample app: copies the served input to ``TAG-copy``, its arguments to ``TAG``
+        (``own``: an input URL of its own, which no data container caches yet)."""
+        url = f"{self.inputs.url}/inputs/data.txt" + (f"?{tag}" if own else "")
         return {
             "application_container_description": {"image": image, "container_ram": ram, "parameters": params or []},
-            "input_files": [
-                {"connector_type": "http", "connector_access": {"url": f"{self.inputs.url}/inputs/data.txt"}}
-            ],
+            "input_files": [{"connector_type": "http", "connector_access": {"url": url}}],
             "result_files": [
                 {
                     "local_result_file": "parameters",
@@ -193,13 +203,13 @@ class KubeDaemon(Cluster):
         }
 
     def task_doc(self, task_id: str) -> dict[str, Any]:
-        (doc,) = self.query("tasks", [{"$match": {"_id": {"$oid": task_id}}}])
+        (doc,) = self.query("tasks", [{"$match": {"_id": task_id}}])
         return doc
 
     def apps_of(self, task_id: str) -> list[dict[str, Any]]:
         return self.query(
             "application-containers",
-            [{"$match": {"task_id": {"$oid": task_id}}}, {"$sort": {"created_at": 1}}],
+            [{"$match": {"task_id": task_id}}, {"$sort": {"created_at": 1}}],
         )
 
     def wait_state(self, task_id: str, states: tuple[int, ...], timeout: float) -> dict[str, Any]:
@@ -250,8 +260,7 @@ def make_daemon(
 
     yield make
     for daemon in made:
-        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-            print(daemon.output()[-30000:])
+        print(daemon.output()[-30000:])  # shown by pytest when the test failed
         daemon.close()
 
 
@@ -323,7 +332,8 @@ def test_placement_spreads_across_the_docker_node_and_the_cluster(
 ) -> None:
     d = make_daemon(backend, strategy="spread")
     tags = [uuid.uuid4().hex[:12] for _ in range(4)]
-    ids = d.submit(*(d.app_task(tag, ram=1024) for tag in tags))
+    # inputs of their own: a file cached on the Docker node would keep its users there
+    ids = d.submit(*(d.app_task(tag, ram=1024, own=True) for tag in tags))
     for task_id in ids:
         assert d.wait_state(task_id, (SUCCESS, FAILED), 120)["state"] == SUCCESS, d.apps_of(task_id)
     nodes = [a["cluster_node"] for task_id in ids for a in d.apps_of(task_id)]
