@@ -178,6 +178,10 @@ async def test_a_cluster_is_a_node_checked_by_info_and_watched_while_healthy(sto
         raise AssertionError("a second create of one name must say it exists")
     except ContainerExists:
         pass
+    # POST /nodes re-checks a cluster as it re-checks an engine
+    asked = fake.infos
+    await cluster.recheck(["k"])
+    assert fake.infos == asked + 1
     # a watch that cannot be resumed re-checks the cluster, which starts the watch again
     before = fake.infos
     cluster.watch_broken("k", RuntimeError("410 Gone, and the relist failed"))
