@@ -219,8 +219,8 @@ class Launcher:
                 return
             command = docker_ops.command_line(runs.entry_point, settings)
             # a task's own container reserves legacy_container_cpus (as placement counts it);
-            # a backend that limits CPUs (a cluster) gives it that many
-            cpus = self.config.tes.legacy_container_cpus if kind.task_field is not None else None
+            # a backend that limits CPUs (a cluster) gives it that many (0: no CPU limit)
+            cpus = (self.config.tes.legacy_container_cpus or None) if kind.task_field is not None else None
             try:
                 await self._call(
                     lambda: backend.create(name, runs.image, command, doc["container_ram"], kind.name, daemon, cpus)

@@ -341,3 +341,37 @@ async def test_a_stuck_pods_reason_wins_over_a_reconcile_that_finds_its_job_gone
         assert doc is not None and doc["state"] == states.FAILED
         described[app] = doc["transitions"][-1]["description"]
     assert described == {stuck: reason, gone: "container vanished from Kubernetes cluster k"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_launch_on_a_cluster_calls_back_from_the_pod_network_with_its_cpus(store: Store) -> None:
+    from ccserver.kinds import APPLICATION
+
+    for legacy, cpus in ((0.5, 0.5), (0.0, None)):  # 0: counted as nothing, and not limited
+        config = kube_config()
+        config = dataclasses.replace(config, tes=dataclasses.replace(config.tes, legacy_container_cpus=legacy))
+        parts = Parts(store, config)
+        daemon = await parts.identity.get()
+        assert await parts.cluster.check("k")
+        parts.scheduler.cleaner.reconciled.add("k")
+        tid, _ = await seed_running(store, "k")
+        await store.update_one(
+            "tasks", {"_id": tid}, {"$set": {"application_container_description.image": "ccserver-test/app:1"}}
+        )
+        app = {"_id": ObjectId(), "state": states.CREATED, "task_id": [tid], "data_container_ids": []}
+        app.update({"transitions": [], "cluster_node": "k", "container_ram": 64, "callbacks": []})
+        await store.insert_one("application_containers", app)
+        await parts.scheduler.launcher._launch(APPLICATION, app)
+        ((name, image, command, ram, kind, owner, given),) = parts.fakes["k"].created
+        assert (name, image, ram, kind, owner, given) == (
+            str(app["_id"]),
+            "ccserver-test/app:1",
+            64,
+            "application",
+            daemon,
+            cpus,
+        )
+        # the cluster's callback_url (pods call from the pod network), not the daemon's own address
+        assert '"callback_url": "http://10.0.0.1:5000/application-containers/callback"' in command, command
+        done = await store.find_one("application_containers", {"_id": app["_id"]})
+        assert done is not None and done["state"] == states.PROCESSING
