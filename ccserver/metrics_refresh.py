@@ -38,7 +38,9 @@ class NodeView(Protocol):
 
 
 class ClusterView(Protocol):
+    #: the Docker engines and the Kubernetes clusters
     nodes: dict[str, Any]
+    clusters: dict[str, Any]
 
     def nodes_status(self) -> Deferred[dict[str, Any]]: ...
 
@@ -114,7 +116,7 @@ class StateRefresher(Service):
                 float(node.total_cpus or 0),
                 reserved_cpus.get(name, 0.0),
             )
-            for name, node in self.cluster.nodes.items()
+            for name, node in {**self.cluster.nodes, **self.cluster.clusters}.items()
         )
         m.refreshed.set(self.clock.seconds())
 

@@ -458,3 +458,6 @@ class DeadNodeAnnouncer:
 
     def container_died(self, node: str, name: str, code: int, owner: str | None) -> None:
         pass
+
+    def container_stuck(self, node: str, name: str, reason: str) -> None:
+        pass

@@ -43,9 +43,15 @@ class Wakeup:
 
 
 class ClusterListener(Protocol):
-    """What hears about the engines: containers that ended, nodes found dead or healthy."""
+    """What hears about the nodes (engines and clusters): containers that ended, containers
+    that could not run, nodes found dead or healthy."""
 
     def container_died(self, node: str, name: str, code: int, owner: str | None) -> None: ...
+
+    def container_stuck(self, node: str, name: str, reason: str) -> None:
+        """Container ``name`` could not run on ``node`` (a cluster's pod Pending too long, or
+        an image it may not pull) and is gone already; ``reason`` says why."""
+        ...
 
     def node_dead(self, node: str) -> None: ...
 

@@ -18,6 +18,19 @@ stream breaks and which then fails its check, is dead; so a node is found dead a
 (at once when its engine closes the connections, as a killed ``dockerd`` does).  A dead node
 that answers again runs an inspection container before it is used again (with
 ``dead_node_invalidation``), so a node that answers but cannot run containers does not flap.
+
+Kubernetes clusters (``[kubernetes.clusters.NAME]``) are nodes too, in the same name space:
+each is a :class:`ccserver.kubernetes.node.KubeNode` made here, with this service as its
+:class:`~ccserver.kubernetes.node.KubeEvents`.  Their health check is ``info()`` (the
+allocatable RAM and CPUs of the cluster's Ready nodes, with the cluster's own
+``api_timeout_seconds`` deadline, plus :data:`HEALTH_SLACK`); no inspection container runs on
+a cluster (the kubelet, not ccserver, runs its pods; a cluster that answers but cannot run
+them shows as pods Pending too long, which fail their containers into retries).  Dead and
+healthy go through the same ``_mark_dead``/``_mark_healthy`` as an engine (so the live
+containers of a dead cluster fail into retries elsewhere), the pod watch runs while it is
+healthy, and a watch that cannot be resumed re-checks it.  ``backend(name)`` gives either kind
+of node as the operations the scheduler needs (:mod:`ccserver.cluster.backend`); the
+Docker-only parts (TES, live logs, inspections) use ``nodes``, which holds the engines only.
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ from typing import Any
 
 import docker
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -36,10 +50,12 @@ from twisted.python.failure import Failure
 
 from ccserver import states
 from ccserver.cluster import docker_ops
+from ccserver.cluster.backend import PULL_TIMEOUT, DockerBackend, Kube, KubeBackend, NodeBackend
 from ccserver.cluster.engine import describe_error, make_client
-from ccserver.config import Config, NodeConfig, auth_config
+from ccserver.config import Config, KubeClusterConfig, NodeConfig, auth_config
 from ccserver.identity import DaemonIdentity
 from ccserver.kinds import APPLICATION, DATA, INSPECTION
+from ccserver.kubernetes.node import KubeNode
 from ccserver.metrics import Metrics
 from ccserver.storage.base import StorageError, Store
 from ccserver.tes import states as tes_states
@@ -52,7 +68,6 @@ log = Logger(namespace="ccserver.cluster")
 CALL_SLACK = 5.0
 #: extra seconds over api_timeout before a health check gives up on a node
 HEALTH_SLACK = 1.0
-PULL_TIMEOUT = 1800.0
 
 
 #: an event stream that ended sooner than this after it opened is re-opened only after it
@@ -81,6 +96,27 @@ class Node:
         return self.config.name
 
 
+@dataclass
+class ClusterNode:
+    """A Kubernetes cluster seen as one node: its client and its health."""
+
+    kube: Kube
+    healthy: bool | None = None  # None: not checked yet
+    description: str = ""
+    total_ram: int = 0
+    total_cpus: int | None = None
+    #: its pod watch runs
+    watching: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.kube.name
+
+
+#: makes the client of one cluster, given the events it reports to (the cluster service)
+KubeFactory = Callable[[KubeClusterConfig, Any], Kube]
+
+
 class Cluster(Service):
     name = "cluster"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
@@ -93,8 +129,11 @@ class Cluster(Service):
         identity: DaemonIdentity,
         address: CallbackAddress,
         metrics: Metrics | None = None,
+        kube_factory: KubeFactory | None = None,
     ) -> None:
-        """``metrics`` hears the latency of every Docker call (a private one without)."""
+        """``metrics`` hears the latency of every Docker call (a private one without);
+        ``kube_factory`` makes the client of each configured Kubernetes cluster (a
+        :class:`ccserver.kubernetes.node.KubeNode` without one)."""
         self.config = config
         self.metrics = metrics if metrics is not None else Metrics()
         self.store = store
@@ -102,7 +141,16 @@ class Cluster(Service):
         self.identity = identity
         self.pool = pool
         self.reactor = reactor
+        #: the Docker engines (the Docker-only parts use these)
         self.nodes = {n.name: Node(n) for n in config.docker.nodes}
+        if kube_factory is None:
+            kube_factory = self._kube_node
+        #: the Kubernetes clusters, each one node; this service hears of their pods' ends
+        self.clusters = {c.name: ClusterNode(kube_factory(c, self)) for c in config.kubernetes.clusters}
+        self._backends: dict[str, NodeBackend] = {
+            **{name: DockerBackend(self, name, config.docker.net) for name in self.nodes},
+            **{name: KubeBackend(c.kube) for name, c in self.clusters.items()},
+        }
         #: the URL inspection containers GET: where containers call back (None until known)
         self.address = address
         #: told when a container made by ccserver ends (with its daemon label or None: the
@@ -126,6 +174,9 @@ class Cluster(Service):
             reactor, "docker-lookup", len(self.nodes) + 1, config.server.shutdown_timeout_seconds
         )
 
+    def _kube_node(self, config: KubeClusterConfig, events: Any) -> Kube:
+        return KubeNode(config, self.reactor, events, self.metrics, pull_policy=self.config.docker.pull_policy)
+
     # --- service ---------------------------------------------------------------------
 
     def startService(self) -> None:
@@ -144,7 +195,16 @@ class Cluster(Service):
         for node in self.nodes.values():
             self._stop_events(node)
         stopping = [p.stopService() for p in (self.health_pool, self.pull_pool, self.lookup_pool)]
+        for site in self.clusters.values():
+            self._stop_events(site)
+            stopping.append(Deferred.fromCoroutine(self._close(site)))
         return gatherResults([d for d in stopping if d is not None]).addCallback(lambda _: None)
+
+    async def _close(self, site: ClusterNode) -> None:
+        try:
+            await site.kube.close()
+        except Exception as e:
+            log.warn("closing the client of cluster {node}: {error}", node=site.name, error=_message(e))
 
     # --- calls -----------------------------------------------------------------------
 
@@ -177,6 +237,49 @@ class Cluster(Service):
     def _container_died(self, node: str, name: str, code: int, owner: str | None) -> None:
         for listener in self._listeners:
             listener.container_died(node, name, code, owner)
+
+    # --- what a cluster's pod watch tells (ccserver.kubernetes.node.KubeEvents) ------------
+
+    def container_died(self, node: str, name: str, code: int, owner: str | None) -> None:
+        """A pod's container ended (Succeeded or Failed): as an engine's ``die`` event."""
+        self._container_died(node, name, code, owner)
+
+    def container_stuck(self, node: str, name: str, reason: str) -> None:
+        """A pod could not run (Pending too long, an image it may not pull); its Job is gone."""
+        for listener in self._listeners:
+            listener.container_stuck(node, name, reason)
+
+    def watch_broken(self, node: str, error: BaseException) -> None:
+        """A cluster's pod watch cannot be resumed: check the cluster (which restarts it)."""
+        site = self.clusters.get(node)
+        if site is None:
+            return
+        site.watching = False
+        if self._stopping or not site.healthy:
+            return
+        log.info("pod watch of cluster {node} broke ({error}); checking it", node=node, error=_message(error))
+        self._recheck_quietly(node)
+
+    # --- every node, whatever its kind --------------------------------------------------
+
+    def backend(self, name: str) -> NodeBackend:
+        """Node ``name`` as the operations the scheduler needs (KeyError: no such node)."""
+        return self._backends[name]
+
+    def knows(self, name: str) -> bool:
+        return name in self._backends
+
+    def health(self, name: str) -> bool | None:
+        """True: healthy; False: dead or unknown; None: not checked yet."""
+        node = self.nodes.get(name) or self.clusters.get(name)
+        return node.healthy if node is not None else False
+
+    def _all(self) -> list[Node | ClusterNode]:
+        return [*self.nodes.values(), *self.clusters.values()]
+
+    def traits(self) -> dict[str, tuple[bool, bool]]:
+        """(caches, runs TES tasks) of the nodes that do not do both (the clusters)."""
+        return {name: (b.caches, b.runs_tes) for name, b in self._backends.items() if not (b.caches and b.runs_tes)}
 
     def call(
         self,
@@ -233,25 +336,27 @@ class Cluster(Service):
         return d.addBoth(measured)
 
     def healthy_names(self) -> list[str]:
-        return [n.name for n in self.nodes.values() if n.healthy]
+        """Every healthy node, engines and clusters."""
+        return [n.name for n in self._all() if n.healthy]
 
     def node_names(self) -> list[str]:
-        return list(self.nodes)
+        """Every node, engines and clusters."""
+        return [n.name for n in self._all()]
 
     def capacities(self) -> list[tuple[str, int]]:
         """(name, total RAM in MB) of every healthy node."""
-        return [(n.name, n.total_ram) for n in self.nodes.values() if n.healthy]
+        return [(n.name, n.total_ram) for n in self._all() if n.healthy]
 
     def cpu_totals(self) -> dict[str, int | None]:
         """Name → CPU count (None: not known yet) of every healthy node."""
-        return {n.name: n.total_cpus for n in self.nodes.values() if n.healthy}
+        return {n.name: n.total_cpus for n in self._all() if n.healthy}
 
     # --- health ----------------------------------------------------------------------
 
     def heartbeat(self) -> None:
         """Check every node, side by side: healthy ones for reachability, dead ones for their
         return.  A node whose previous check still runs is not checked twice."""
-        for node in list(self.nodes.values()):
+        for node in self._all():
             if self._stopping:
                 return
             if node.name in self._checking:
@@ -280,6 +385,8 @@ class Cluster(Service):
         return d
 
     async def _check(self, name: str, inspect: bool) -> bool:
+        if name in self.clusters:
+            return await self._check_cluster(self.clusters[name])
         node = self.nodes[name]
         timeout = self.config.docker.api_timeout
         try:
@@ -297,6 +404,29 @@ class Cluster(Service):
                 return False
         await self._mark_healthy(node)
         return True
+
+    async def _check_cluster(self, site: ClusterNode) -> bool:
+        """A cluster answers ``info()`` within its API deadline (no inspection: see the module
+        docstring); its capacity is refreshed on each check."""
+        limit = self._cluster_timeout(site.name) + HEALTH_SLACK
+        d = Deferred.fromCoroutine(site.kube.info())
+        d.addTimeout(limit, self.reactor)
+        try:
+            ram, cpus = await d
+        except Exception as e:
+            if isinstance(e, (TimeoutError, defer.TimeoutError, defer.CancelledError)):
+                e = TimeoutError(f"the API server did not answer within {limit:g} s")
+            await self._mark_dead(site, f"cluster {site.name}: {_message(e)}")
+            return False
+        site.total_ram, site.total_cpus = int(ram), int(cpus)
+        await self._mark_healthy(site)
+        return True
+
+    def _cluster_timeout(self, name: str) -> float:
+        for c in self.config.kubernetes.clusters:
+            if c.name == name:
+                return c.api_timeout_seconds
+        return self.config.docker.api_timeout
 
     async def _inspect(self, node: Node) -> tuple[bool, str]:
         url = self.address.get()
@@ -337,7 +467,7 @@ class Cluster(Service):
             return False, f"inspection container exited with {code}: {logs.strip()[-500:]}"
         return True, ""
 
-    async def _mark_dead(self, node: Node, description: str) -> None:
+    async def _mark_dead(self, node: Node | ClusterNode, description: str) -> None:
         if not self.config.defaults.dead_node_invalidation:
             # without invalidation a failing node stays in use, as in 0.10 (one that never
             # answered cannot be: its RAM is unknown)
@@ -348,14 +478,15 @@ class Cluster(Service):
         was = node.healthy
         node.healthy, node.description = False, description
         self._stop_events(node)
-        self._drop_client(node)
+        if isinstance(node, Node):
+            self._drop_client(node)
         if was is not False:
             log.error("node {node} is dead: {problem}", node=node.name, problem=description)
             for listener in self._listeners:
                 listener.node_dead(node.name)
             await self._record_dead(node.name, description)
 
-    async def _mark_healthy(self, node: Node) -> None:
+    async def _mark_healthy(self, node: Node | ClusterNode) -> None:
         was = node.healthy
         node.healthy, node.description = True, ""
         self._start_events(node)
@@ -380,8 +511,8 @@ class Cluster(Service):
 
     def report_error(self, name: str, error: BaseException) -> None:
         """A Docker call for this node failed during work: check it (with an inspection)."""
-        if name in self.nodes and self.nodes[name].healthy:
-            log.warn("Docker error on node {node}: {error}; checking the node", node=name, error=_message(error))
+        if self.health(name):
+            log.warn("error on node {node}: {error}; checking the node", node=name, error=_message(error))
             self.check(name, inspect=True)
 
     def recheck(self, names: list[str]) -> Deferred[list[bool]]:
@@ -390,7 +521,10 @@ class Cluster(Service):
 
     # --- container end events ------------------------------------------------------------
 
-    def _start_events(self, node: Node) -> None:
+    def _start_events(self, node: Node | ClusterNode) -> None:
+        if isinstance(node, ClusterNode):
+            self._start_watch(node)
+            return
         if node.events is not None or self._stopping:
             return
         reader = node.events = EventReader(node.name, self.reactor.seconds())
@@ -398,7 +532,23 @@ class Cluster(Service):
             target=self._read_events, args=(node, reader), name=f"ccserver-events-{node.name}", daemon=True
         ).start()
 
-    def _stop_events(self, node: Node) -> None:
+    def _start_watch(self, site: ClusterNode) -> None:
+        """Watch the cluster's pods of this daemon (once its id is known: the next check
+        starts it otherwise)."""
+        daemon = self.identity.known
+        if site.watching or self._stopping or daemon is None:
+            if daemon is None and not site.watching:
+                self.identity.get().addErrback(lambda _: None)  # read: the next check has it
+            return
+        site.watching = True
+        site.kube.watch(daemon)
+
+    def _stop_events(self, node: Node | ClusterNode) -> None:
+        if isinstance(node, ClusterNode):
+            if node.watching:
+                node.watching = False
+                node.kube.stop_watch()
+            return
         reader, node.events = node.events, None
         if reader is not None:
             reader.close()
@@ -471,7 +621,7 @@ class Cluster(Service):
         )
         legacy_cpus = self.config.tes.legacy_container_cpus
         healthy = []
-        for node in self.nodes.values():
+        for node in self._all():
             if not node.healthy:
                 continue
             app_rams = [c.get("container_ram", 0) for c in apps if c.get("cluster_node") == node.name]
@@ -489,11 +639,12 @@ class Cluster(Service):
                     "reserved_cpus": reserved_cpus,
                     "active_application_containers": app_rams,
                     "active_data_containers": data_rams,
+                    "kind": _kind(node),
                 }
             )
         dead = [
-            {"name": n.name, "description": n.description or "not checked yet"}
-            for n in self.nodes.values()
+            {"name": n.name, "description": n.description or "not checked yet", "kind": _kind(n)}
+            for n in self._all()
             if not n.healthy
         ]
         return {"healthy_nodes": healthy, "dead_nodes": dead}
@@ -537,6 +688,11 @@ def _close_quietly(*things: Any) -> None:
                 thing.close()
             except Exception:  # the stream may already be gone
                 pass
+
+
+def _kind(node: Node | ClusterNode) -> str:
+    """The node's kind in ``GET /nodes`` (a field 0.10 did not have; its clients ignore it)."""
+    return "kubernetes" if isinstance(node, ClusterNode) else "docker"
 
 
 def _message(error: BaseException) -> str:

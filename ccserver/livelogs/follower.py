@@ -201,6 +201,9 @@ class LogFollower(Service):
     def container_died(self, node: str, name: str, code: int, owner: str | None) -> None:
         """Nothing to do: the engine ends the container's log stream itself."""
 
+    def container_stuck(self, node: str, name: str, reason: str) -> None:
+        """Nothing to do: only clusters report these, and their logs are not followed."""
+
     def node_dead(self, node: str) -> None:
         self._healthy.discard(node)
         watcher = self._watchers.pop(node, None)

@@ -4,7 +4,9 @@ The engines are compared with the store (:meth:`Cleanup.reconcile`, once per nod
 found healthy and on every full round), ends reported by the event streams are acted on
 (:meth:`Cleanup.container_died`), and containers nobody needs any more go
 (:meth:`Cleanup.cleanup`).  Only containers carrying this daemon's identity label are ever
-touched; those of an older ccserver (no label) only when our store knows them.
+touched; those of an older ccserver (no label) only when our store knows them.  Every node
+is asked through its :class:`~ccserver.cluster.backend.NodeBackend` (a Docker engine or a
+Kubernetes cluster, whose Jobs are its containers).
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class Cleanup:
         self.reconciled: set[str] = set()
         #: containers of an older ccserver (no daemon label) unknown to our store, warned about once
         self._foreign_warned: set[str] = set()
+        #: node -> live containers found vanished by the last reconcile, on nodes that remove a
+        #: container that cannot run before they report it (their report is awaited once)
+        self._vanished: dict[str, set[str]] = {}
 
     async def container_died(self, node: str, name: str, code: int, legacy: bool = False) -> None:
         try:
@@ -82,7 +87,7 @@ class Cleanup:
             return
         logs = ""
         try:
-            logs = await self.cluster.call(node, docker_ops.logs_tail, name)
+            logs = await self.cluster.backend(node).logs_tail(name)
         except Exception:
             pass
         if code:
@@ -93,6 +98,23 @@ class Cleanup:
             )
         await self.lifecycle.container_failed(collection, _id, why)
         await self.remove(node, name)
+
+    async def container_stuck(self, node: str, name: str, reason: str) -> None:
+        """Container ``name`` could not run on ``node`` and is gone: its live document fails
+        with ``reason`` (nothing when it ended already, or is not ours)."""
+        try:
+            _id = ObjectId(name)
+        except Exception:
+            return
+        for kind in self.kinds.kept():
+            assert kind.collection is not None
+            doc = await self.store.find_one(kind.collection, {"_id": _id}, {"state": 1, "cluster_node": 1})
+            if doc is None:
+                continue
+            if doc.get("cluster_node") == node and not states.is_end(doc["state"]):
+                await self.lifecycle.container_failed(kind.collection, _id, reason)
+            self.removed(_id)
+            return
 
     def leave_foreign(self, node: str, name: str) -> None:
         if name not in self._foreign_warned:
@@ -106,7 +128,7 @@ class Cleanup:
 
     async def remove(self, node: str, name: str) -> None:
         try:
-            await self.cluster.call(node, docker_ops.remove_container, name)
+            await self.cluster.backend(node).remove(name, await self.identity.get())
         except Exception as e:
             log.warn("could not remove container {name} on {node}: {error}", name=name, node=node, error=first_line(e))
         try:
@@ -118,14 +140,21 @@ class Cleanup:
         """Compare engines with the store (every healthy one by default): fail live documents
         whose container vanished, collect containers that ended unnoticed (e.g. while the
         daemon was down), remove containers of ended or unknown documents.  Containers that
-        are still running are left alone: their callbacks are accepted as before."""
+        are still running are left alone: their callbacks are accepted as before.
+
+        On a node that removes a container that cannot run before it reports why (a
+        cluster's stuck pod: its Job is deleted, then ``container_stuck`` comes), a vanished
+        container fails only when it is still vanished, and still live, at the next
+        reconcile: its report, with the real reason, wins the race."""
         daemon = await self.identity.get()
         for node in nodes if nodes is not None else self.cluster.healthy_names():
             try:
-                present = await self.cluster.call(node, docker_ops.our_containers, daemon)
+                backend = self.cluster.backend(node)
+                present = await backend.ours(daemon)
             except Exception as e:
                 self.cluster.report_error(node, e)
                 continue
+            vanished: set[str] = set()
             for kind in self.kinds.kept():
                 assert kind.collection is not None
                 collection = kind.collection
@@ -136,14 +165,18 @@ class Cleanup:
                 )
                 for doc in docs:
                     name = str(doc["_id"])
-                    if name not in present:
-                        await self.lifecycle.container_failed(collection, doc["_id"], "container vanished from Docker")
+                    if name not in present and backend.removes_stuck and name not in self._vanished.get(node, ()):
+                        vanished.add(name)
+                    elif name not in present:
+                        await self.lifecycle.container_failed(
+                            collection, doc["_id"], f"container vanished from {backend.where}"
+                        )
                     elif present[name][1] in ("exited", "dead"):
                         try:
-                            _, code = await self.cluster.call(node, docker_ops.container_state, name)
+                            _, code = await backend.state(name)
                         except docker_ops.ContainerGone:
                             await self.lifecycle.container_failed(
-                                collection, doc["_id"], "container vanished from Docker"
+                                collection, doc["_id"], f"container vanished from {backend.where}"
                             )
                             continue
                         await self.container_died(node, name, code, legacy=present[name][2])
@@ -160,6 +193,7 @@ class Cleanup:
                     self.leave_foreign(node, name)
                 elif found is None or states.is_end(found["state"]):
                     await self.remove(node, name)
+            self._vanished[node] = vanished
             self.reconciled.add(node)
 
     async def cleanup(self) -> None:

@@ -15,6 +15,10 @@ Each launch has its parts bounded on their own:
 * a data container's address is looked up once it started and written into its document,
   so that a callback never waits on Docker for it.
 
+Every operation goes to the node's :class:`~ccserver.cluster.backend.NodeBackend` (a Docker
+engine or a Kubernetes cluster): what differs (the callback base of a cluster's pods, its CPU
+limit, no pulls) is the backend's.
+
 A create or start that never ran (its deadline passed while it waited for a thread) is asked
 again, up to three times.  A launch that fails otherwise fails its container (and through it
 the task, which the lifecycle retries within ``max_task_trials``); the next round hands over
@@ -23,7 +27,7 @@ what is still ``created``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bson import ObjectId
@@ -33,7 +37,8 @@ from twisted.python.failure import Failure
 
 from ccserver import states
 from ccserver.cluster import docker_ops
-from ccserver.cluster.service import PULL_TIMEOUT, Cluster, QueuedTooLong
+from ccserver.cluster.backend import ContainerExists
+from ccserver.cluster.service import Cluster, QueuedTooLong
 from ccserver.config import Config
 from ccserver.identity import DaemonIdentity
 from ccserver.kinds import Kind
@@ -167,10 +172,10 @@ class Launcher:
         collection = kind.collection
         assert collection is not None and kind.image_of is not None, f"{kind.word}s are not launched here"
         node, name = doc["cluster_node"], str(doc["_id"])
-        if node in self.cluster.nodes and not self.ready(node):
-            if self.cluster.nodes[node].healthy is not False:
+        if self.cluster.knows(node) and not self.ready(node):
+            if self.cluster.health(node) is not False:
                 return  # not compared with the store yet since the start: the next round
-        if node not in self.cluster.nodes or not self.cluster.nodes[node].healthy:
+        if not self.cluster.knows(node) or not self.cluster.health(node):
             await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is not available")
             return
         if kind.task_field is None:
@@ -183,11 +188,13 @@ class Launcher:
         if task is not None:
             task = await self.vault.reveal(task)  # its registry_auth
         runs = kind.image_of(self.config, task)
+        backend = self.cluster.backend(node)
         settings = {
             "container_type": kind.name,
             "container_id": name,
             "callback_key": self.vault.callback_key(collection, doc["_id"]),
-            "callback_url": f"{self.callback_base()}{kind.callback_path}",
+            # a cluster's pods call back from the pod network, at the cluster's callback_url
+            "callback_url": f"{backend.callback_base(self.callback_base())}{kind.callback_path}",
         }
         try:
             waited = await self._ensure_image(node, runs.image, runs.auth)
@@ -210,22 +217,19 @@ class Launcher:
         try:
             if self.stopping:
                 return
+            command = docker_ops.command_line(runs.entry_point, settings)
+            # a task's own container reserves legacy_container_cpus (as placement counts it);
+            # a backend that limits CPUs (a cluster) gives it that many (0: no CPU limit)
+            cpus = (self.config.tes.legacy_container_cpus or None) if kind.task_field is not None else None
             try:
                 await self._call(
-                    node,
-                    docker_ops.create_container,
-                    name,
-                    runs.image,
-                    docker_ops.command_line(runs.entry_point, settings),
-                    doc["container_ram"],
-                    kind.name,
-                    self.config.docker.net,
-                    daemon,
+                    lambda: backend.create(name, runs.image, command, doc["container_ram"], kind.name, daemon, cpus)
                 )
+            except ContainerExists:
+                pass  # created before a restart: go on with it
             except Exception as e:
-                if "Conflict" not in str(e):  # created before a restart: go on with it
-                    await self._docker_failed(collection, doc, "could not create the container", e)
-                    return
+                await self._docker_failed(collection, doc, "could not create the container", e)
+                return
             if not await self._needs_ready(kind, doc):
                 # a later round starts it, once what it needs is processing
                 await self.lifecycle.transition(
@@ -235,7 +239,7 @@ class Launcher:
             # what it needs is there (or it needs nothing): it starts within its own launch,
             # without waiting for a round and a turn behind other creates
             try:
-                await self._call(node, docker_ops.start_container, name)
+                await self._call(lambda: backend.start(name))
             except Exception as e:
                 await self._docker_failed(collection, doc, "could not start the container", e)
                 return
@@ -287,13 +291,13 @@ class Launcher:
         found = await self.store.find(needed.collection, {"_id": {"$in": list(ids)}}, projection={"state": 1})
         return len(found) == len(set(ids)) and all(d["state"] == states.PROCESSING for d in found)
 
-    async def _call(self, node: str, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
         """A create or start: one that never ran (its deadline passed while it waited for a
         Docker thread) is asked again, up to :data:`ATTEMPTS` times; an engine's error is final
         (the container fails, and the task's ``max_task_trials`` decide)."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return await self.cluster.call(node, fn, *args)
+                return await operation()
             except QueuedTooLong as e:
                 if attempt == ATTEMPTS:
                     raise
@@ -303,7 +307,7 @@ class Launcher:
         """Where other containers reach this one (a data container), recorded in its
         document so that callbacks read it instead of asking Docker."""
         try:
-            address = await self.cluster.call(node, docker_ops.container_address, str(_id), self.config.docker.net)
+            address = await self.cluster.backend(node).address(str(_id))
         except Exception as e:
             # the callback path looks it up itself then (on a pool of its own, briefly)
             log.warn("address of container {id} not known: {error}", id=str(_id), error=first_line(e))
@@ -322,7 +326,7 @@ class Launcher:
             if self.stopping:
                 return
             try:
-                await self._call(node, docker_ops.start_container, name)
+                await self._call(lambda: self.cluster.backend(node).start(name))
             except Exception as e:
                 await self._docker_failed(kind.collection, doc, "could not start the container", e)
                 return
@@ -351,16 +355,7 @@ class Launcher:
             return True
         self._pulls[key] = []
         try:
-            pulled = await self.cluster.call(
-                node,
-                docker_ops.ensure_image,
-                image,
-                policy,
-                auth,
-                node,
-                timeout=PULL_TIMEOUT,
-                pool=self.cluster.pull_pool,
-            )
+            pulled = await self.cluster.backend(node).ensure_image(image, policy, auth)
         except Exception as e:
             self.metrics.image_pull_failed(node)
             for waiter in self._pulls.pop(key, []):

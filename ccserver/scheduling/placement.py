@@ -36,6 +36,18 @@ The rules, in the order the code applies them:
   strategy's choice among the nodes that fit the RAM is the first that also fits the CPUs
   (a scan from the strategy's end of the sorted list).
 
+* Nodes that do not cache, or do not run TES tasks (a Kubernetes cluster, see
+  docs/kubernetes.rst): ``NodeCapacity.caches`` False means no data container is ever placed
+  there, and a task placed there runs with ``no_cache`` semantics (no data sources: its
+  application container fetches its inputs itself); ``runs_tes`` False keeps TES tasks
+  (``WaitingTask.tes``) off it.  A task is too large only when it fits none of the nodes it
+  may use (a task with input files fits a non-caching node by its own RAM alone).  A task
+  with input files that could go either way goes where the strategy says, comparing the
+  caching node it would use with the best non-caching one, unless a caching node already
+  holds one of its files (reuse comes first, as above).  A TES task with no healthy node
+  that runs TES tasks keeps waiting without holding up the queue (it is not too large: such
+  a node may come back).
+
 Cost: about O(tasks x log(nodes)) plus the input files.  Free RAM is kept in one sorted list,
 searched with :mod:`bisect` (spread reads its end, binpack bisects to the smallest fit); moving a
 node after a reservation is a delete and an insort in that list (a memmove of at most a few
@@ -49,7 +61,8 @@ from __future__ import annotations
 import json
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, replace
 from typing import Any
 
 SPREAD = "spread"
@@ -79,6 +92,8 @@ class WaitingTask:
     no_cache: bool = False
     #: CPU cores the task reserves on its node (0: none, as for 0.10 tasks)
     cpus: float = 0.0
+    #: a TES task: placed only on nodes that run them (``NodeCapacity.runs_tes``)
+    tes: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,10 @@ class NodeCapacity:
     #: None: not known (the node's CPUs do not limit placement)
     total_cpus: float | None = None
     reserved_cpus: float = 0.0
+    #: data containers may be placed here (False: tasks placed here run with no_cache semantics)
+    caches: bool = True
+    #: TES tasks may be placed here
+    runs_tes: bool = True
 
     @property
     def free_ram(self) -> int:
@@ -165,10 +184,14 @@ class Plan:
     nodes: tuple[NodeCapacity, ...]
 
 
+#: the names a choice is limited to (None: every node)
+_Allowed = AbstractSet[str] | None
+
+
 class _FreeRam:
     """Free RAM per node, kept sorted by (free, name) so each choice is a bisect, not a scan."""
 
-    __slots__ = ("free", "_sorted", "cpus")
+    __slots__ = ("free", "_sorted", "cpus", "caches", "runs_tes")
 
     def __init__(self, nodes: Sequence[NodeCapacity]) -> None:
         self.free = {n.name: n.total_ram - n.reserved_ram for n in nodes}
@@ -177,27 +200,31 @@ class _FreeRam:
         self._sorted = sorted((free, name) for name, free in self.free.items())
         #: free CPUs of the nodes whose CPU count is known
         self.cpus = {n.name: n.total_cpus - n.reserved_cpus for n in nodes if n.total_cpus is not None}
+        self.caches = {n.name for n in nodes if n.caches}
+        self.runs_tes = {n.name for n in nodes if n.runs_tes}
 
     def fits_cpus(self, name: str, cpus: float) -> bool:
         return cpus <= 0 or name not in self.cpus or self.cpus[name] >= cpus - 1e-9
 
-    def pick(self, need: int, spread: bool, cpus: float = 0.0) -> str | None:
+    def pick(self, need: int, spread: bool, cpus: float = 0.0, allowed: _Allowed = None) -> str | None:
+        """The strategy's node among those with ``need`` MB free (and ``cpus``), limited to
+        the names in ``allowed`` when given."""
         entries = self._sorted
-        if spread:
-            if cpus <= 0:
+        if allowed is None and cpus <= 0:
+            if spread:
                 free, name = entries[-1]
                 return name if free >= need else None
+            i = bisect_left(entries, (need,))  # (need,) sorts before every (need, name)
+            return entries[i][1] if i < len(entries) else None
+        if spread:
             for free, name in reversed(entries):
                 if free < need:
                     return None
-                if self.fits_cpus(name, cpus):
+                if (allowed is None or name in allowed) and self.fits_cpus(name, cpus):
                     return name
             return None
-        i = bisect_left(entries, (need,))  # (need,) sorts before every (need, name)
-        if cpus <= 0:
-            return entries[i][1] if i < len(entries) else None
-        for _, name in entries[i:]:
-            if self.fits_cpus(name, cpus):
+        for _, name in entries[bisect_left(entries, (need,)) :]:
+            if (allowed is None or name in allowed) and self.fits_cpus(name, cpus):
                 return name
         return None
 
@@ -248,11 +275,15 @@ def place(
         return Plan((), (), (), tasks[0].task_id if tasks else None, ())
     spread = strategy == SPREAD
     free = _FreeRam(nodes)
-    index = _index_live(data_containers, free.free)
-    max_total = max(n.total_ram for n in nodes)
-    known_cpus = [n.total_cpus for n in nodes if n.total_cpus is not None]
-    # a node whose CPUs are unknown takes any task
-    max_cpus = max(known_cpus) if len(known_cpus) == len(nodes) else float("inf")
+    caching = {n.name: n.total_ram for n in nodes if n.caches}
+    index = _index_live(data_containers, caching)
+    everywhere = all(n.caches and n.runs_tes for n in nodes)
+    # the largest RAM and CPU count of the nodes a task may use, by (tes, caches: None for both)
+    largest = {
+        (tes, caches): _largest([n for n in nodes if (n.runs_tes or not tes) and caches in (None, n.caches)])
+        for tes in (False, True)
+        for caches in (None, True, False)
+    }
     dc_ram = data_container_ram
 
     placements: list[TaskPlacement] = []
@@ -264,23 +295,33 @@ def place(
         app_ram = task.container_ram
         cached = bool(task.input_files) and not task.no_cache
         keys = [input_key(spec) for spec in task.input_files] if cached else []
+        if task.tes and not free.runs_tes:
+            continue  # no node that runs TES tasks is healthy: it waits, holding up nobody
+        max_ram, max_cpus = largest[(task.tes, None)]
         if task.cpus > max_cpus + 1e-9:
             too_large.append(task.task_id)
             continue
-        if colocate:
-            if app_ram + (dc_ram if cached else 0) > max_total:
-                too_large.append(task.task_id)
-                continue
-        elif app_ram > max_total or (dc_ram > max_total and any(k not in index for k in keys)):
+        if not cached:
+            fits = app_ram <= max_ram
+        else:
+            plain_ram, _ = largest[(task.tes, False)]
+            cache_ram, _ = largest[(task.tes, True)]
+            if colocate:
+                fits = app_ram + dc_ram <= cache_ram
+            else:
+                fits = app_ram <= cache_ram and (dc_ram <= cache_ram or all(k in index for k in keys))
+            fits = fits or app_ram <= plain_ram
+        if not fits:
             too_large.append(task.task_id)
             continue
         if blocked is not None:
             continue  # the round has stopped; only too-large tasks are still decided
 
-        if colocate:
-            decided = _colocated(task, keys, index, free, spread, dc_ram)
+        allowed = None if everywhere else (free.runs_tes if task.tes else None)
+        if everywhere or not keys:
+            decided = _decide(task, keys, index, free, spread, dc_ram, colocate, allowed)
         else:
-            decided = _anywhere(task, keys, index, free, spread, dc_ram)
+            decided = _either(task, keys, index, free, spread, dc_ram, colocate)
         if decided is None:
             blocked = task.task_id
             continue
@@ -303,16 +344,23 @@ def place(
         placements.append(TaskPlacement(task.task_id, app_node, app_ram, tuple(sources)))  # type: ignore[arg-type]
 
     after = tuple(
-        NodeCapacity(
-            n.name,
-            n.total_ram,
-            n.total_ram - free.free[n.name],
-            n.total_cpus,
-            n.total_cpus - free.cpus[n.name] if n.total_cpus is not None else n.reserved_cpus,
+        replace(
+            n,
+            reserved_ram=n.total_ram - free.free[n.name],
+            reserved_cpus=n.total_cpus - free.cpus[n.name] if n.total_cpus is not None else n.reserved_cpus,
         )
         for n in nodes
     )
     return Plan(tuple(placements), tuple(new_dcs), tuple(too_large), blocked, after)
+
+
+def _largest(nodes: Sequence[NodeCapacity]) -> tuple[float, float]:
+    """The largest RAM and CPU count among ``nodes`` (a node whose CPUs are unknown takes any
+    task; no node: nothing fits)."""
+    if not nodes:
+        return -1, -1
+    known = [n.total_cpus for n in nodes if n.total_cpus is not None]
+    return max(n.total_ram for n in nodes), max(known) if len(known) == len(nodes) else float("inf")
 
 
 # A decision for one task: the application container's node, one source per input file (None:
@@ -320,8 +368,50 @@ def place(
 _Decided = tuple[str, list[DataSource | None], str | None]
 
 
+def _decide(
+    task: WaitingTask,
+    keys: list[str],
+    index: _Index,
+    free: _FreeRam,
+    spread: bool,
+    dc_ram: int,
+    colocate: bool,
+    allowed: _Allowed,
+) -> _Decided | None:
+    if colocate:
+        return _colocated(task, keys, index, free, spread, dc_ram, allowed)
+    return _anywhere(task, keys, index, free, spread, dc_ram, allowed)
+
+
+def _either(
+    task: WaitingTask, keys: list[str], index: _Index, free: _FreeRam, spread: bool, dc_ram: int, colocate: bool
+) -> _Decided | None:
+    """A task with input files among caching and non-caching nodes: its best caching
+    placement (with data containers) against its application container alone on the best
+    non-caching node (no data sources), the strategy choosing unless a file is reused."""
+    allowed = free.runs_tes if task.tes else set(free.free)
+    plain_nodes = allowed - free.caches
+    plain = free.pick(task.container_ram, spread, task.cpus, plain_nodes)
+    cached = _decide(task, keys, index, free, spread, dc_ram, colocate, allowed & free.caches)
+    if cached is not None:
+        app_node, sources, dc_node = cached
+        if plain is None or any(s is not None for s in sources):
+            return cached
+        # compare the free RAM the two nodes had before this task
+        before = free.free[app_node] + task.container_ram + (dc_ram if dc_node == app_node else 0)
+        if ((before, app_node) > (free.free[plain], plain)) == spread:
+            return cached
+        free.take(app_node, -task.container_ram, -task.cpus)
+        if dc_node is not None:
+            free.take(dc_node, -dc_ram)
+    if plain is None:
+        return None
+    free.take(plain, task.container_ram, task.cpus)
+    return plain, [], None
+
+
 def _anywhere(
-    task: WaitingTask, keys: list[str], index: _Index, free: _FreeRam, spread: bool, dc_ram: int
+    task: WaitingTask, keys: list[str], index: _Index, free: _FreeRam, spread: bool, dc_ram: int, allowed: _Allowed
 ) -> _Decided | None:
     """Overlay network: reuse any live container, place app and new data container independently."""
     sources: list[DataSource | None] = []
@@ -335,7 +425,7 @@ def _anywhere(
     units.sort(key=lambda unit: -unit[1])
     chosen: dict[str, str] = {}
     for what, ram, cpus in units:
-        node = free.pick(ram, spread, cpus)
+        node = free.pick(ram, spread, cpus, allowed)
         if node is None:
             for done, ram_done, cpus_done in units:
                 if done in chosen:
@@ -347,7 +437,7 @@ def _anywhere(
 
 
 def _colocated(
-    task: WaitingTask, keys: list[str], index: _Index, free: _FreeRam, spread: bool, dc_ram: int
+    task: WaitingTask, keys: list[str], index: _Index, free: _FreeRam, spread: bool, dc_ram: int, allowed: _Allowed
 ) -> _Decided | None:
     """Local bridge: the application container and all its data containers on one node."""
     app_ram = task.container_ram
@@ -363,6 +453,8 @@ def _colocated(
             node_free = free.free[node]
             if node_free < app_ram + (0 if n_hits == len(keys) else dc_ram) or not free.fits_cpus(node, task.cpus):
                 continue
+            if allowed is not None and node not in allowed:
+                continue
             if (
                 best is None
                 or n_hits > best_hits
@@ -373,7 +465,7 @@ def _colocated(
             ):
                 best, best_hits, best_free = node, n_hits, node_free
     if best is None:
-        best = free.pick(app_ram + (dc_ram if keys else 0), spread, task.cpus)
+        best = free.pick(app_ram + (dc_ram if keys else 0), spread, task.cpus, allowed)
         if best is None:
             return None
     sources: list[DataSource | None] = [index.get(key, {}).get(best) for key in keys]

@@ -102,9 +102,10 @@ async def decide(
         DATA.documents, live, projection={"cluster_node": 1, "input_files": 1, "input_file_digests": 1}
     )
     cpus = cluster.cpu_totals()
+    traits = cluster.traits()
     if run is None:
-        return decide_now(config, healthy, tasks, containers, dcs, tes_tasks, cpus)
-    return await run(decide_now, config, healthy, tasks, containers, dcs, tes_tasks, cpus)
+        return decide_now(config, healthy, tasks, containers, dcs, tes_tasks, cpus, traits)
+    return await run(decide_now, config, healthy, tasks, containers, dcs, tes_tasks, cpus, traits)
 
 
 def decide_now(
@@ -115,13 +116,15 @@ def decide_now(
     dcs: list[dict[str, Any]],
     tes_tasks: list[dict[str, Any]] | None = None,
     cpus: dict[str, int | None] | None = None,
+    traits: dict[str, tuple[bool, bool]] | None = None,
 ) -> Decisions:
     """The pure part of a round: no store, no Docker, no reactor (it may run in a thread).
 
     ``tes_tasks`` (QUEUED TES task documents) join the 0.10 waiting tasks in one FIFO order
     by ``created_at``, as tasks without input files that need ``ram_mb`` and ``cpus``;
     ``containers`` are the live reservations (``cluster_node``, ``container_ram``, ``cpus``);
-    ``cpus`` the nodes' CPU counts."""
+    ``cpus`` the nodes' CPU counts; ``traits`` (caches, runs TES tasks) of the nodes that
+    do not do both (Kubernetes clusters; see :class:`placement.NodeCapacity`)."""
     reserved: dict[str, int] = {}
     reserved_cpus: dict[str, float] = {}
     for c in containers:
@@ -129,6 +132,7 @@ def decide_now(
         reserved[node] = reserved.get(node, 0) + c.get("container_ram", 0)
         reserved_cpus[node] = reserved_cpus.get(node, 0.0) + float(c.get("cpus", 0) or 0)
     cpus = cpus or {}
+    traits = traits or {}
     by_id = {str(t["_id"]): t for t in tasks}
     tes_by_id = {str(t["_id"]): t for t in tes_tasks or ()}
     waiting = [
@@ -146,7 +150,9 @@ def decide_now(
     ] + [
         (
             t.get("created_at", 0.0),
-            placement.WaitingTask(task_id=str(t["_id"]), container_ram=int(t["ram_mb"]), cpus=float(t["cpus"])),
+            placement.WaitingTask(
+                task_id=str(t["_id"]), container_ram=int(t["ram_mb"]), cpus=float(t["cpus"]), tes=True
+            ),
         )
         for t in tes_tasks or ()
     ]
@@ -154,7 +160,14 @@ def decide_now(
     plan = placement.place(
         [w for _, w in waiting],
         [
-            placement.NodeCapacity(name, total, reserved.get(name, 0), cpus.get(name), reserved_cpus.get(name, 0.0))
+            placement.NodeCapacity(
+                name,
+                total,
+                reserved.get(name, 0),
+                cpus.get(name),
+                reserved_cpus.get(name, 0.0),
+                *traits.get(name, (True, True)),
+            )
             for name, total in healthy
         ],
         [placement.LiveDataContainer(str(d["_id"]), d["cluster_node"], tuple(digests_of(d))) for d in dcs],
@@ -163,7 +176,9 @@ def decide_now(
         colocate=config.docker.net is None,
     )
     largest = max(total for _, total in healthy)
-    known = [c for c in (cpus.get(name) for name, _ in healthy) if c is not None]
+    runs_tes = [(name, total) for name, total in healthy if traits.get(name, (True, True))[1]]
+    tes_largest = max((total for _, total in runs_tes), default=0)
+    known = [c for c in (cpus.get(name) for name, _ in runs_tes) if c is not None]
     decisions = Decisions()
     for task_id in plan.too_large:
         if task_id in tes_by_id:
@@ -172,7 +187,7 @@ def decide_now(
                 (
                     ObjectId(task_id),
                     f"Task too large for the cluster: it needs {t['ram_mb']} MB of RAM and {t['cpus']:g} CPUs; "
-                    f"no node has that much even when empty (largest node: {largest} MB"
+                    f"no node has that much even when empty (largest node: {tes_largest} MB"
                     + (f", {max(known)} CPUs)." if known else ")."),
                 )
             )

@@ -34,7 +34,6 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ccserver import states
-from ccserver.cluster import docker_ops
 from ccserver.cluster.service import Cluster
 from ccserver.collector import CollectorPause
 from ccserver.config import Config
@@ -56,8 +55,6 @@ from ccserver.wiring import CallbackAddress
 log = Logger(namespace="ccserver.scheduler")
 
 LIVE = {"$in": list(states.LIVE_STATES)}
-#: seconds a callback may wait for a data container's address from Docker
-LOOKUP_TIMEOUT = 5.0
 
 
 class TesPlacements(Protocol):
@@ -321,6 +318,10 @@ class Scheduler(Service):
         d = Deferred.fromCoroutine(self._container_died(node, name, code, owner))
         d.addErrback(lambda f: log.failure("handling the end of container {name}", f, name=name))
 
+    def container_stuck(self, node: str, name: str, reason: str) -> None:
+        d = Deferred.fromCoroutine(self._container_stuck(node, name, reason))
+        d.addErrback(lambda f: log.failure("handling container {name} that could not run", f, name=name))
+
     def node_dead(self, node: str) -> None:
         d = Deferred.fromCoroutine(self._node_dead(node))
         d.addErrback(lambda f: log.failure("failing the containers of dead node {node}", f, node=node))
@@ -337,6 +338,16 @@ class Scheduler(Service):
             if owner is not None and owner != await self.identity.get():
                 return
             await self.cleaner.container_died(node, name, code, legacy=owner is None)
+        except StorageUnavailable as e:
+            self.storage_unavailable(e)
+
+    async def _container_stuck(self, node: str, name: str, reason: str) -> None:
+        """A container could not run on ``node`` (a cluster's pod Pending too long, an image
+        it may not pull; the Job is gone already): it failed, with ``reason`` as the
+        transition's description (a trial: the life cycle retries the task within
+        ``max_task_trials``)."""
+        try:
+            await self.cleaner.container_stuck(node, name, reason)
         except StorageUnavailable as e:
             self.storage_unavailable(e)
 
@@ -359,13 +370,8 @@ class Scheduler(Service):
         if dc.get("address"):
             return str(dc["address"])
         if dc["_id"] not in self._addresses:
-            self._addresses[dc["_id"]] = await self.cluster.call(
-                dc["cluster_node"],
-                docker_ops.container_address,
-                str(dc["_id"]),
-                self.config.docker.net,
-                timeout=LOOKUP_TIMEOUT,
-                pool=self.cluster.lookup_pool,
+            self._addresses[dc["_id"]] = await self.cluster.backend(dc["cluster_node"]).address(
+                str(dc["_id"]), lookup=True
             )
         return self._addresses[dc["_id"]]
 

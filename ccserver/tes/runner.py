@@ -251,12 +251,17 @@ class TesRunner(Service):
         if attempt is not None and attempt.node == node:
             attempt.container_died(name, code)
 
+    def container_stuck(self, node: str, name: str, reason: str) -> None:
+        """Nothing to do: only clusters report these, and TES tasks do not run there."""
+
     def node_dead(self, node: str) -> None:
         for attempt in list(self.attempts.values()):
             if attempt.node == node:
                 attempt.fail(f"node {node} is dead")
 
     def node_healthy(self, node: str) -> None:
+        if node not in self.cluster.nodes:
+            return  # a Kubernetes cluster: no TES task runs there
         d = Deferred.fromCoroutine(self._sweep(node))
         d.addErrback(lambda f: log.warn("sweeping TES leftovers on {node}: {e}", node=node, e=f.getErrorMessage()))
         self.wake()
@@ -322,8 +327,8 @@ class TesRunner(Service):
 
     async def _cancel_without_attempt(self, doc: dict[str, Any]) -> None:
         daemon = await self.identity.get()
-        for node in self.cluster.node_names():
-            if not self.cluster.nodes[node].healthy:
+        for node, engine in self.cluster.nodes.items():  # the Docker engines: TES tasks run only there
+            if not engine.healthy:
                 continue
             try:
                 await self.cluster.call(node, docker_tes.remove_task_leftovers, daemon, str(doc["_id"]))

@@ -37,6 +37,7 @@ NODE: Schema = {
         },
         "active_application_containers": {"type": "array", "items": {"type": "number"}},
         "active_data_containers": {"type": "array", "items": {"type": "number"}},
+        "kind": {"type": "string", "enum": ["docker", "kubernetes"], "description": "not in 0.10"},
     },
 }
 DOCUMENTS: Schema = {
@@ -63,7 +64,11 @@ RESPONSES: dict[str, Schema] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "properties": {"name": {"type": "string"}, "description": {"type": "string"}},
+                    "properties": {
+                        "name": {"type": "string"},
+                        "description": {"type": "string"},
+                        "kind": {"type": "string", "enum": ["docker", "kubernetes"], "description": "not in 0.10"},
+                    },
                 },
             },
         },

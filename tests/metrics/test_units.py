@@ -234,6 +234,7 @@ class Nodes:
 
     def __init__(self) -> None:
         self.nodes = {"n1": Node("n1", True, 4096, 4), "n2": Node("n2", False, 2048, 2)}
+        self.clusters: dict[str, Node] = {}
 
     def nodes_status(self) -> Deferred[dict[str, Any]]:
         return succeed({"healthy_nodes": [{"name": "n1", "reserved_ram": 640}], "dead_nodes": [{"name": "n2"}]})

@@ -87,6 +87,9 @@ class Capacities:
     def capacities(self) -> list[tuple[str, int]]:
         return [("n1", 1000)]
 
+    def traits(self) -> dict[str, tuple[bool, bool]]:
+        return {}
+
     def cpu_totals(self) -> dict[str, int | None]:
         return {"n1": None}
 

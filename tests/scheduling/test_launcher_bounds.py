@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from ccserver import config as configuration
 from ccserver import states
+from ccserver.cluster.backend import DockerBackend
 from ccserver.cluster.service import QueuedTooLong
 from ccserver.kinds import DATA as DATA_KIND
 from ccserver.kinds import DEFAULT_KINDS
@@ -28,8 +29,18 @@ class FakeCluster:
 
     def __init__(self, names: list[str]) -> None:
         self.nodes = {n: FakeNode() for n in names}
-        self.pull_pool = object()
+        self.pull_pool = self.lookup_pool = object()
         self.pending: list[tuple[str, str, Deferred[Any]]] = []
+
+    def knows(self, node: str) -> bool:
+        return node in self.nodes
+
+    def health(self, node: str) -> bool:
+        return self.nodes[node].healthy
+
+    def backend(self, node: str) -> DockerBackend:
+        # the real Docker backend: its calls are this fake's (by docker_ops function name)
+        return DockerBackend(self, node, None)  # type: ignore[arg-type]
 
     def call(self, node: str, fn: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
