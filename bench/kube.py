@@ -447,6 +447,7 @@ def run_ccserver(
             daemon.start()
             assert daemon.process
             identity = daemon.wait_for(r"daemon identity ([0-9a-f]+)", timeout=60).group(1)
+            out["identity"] = identity
             _, host, port = daemon.listening(timeout=60)[0]
             daemon.wait_for(rf"node {CLUSTER}: \d+ MB", timeout=60)
             daemon.done_following.set()
@@ -641,10 +642,9 @@ def run_direct(
 def open_cluster(args: argparse.Namespace) -> tuple[KubeCluster, bool]:
     """(the cluster, whether this script started it)."""
     if args.kube_dev:
-        cluster = KubeCluster.attach(args.kube_dev)
-        if not (cluster.state / "READY").exists() and not args.attach:
-            raise KubeClusterError(f"{args.kube_dev}: no READY file (no running dev cluster there)")
-        return cluster, False
+        # the dev cluster (tests/kube/devcluster.py) or the tests' session cluster: its state
+        # directory; one that is stopped fails at the first API call
+        return KubeCluster.attach(args.kube_dev), False
     from tests.kube.locate import kube_bin_dir
 
     cluster = KubeCluster(kube_bin_dir(), start_timeout=240)
@@ -668,7 +668,7 @@ def report(n: int, cc: dict[str, Any], direct: dict[str, Any], args: argparse.Na
             flush=True,
         )
         if label == "ccserver":
-            print(f"    submission answered in {cc['submit']:.2f} s", flush=True)
+            print(f"    daemon identity {cc['identity']}; submission answered in {cc['submit']:.2f} s", flush=True)
         lines, p99 = latency_lines(label, out["pods"])
         for line in lines:
             print(line, flush=True)
@@ -705,8 +705,9 @@ def main() -> int:
         default=0.1,
         help="CPUs of each pod (requests = limits; the daemon's tes.legacy_container_cpus; default 0.1)",
     )
-    parser.add_argument("--kube-dev", metavar="DIR", help="use the running dev cluster of this state directory")
-    parser.add_argument("--attach", action="store_true", help=argparse.SUPPRESS)  # a cluster without READY
+    parser.add_argument(
+        "--kube-dev", metavar="DIR", help="use the running cluster of this state directory (e.g. the dev cluster's)"
+    )
     parser.add_argument("--direct-only", action="store_true", help="skip the ccserver runs")
     parser.add_argument("--ccserver-only", action="store_true", help="skip the direct runs")
     parser.add_argument("--timeout-base", type=float, default=180.0, help=argparse.SUPPRESS)
@@ -762,6 +763,8 @@ def main() -> int:
                     runner(n, cluster, api, pods, jobs, args, out)
                 except (Broken, OSError, requests.RequestException, harness.DaemonError) as e:
                     print(f"BROKEN  {label}, N={n}: {e}", flush=True)
+                    if out.get("identity"):
+                        print(f"    daemon identity {out['identity']}", flush=True)
                     out.clear()
                     broken = True
             checks += report(n, cc, direct, args)
