@@ -48,6 +48,8 @@ class NodeBackend(Protocol):
     runs_tes: bool
     #: what the node is, in messages ("container vanished from ...")
     where: str
+    #: it removes a container that cannot run before it reports it (``container_stuck``)
+    removes_stuck: bool
 
     def callback_base(self, default: str | None) -> str | None:
         """The base URL its containers call back at (``default``: the daemon's own)."""
@@ -116,6 +118,7 @@ class DockerBackend:
     caches = True
     runs_tes = True
     where = "Docker"
+    removes_stuck = False
 
     def __init__(self, calls: Calls, name: str, net: str | None) -> None:
         """``net``: the Docker network containers join (``docker.net``)."""
@@ -225,6 +228,8 @@ class KubeBackend:
 
     caches = False
     runs_tes = False
+    #: a stuck pod's Job is deleted, then reported (see ccserver.kubernetes.watch)
+    removes_stuck = True
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube

@@ -55,6 +55,7 @@ from ccserver.cluster.engine import describe_error, make_client
 from ccserver.config import Config, KubeClusterConfig, NodeConfig, auth_config
 from ccserver.identity import DaemonIdentity
 from ccserver.kinds import APPLICATION, DATA, INSPECTION
+from ccserver.kubernetes.node import KubeNode
 from ccserver.metrics import Metrics
 from ccserver.storage.base import StorageError, Store
 from ccserver.tes import states as tes_states
@@ -174,8 +175,6 @@ class Cluster(Service):
         )
 
     def _kube_node(self, config: KubeClusterConfig, events: Any) -> Kube:
-        from ccserver.kubernetes.node import KubeNode
-
         return KubeNode(config, self.reactor, events, self.metrics, pull_policy=self.config.docker.pull_policy)
 
     # --- service ---------------------------------------------------------------------

@@ -52,6 +52,9 @@ class Cleanup:
         self.reconciled: set[str] = set()
         #: containers of an older ccserver (no daemon label) unknown to our store, warned about once
         self._foreign_warned: set[str] = set()
+        #: node -> live containers found vanished by the last reconcile, on nodes that remove a
+        #: container that cannot run before they report it (their report is awaited once)
+        self._vanished: dict[str, set[str]] = {}
 
     async def container_died(self, node: str, name: str, code: int, legacy: bool = False) -> None:
         try:
@@ -137,7 +140,12 @@ class Cleanup:
         """Compare engines with the store (every healthy one by default): fail live documents
         whose container vanished, collect containers that ended unnoticed (e.g. while the
         daemon was down), remove containers of ended or unknown documents.  Containers that
-        are still running are left alone: their callbacks are accepted as before."""
+        are still running are left alone: their callbacks are accepted as before.
+
+        On a node that removes a container that cannot run before it reports why (a
+        cluster's stuck pod: its Job is deleted, then ``container_stuck`` comes), a vanished
+        container fails only when it is still vanished, and still live, at the next
+        reconcile: its report, with the real reason, wins the race."""
         daemon = await self.identity.get()
         for node in nodes if nodes is not None else self.cluster.healthy_names():
             try:
@@ -146,6 +154,7 @@ class Cleanup:
             except Exception as e:
                 self.cluster.report_error(node, e)
                 continue
+            vanished: set[str] = set()
             for kind in self.kinds.kept():
                 assert kind.collection is not None
                 collection = kind.collection
@@ -156,7 +165,9 @@ class Cleanup:
                 )
                 for doc in docs:
                     name = str(doc["_id"])
-                    if name not in present:
+                    if name not in present and backend.removes_stuck and name not in self._vanished.get(node, ()):
+                        vanished.add(name)
+                    elif name not in present:
                         await self.lifecycle.container_failed(
                             collection, doc["_id"], f"container vanished from {backend.where}"
                         )
@@ -182,6 +193,7 @@ class Cleanup:
                     self.leave_foreign(node, name)
                 elif found is None or states.is_end(found["state"]):
                     await self.remove(node, name)
+            self._vanished[node] = vanished
             self.reconciled.add(node)
 
     async def cleanup(self) -> None:

@@ -178,6 +178,10 @@ async def test_a_cluster_is_a_node_checked_by_info_and_watched_while_healthy(sto
         raise AssertionError("a second create of one name must say it exists")
     except ContainerExists:
         pass
+    # POST /nodes re-checks a cluster as it re-checks an engine
+    asked = fake.infos
+    await cluster.recheck(["k"])
+    assert fake.infos == asked + 1
     # a watch that cannot be resumed re-checks the cluster, which starts the watch again
     before = fake.infos
     cluster.watch_broken("k", RuntimeError("410 Gone, and the relist failed"))
@@ -274,3 +278,66 @@ async def test_a_stuck_pod_is_a_failed_trial_with_the_schedulers_reason(store: S
     await eventually(lambda: state_is(states.FAILED), "the task failed after max_task_trials")
     done = await store.find_one("application_containers", {"_id": second})
     assert done is not None and done["transitions"][-1]["description"].startswith("ErrImageNeverPull")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_tes_runner_never_asks_a_cluster_for_docker_work(store: Store) -> None:
+    """TES tasks run on Docker nodes only: the runner's sweeps and cancels go to the engines
+    (``cluster.nodes``), never to a cluster (a Docker call for it would fail the cancel)."""
+    from ccserver.tes.runner import TesRunner
+    from tests.tes.runner.conftest import executor, insert_task
+
+    parts = Parts(store, kube_config())
+    await parts.identity.get()
+    assert await parts.cluster.check("k")
+    asked: list[str] = []
+
+    def call(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        asked.append(name)
+        raise AssertionError(f"a Docker call for node {name}")
+
+    parts.cluster.call = call  # type: ignore[method-assign]
+    runner = TesRunner(
+        parts.cluster.config,
+        store,
+        parts.cluster,
+        Vault(store, b"k" * 32),
+        parts.identity,
+        stager=None,  # type: ignore[arg-type]
+        ensure_image=None,  # type: ignore[arg-type]
+        send=lambda url, body: None,
+        wake=lambda: None,
+        clock=parts.clock,
+    )
+    runner.node_healthy("k")  # no sweep of TES leftovers on a cluster
+    task_id = await insert_task(store, [executor("true")], state="CANCELING", node=None, trials=1)
+    doc = await store.find_one("tes_tasks", {"_id": task_id})
+    assert doc is not None
+    await runner._cancel_without_attempt(doc)  # the Docker node d1 is not checked yet: skipped
+    ended = await store.find_one("tes_tasks", {"_id": task_id})
+    assert ended is not None and ended["state"] == "CANCELED"
+    assert asked == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stuck_pods_reason_wins_over_a_reconcile_that_finds_its_job_gone(store: Store) -> None:
+    """The cluster deletes a stuck pod's Job, then reports it: a reconcile in between sees
+    the Job gone, and waits one reconcile for the report before it calls it vanished."""
+    parts = Parts(store, kube_config())
+    await parts.identity.get()
+    assert await parts.cluster.check("k")
+    _, stuck = await seed_running(store, "k")
+    _, gone = await seed_running(store, "k")
+    await parts.scheduler.reconcile(["k"])  # no Job for either (FakeKube.ours is empty)
+    for app in (stuck, gone):
+        doc = await store.find_one("application_containers", {"_id": app})
+        assert doc is not None and doc["state"] == states.PROCESSING
+    reason = "the pod cannot start: container app waiting: ErrImageNeverPull: not present"
+    await parts.scheduler._container_stuck("k", str(stuck), reason)
+    await parts.scheduler.reconcile(["k"])
+    described = {}
+    for app in (stuck, gone):
+        doc = await store.find_one("application_containers", {"_id": app})
+        assert doc is not None and doc["state"] == states.FAILED
+        described[app] = doc["transitions"][-1]["description"]
+    assert described == {stuck: reason, gone: "container vanished from Kubernetes cluster k"}

@@ -35,6 +35,7 @@ from typing import Any
 
 import docker
 import pytest
+import requests
 
 from ccserver.cluster.docker_ops import DAEMON_LABEL
 from ccserver.cluster.engine import bridge_gateway
@@ -401,13 +402,15 @@ def test_a_cluster_whose_api_goes_away_is_dead_and_its_task_retried_on_docker(
 ) -> None:
     d = make_daemon(backend)
     tag = uuid.uuid4().hex[:12]
-    (task_id,) = d.submit(d.task(tag, sleep=8))
+    (task_id,) = d.submit(d.task(tag, sleep=20))  # still running when the cluster is found dead
     wait_until(lambda: d.apps_of(task_id), lambda apps: apps and apps[0]["state"] == 2, 60, "it to run on the cluster")
     assert d.apps_of(task_id)[0]["cluster_node"] == CLUSTER
     bound = HEARTBEAT + API_TIMEOUT + 1 + MEASURING_SLACK
     d.kube.stop_apiserver()
     try:
         stopped = time.monotonic()
+        with pytest.raises(requests.ConnectionError):  # else: the API server was not stopped
+            d.kube.api("GET", "/version", timeout=2)
         _, dead = wait_until(d.nodes, lambda nodes: CLUSTER in nodes[1], bound + 5, "the cluster to be dead")
         took = time.monotonic() - stopped
         assert took <= bound, f"dead after {took:.1f} s, documented bound {bound - MEASURING_SLACK:g} s"
