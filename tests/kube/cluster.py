@@ -32,12 +32,10 @@ The cluster's layout is saved in ``<state>/cluster.json`` so that another proces
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -47,113 +45,32 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import yaml
 
-from tests.kube import images
+from tests.kube import configs, images
+from tests.kube.host import (
+    KERNEL_TUNABLES,
+    NS_DIRS,
+    SLOT_DIR,
+    SLOTS,
+    KubeClusterError,
+    alive,
+    cmdline,
+    free_port,
+    make_cgroup_root,
+    node_ip,
+    remove_cgroups,
+    slot_free,
+    slot_subnet,
+    subnet_in_use,
+)
 from tests.kube.pki import TOKEN_USER, Pki, make_pki
 
 NAMESPACE = "ccserver-test"
 CONTEXT = "ccserver-test"
 TOKEN_CONTEXT = "ccserver-test-token"
-SLOTS = 16
-SLOT_DIR = Path("/run/ccserver-kube")
 DEFAULT_STATE_ROOT = Path("/var/lib/ccserver-kube-test")
 WARMUP_IMAGE = "ccserver-test/base:1"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# the values kubelet's setupKernelTunables wants (pkg/util/sysctl): bind-mounted in its namespace
-KERNEL_TUNABLES = {
-    "vm/overcommit_memory": "1",
-    "vm/panic_on_oom": "0",
-    "kernel/panic": "10",
-    "kernel/panic_on_oops": "1",
-    "kernel/keys/root_maxkeys": "1000000",
-    "kernel/keys/root_maxbytes": "25000000",
-}
-# host directories that the namespace sees as state dirs of the cluster
-NS_DIRS = {
-    "/run/containerd": "ns/run-containerd",
-    "/var/lib/cni": "ns/var-lib-cni",
-    "/var/log/containers": "ns/var-log-containers",
-    "/var/lib/kubelet": "ns/var-lib-kubelet",  # kubelet's device-plugins socket is there, whatever --root-dir says
-}
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet")
-
-
-class KubeClusterError(Exception):
-    """The cluster could not be set up or did not come up in time; the message says why."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _ip_json(*args: str) -> Any:
-    done = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=10, check=False)
-    return json.loads(done.stdout or "[]") if done.returncode == 0 else []
-
-
-def node_ip() -> str:
-    """The host's address on its default route (kubelet's InternalIP; it refuses loopback)."""
-    for route in _ip_json("-4", "route", "show", "default"):
-        for iface in _ip_json("-4", "addr", "show", "dev", route.get("dev", "")):
-            for addr in iface.get("addr_info", []):
-                if addr.get("scope") == "global":
-                    return str(addr["local"])
-    for iface in _ip_json("-4", "addr", "show"):
-        name = iface.get("ifname", "")
-        if name == "lo" or name.startswith(("docker", "br-", "veth", "ccskube")):
-            continue
-        for addr in iface.get("addr_info", []):
-            if addr.get("scope") == "global":
-                return str(addr["local"])
-    raise KubeClusterError("no global IPv4 address on this host for the kubelet's node IP (it refuses loopback)")
-
-
-def slot_subnet(slot: int) -> ipaddress.IPv4Network:
-    return ipaddress.IPv4Network(f"10.88.{77 + slot}.0/24")
-
-
-def _subnet_in_use(net: ipaddress.IPv4Network, own_link: str) -> bool:
-    for route in _ip_json("-4", "route", "show", "table", "all"):
-        dst = route.get("dst", "")
-        if dst in ("", "default") or route.get("dev") == own_link:
-            continue
-        try:
-            if ipaddress.IPv4Network(dst, strict=False).overlaps(net):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-def slot_free(slot: int) -> bool:
-    path = SLOT_DIR / f"slot-{slot}.lock"
-    if not path.exists():
-        return True
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return True
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.2) -> None:
@@ -166,14 +83,22 @@ def _wait_until(what: str, check: Callable[[], bool], timeout: float, interval: 
         time.sleep(interval)
 
 
-def cgroup_hierarchies() -> list[Path]:
-    """The mounted cgroup hierarchies (v1 controllers and the v2/unified one)."""
-    found = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 2 and fields[2] in ("cgroup", "cgroup2"):
-            found.append(Path(fields[1]))
-    return found
+def prune_runs(root: Path, keep: int = 5) -> None:
+    """Removes the state dirs (logs) of stopped runs under ``root`` but the ``keep`` newest."""
+    stopped = []
+    for run in root.glob("run-*"):
+        try:
+            if "stopped" in json.loads((run / "cluster.json").read_text()):
+                stopped.append(run)
+        except (OSError, ValueError):
+            continue
+    for run in sorted(stopped, key=lambda r: r.stat().st_mtime)[:-keep]:
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o600)
 
 
 class KubeCluster:
@@ -193,6 +118,7 @@ class KubeCluster:
                 )
         if state_dir is None:
             DEFAULT_STATE_ROOT.mkdir(parents=True, exist_ok=True)
+            prune_runs(DEFAULT_STATE_ROOT)
             state_dir = tempfile.mkdtemp(prefix="run-", dir=DEFAULT_STATE_ROOT)
         self.state = Path(state_dir).resolve()
         self.start_timeout = start_timeout
@@ -312,7 +238,7 @@ class KubeCluster:
     def _choose_slot(self) -> int:
         for slot in range(SLOTS):
             link = f"ccskube{slot}"
-            if slot_free(slot) and not _subnet_in_use(slot_subnet(slot), link):
+            if slot_free(slot) and not subnet_in_use(slot_subnet(slot), link):
                 return slot
         raise KubeClusterError(
             f"no free cluster slot of {SLOTS} (see {SLOT_DIR}) or their subnets 10.88.77-92.0/24 are in use"
@@ -341,166 +267,58 @@ class KubeCluster:
             "pids": {},
         }
 
-    def _write_kubeconfig(self, path: Path, user: dict[str, Any], namespace: str | None = None) -> None:
-        context = {"cluster": "ccserver-test", "user": "user"}
-        if namespace:
-            context["namespace"] = namespace
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {"name": "ccserver-test", "cluster": {"server": self.server, "certificate-authority": self.ca_file}}
-            ],
-            "users": [{"name": "user", "user": user}],
-            "contexts": [{"name": CONTEXT, "context": context}],
-            "current-context": CONTEXT,
-        }
-        path.write_text(yaml.safe_dump(config))
-        path.chmod(0o600)
-
     def _write_files(self) -> None:
         st = self.state
         pki = make_pki(st / "pki", self.node_name, self.layout["node_ip"])
-        admin = {"client-certificate": str(pki.cert("admin")), "client-key": str(pki.key("admin"))}
-        self._write_kubeconfig(st / "admin.kubeconfig", admin)
-        self._write_kubeconfig(
-            st / "kubelet.kubeconfig",
-            {"client-certificate": str(pki.cert("kubelet-client")), "client-key": str(pki.key("kubelet-client"))},
+        admin = configs.cert_user(pki.cert("admin"), pki.key("admin"))
+        for name, user in (
+            ("admin", admin),
+            ("kubelet", configs.cert_user(pki.cert("kubelet-client"), pki.key("kubelet-client"))),
+        ):
+            text = configs.kubeconfig(self.server, self.ca_file, {"user": user}, {CONTEXT: ("user", None)}, CONTEXT)
+            _write_private(st / f"{name}.kubeconfig", text)
+        # the one for ccserver and the tests: the admin in context ccserver-test, the token in ccserver-test-token
+        token = {"token": pki.token.read_text().strip()}
+        contexts = {CONTEXT: ("ccserver-admin", NAMESPACE), TOKEN_CONTEXT: (TOKEN_USER, NAMESPACE)}
+        text = configs.kubeconfig(
+            self.server, self.ca_file, {"ccserver-admin": admin, TOKEN_USER: token}, contexts, CONTEXT
         )
-        # the kubeconfig for ccserver: admin in context ccserver-test, the token in ccserver-test-token
-        token = pki.token.read_text().strip()
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {"name": "ccserver-test", "cluster": {"server": self.server, "certificate-authority": self.ca_file}}
-            ],
-            "users": [
-                {"name": "ccserver-admin", "user": admin},
-                {"name": TOKEN_USER, "user": {"token": token}},
-            ],
-            "contexts": [
-                {
-                    "name": CONTEXT,
-                    "context": {"cluster": "ccserver-test", "user": "ccserver-admin", "namespace": NAMESPACE},
-                },
-                {
-                    "name": TOKEN_CONTEXT,
-                    "context": {"cluster": "ccserver-test", "user": TOKEN_USER, "namespace": NAMESPACE},
-                },
-            ],
-            "current-context": CONTEXT,
-        }
-        Path(self.kubeconfig).write_text(yaml.safe_dump(config))
-        Path(self.kubeconfig).chmod(0o600)
+        _write_private(Path(self.kubeconfig), text)
 
         cni = st / "cni"
-        (cni / "net.d").mkdir(parents=True, exist_ok=True)
-        (cni / "ipam").mkdir(parents=True, exist_ok=True)
-        conflist = {
-            "cniVersion": "0.4.0",
-            "name": "ccskube",
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": self.layout["bridge"],
-                    "isGateway": True,
-                    "ipMasq": False,
-                    "hairpinMode": True,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": self.layout["subnet"], "gateway": self.layout["gateway"]}]],
-                        "dataDir": str(cni / "ipam"),
-                    },
-                }
-            ],
-        }
-        (cni / "net.d" / "10-ccskube.conflist").write_text(json.dumps(conflist, indent=1))
+        for sub in ("net.d", "ipam"):
+            (cni / sub).mkdir(parents=True, exist_ok=True)
+        conflist = configs.cni_conflist(
+            self.layout["bridge"], self.layout["subnet"], self.layout["gateway"], cni / "ipam"
+        )
+        (cni / "net.d" / "10-ccskube.conflist").write_text(conflist)
 
         _, pause_ref = images.pause_image_tar()
         self.layout["pause_image"] = pause_ref
         ctd = st / "containerd"
-        (ctd / "root").mkdir(parents=True, exist_ok=True)
-        (ctd / "state").mkdir(parents=True, exist_ok=True)
-        (st / "containerd.toml").write_text(
-            f"""version = 2
-root = "{ctd / "root"}"
-state = "{ctd / "state"}"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "{self.containerd_socket}"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{ctd / "opt"}"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause_ref}"
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_selinux = false
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni / "net.d"}"
-"""
+        for sub in ("root", "state"):
+            (ctd / sub).mkdir(parents=True, exist_ok=True)
+        text = configs.containerd_toml(
+            ctd / "root", ctd / "state", self.containerd_socket, ctd / "opt", pause_ref, cni / "net.d"
         )
+        (st / "containerd.toml").write_text(text)
 
         kubelet = st / "kubelet"
         for sub in ("root", "pod-logs", "volume-plugins", "pki"):
             (kubelet / sub).mkdir(parents=True, exist_ok=True)
         ports = self.layout["ports"]
-        config = {
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            "address": self.layout["node_ip"],
-            "port": ports["kubelet"],
-            "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1",
-            "healthzPort": ports["kubelet_healthz"],
-            "failCgroupV1": False,
-            "cgroupDriver": "cgroupfs",
-            "cgroupRoot": "/" + self.layout["cgroup_root"],
-            "cgroupsPerQOS": True,
-            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
-            "tlsCertFile": str(pki.cert("kubelet")),
-            "tlsPrivateKeyFile": str(pki.key("kubelet")),
-            "authentication": {
-                "anonymous": {"enabled": False},
-                "webhook": {"enabled": False},
-                "x509": {"clientCAFile": str(pki.ca)},
-            },
-            "authorization": {"mode": "AlwaysAllow"},
-            "registerNode": True,
-            "makeIPTablesUtilChains": False,
-            "protectKernelDefaults": False,
-            "failSwapOn": False,
-            "podLogsDir": str(kubelet / "pod-logs"),
-            "volumePluginDir": str(kubelet / "volume-plugins"),
-            "resolvConf": "/etc/resolv.conf",
-            "serializeImagePulls": False,
-            # a shared, loaded machine: evict only when it is really short, never collect images
-            "evictionHard": {
-                "memory.available": "50Mi",
-                "nodefs.available": "1%",
-                "nodefs.inodesFree": "1%",
-                "imagefs.available": "1%",
-            },
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "rotateCertificates": False,
-            "serverTLSBootstrap": False,
-            "nodeStatusUpdateFrequency": "5s",
-            "syncFrequency": "10s",
-        }
-        (st / "kubelet.yaml").write_text(yaml.safe_dump(config))
+        text = configs.kubelet_config(
+            node_ip=self.layout["node_ip"],
+            port=ports["kubelet"],
+            healthz_port=ports["kubelet_healthz"],
+            cgroup_root=self.layout["cgroup_root"],
+            runtime_socket=self.containerd_socket,
+            tls_cert=pki.cert("kubelet"),
+            tls_key=pki.key("kubelet"),
+            client_ca=pki.ca,
+            kubelet_dir=kubelet,
+        )
+        (st / "kubelet.yaml").write_text(text)
 
         ns = st / "ns"
         (ns / "sysctl").mkdir(parents=True, exist_ok=True)
@@ -543,7 +361,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def _ours(self, pid: int) -> bool:
         """A pid of this cluster (the command line names the state dir): never another's process."""
-        return _alive(pid) and str(self.state) in _cmdline(pid)
+        return alive(pid) and str(self.state) in cmdline(pid)
 
     def _check_running(self, name: str) -> None:
         pid = self.layout["pids"].get(name)
@@ -571,7 +389,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     if process is not None:
                         if process.poll() is not None:
                             break
-                    elif not _alive(pid):
+                    elif not alive(pid):
                         break
                     time.sleep(0.1)
                 else:
@@ -654,67 +472,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self._save_layout()
 
     # --- cgroups ---------------------------------------------------------------------------
-    def _make_cgroup_root(self) -> None:
-        root = self.layout["cgroup_root"]
-        for hierarchy in cgroup_hierarchies():
-            if hierarchy.name == "unified" and Path("/sys/fs/cgroup/memory").is_dir():
-                continue  # a hybrid host: runc makes what it needs there
-            mine = hierarchy / root
-            mine.mkdir(exist_ok=True)
-            for name in ("cpuset.cpus", "cpuset.mems"):
-                if (hierarchy / name).exists() and not (mine / name).read_text().strip():
-                    (mine / name).write_text((hierarchy / name).read_text())
-            if (hierarchy / "cgroup.subtree_control").exists():  # cgroup v2
-                wanted = set((hierarchy / "cgroup.controllers").read_text().split()) & {
-                    "cpu",
-                    "cpuset",
-                    "memory",
-                    "pids",
-                    "io",
-                    "hugetlb",
-                }
-                for controller in sorted(wanted):
-                    try:
-                        (mine / "cgroup.subtree_control").write_text(f"+{controller}")
-                    except OSError:
-                        pass
-
-    def _remove_cgroups(self, timeout: float = 20.0) -> None:
-        """SIGKILL every process left in the cluster's cgroups (the pods), then remove them."""
-        root = self.layout.get("cgroup_root")
-        if not root:
-            return
-        tops = [h / root for h in cgroup_hierarchies() if (h / root).is_dir()]
-        deadline = time.monotonic() + timeout
-        while True:
-            pids = set()
-            for top in tops:
-                for procs in top.rglob("cgroup.procs"):
-                    try:
-                        pids.update(int(p) for p in procs.read_text().split())
-                    except OSError:
-                        pass
-            if not pids or time.monotonic() >= deadline:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.2)
-        for top in tops:
-            for directory in sorted(
-                (p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-            ):
-                try:
-                    directory.rmdir()
-                except OSError:
-                    pass
-            try:
-                top.rmdir()
-            except OSError:
-                pass
-
     # --- start ---------------------------------------------------------------------------
     def _mark(self, phase: str, since: float) -> None:
         self.timings[phase] = round(time.monotonic() - since, 2)
@@ -748,7 +505,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self._write_files()
         self._mark("files", began)
         self._start_namespace()
-        self._make_cgroup_root()
+        make_cgroup_root(self.layout["cgroup_root"])
         ports = self.layout["ports"]
         b = self.bin_dir
         self._spawn(
@@ -799,6 +556,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 f"--service-account-private-key-file={self.pki.sa_key}",
                 f"--root-ca-file={self.pki.ca}",
                 "--use-service-account-credentials=false",
+                f"--flex-volume-plugin-dir={st / 'kubelet' / 'volume-plugins'}",  # else it makes /usr/libexec/...
                 "--concurrent-job-syncs=10",
                 "--v=1",
             ],
@@ -815,6 +573,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 f"--kubeconfig={st / 'kubelet.kubeconfig'}",
                 f"--root-dir={st / 'kubelet' / 'root'}",
                 f"--cert-dir={st / 'kubelet' / 'pki'}",
+                f"--volume-plugin-dir={st / 'kubelet' / 'volume-plugins'}",
                 f"--hostname-override={self.node_name}",
                 f"--node-ip={self.layout['node_ip']}",
                 "--v=1",
@@ -887,61 +646,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def _setup_api_objects(self) -> None:
         """The namespace, and RBAC for the token's identity: what ccserver's service account needs."""
-        objects: list[tuple[str, dict[str, Any]]] = [
-            ("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-            (
-                "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "ClusterRole",
-                    "metadata": {"name": "ccserver-test-nodes"},
-                    "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}],
-                },
-            ),
-            (
-                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "ClusterRoleBinding",
-                    "metadata": {"name": "ccserver-test-nodes"},
-                    "roleRef": {
-                        "apiGroup": "rbac.authorization.k8s.io",
-                        "kind": "ClusterRole",
-                        "name": "ccserver-test-nodes",
-                    },
-                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": TOKEN_USER}],
-                },
-            ),
-            (
-                f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/roles",
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "Role",
-                    "metadata": {"name": "ccserver", "namespace": NAMESPACE},
-                    "rules": [
-                        {
-                            "apiGroups": ["batch"],
-                            "resources": ["jobs"],
-                            "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
-                        },
-                        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
-                        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-                        {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
-                    ],
-                },
-            ),
-            (
-                f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/rolebindings",
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "RoleBinding",
-                    "metadata": {"name": "ccserver", "namespace": NAMESPACE},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ccserver"},
-                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": TOKEN_USER}],
-                },
-            ),
-        ]
-        for path, body in objects:
+        for path, body in configs.setup_objects(NAMESPACE, TOKEN_USER):
             status, answer = self.api("POST", path, json=body)
             if status not in (201, 409):
                 raise KubeClusterError(f"POST {path}: {status} {answer}")
@@ -1006,13 +711,20 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self._wait_apiserver(timeout)
 
     # --- stop ------------------------------------------------------------------------
-    def _shims(self) -> list[int]:
+    def _processes_naming(self, needle: str) -> list[int]:
+        """Processes (not this one) whose command line holds ``needle`` (a path of this cluster's state)."""
         found = []
-        needle = f"-address {self.containerd_socket}"
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and needle in _cmdline(int(entry.name)):
+            if entry.name.isdigit() and int(entry.name) != os.getpid() and needle in cmdline(int(entry.name)):
                 found.append(int(entry.name))
         return found
+
+    def _kill_all(self, pids: list[int]) -> None:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def stop(self) -> None:
         """Stops every component and removes what they left (pods, cgroups, bridge, runtime state);
@@ -1020,17 +732,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         if not self.layout:
             return
         self._terminate("kubelet")
-        self._remove_cgroups()
-        for pid in self._shims():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        remove_cgroups(self.layout.get("cgroup_root"))
+        self._kill_all(self._processes_naming(f"-address {self.containerd_socket}"))  # the shims
         self._terminate("containerd")
         self._terminate("namespace")
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             self._terminate(name)
-        self._remove_cgroups()
+        # anything else naming the state dir: an image import (ctr) still running, say
+        left = self._processes_naming(str(self.state))
+        self._kill_all(left)
+        _wait_until("the cluster's last processes ended", lambda: not any(alive(pid) for pid in left), 10)
+        remove_cgroups(self.layout.get("cgroup_root"))
         self._unmount_leftovers()
         link = self.layout.get("bridge")
         if link and Path(f"/sys/class/net/{link}").exists():

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from tests.kube.cluster import KubeCluster, KubeClusterError
 from tests.kube.locate import kube_bin_dir
@@ -44,6 +45,14 @@ def kube_cluster() -> Iterator[KubeCluster]:
             pytest.fail(
                 f"{DEV_ENV}={dev}: no READY file (start it with `python -m tests.kube.devcluster start {dev}`)",
                 pytrace=False,
+            )
+        try:
+            status, answer = cluster.api("GET", "/readyz", timeout=10)
+        except requests.RequestException as e:
+            status, answer = 0, str(e)
+        if status != 200:
+            pytest.fail(
+                f"{DEV_ENV}={dev}: the API server at {cluster.server} is not ready: {status} {answer}", pytrace=False
             )
         yield cluster
         return

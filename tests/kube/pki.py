@@ -3,8 +3,9 @@
 One CA signs everything: the API server's serving certificate (127.0.0.1, localhost), the
 kubelet's serving certificate (its node IP), the client certificates (admin in system:masters,
 the kubelet as system:node:NAME, the API server towards the kubelet) and nothing else.  The
-service-account signing key is an ECDSA key of its own.  A bearer token (``--token-auth-file``)
-names a second, RBAC-limited identity (:data:`TOKEN_USER`).
+service-account signing key is a leaf's ECDSA key (its certificate gives the API server the
+public key).  A bearer token (``--token-auth-file``) names a second, RBAC-limited identity
+(:data:`TOKEN_USER`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 TOKEN_USER = "ccserver-tester"
 
@@ -41,11 +40,11 @@ class Pki:
 
     @property
     def sa_key(self) -> Path:
-        return self.path("sa-key.pem")
+        return self.key("service-accounts")
 
     @property
     def sa_pub(self) -> Path:
-        return self.path("sa.pem")
+        return self.cert("service-accounts")
 
     @property
     def token(self) -> Path:
@@ -75,13 +74,9 @@ def make_pki(directory: Path, node_name: str, node_ip: str) -> Pki:
     issue("kubelet-client", node_name, cn=f"system:node:{node_name}", org="system:nodes")
     issue("apiserver-kubelet-client", "kube-apiserver", cn="kube-apiserver-kubelet-client", org="system:masters")
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    pki.sa_key.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    pki.sa_pub.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    # the service-account token signing key: a leaf's ECDSA key; the API server takes the public
+    # key from its certificate (--service-account-key-file reads certificates too)
+    issue("service-accounts", "service-accounts", cn="service-accounts")
     token = secrets.token_hex(24)
     pki.token.write_text(token + "\n")
     pki.token_csv.write_text(f"{token},{TOKEN_USER},{TOKEN_USER}-uid\n")

@@ -5,16 +5,22 @@ host at ``callback_host``, the token's RBAC, and an API server that goes away an
 from __future__ import annotations
 
 import http.server
+import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.kube.cluster import KubeCluster
+from tests.kube.cluster import DEFAULT_STATE_ROOT, KubeCluster, KubeClusterError
+from tests.kube.host import cgroup_hierarchies, cmdline, slot_free
+from tests.kube.locate import kube_bin_dir
 
 IMAGE = "ccserver-test/base:1"
 
@@ -220,3 +226,87 @@ def test_the_api_server_goes_away_and_comes_back(kube_cluster: KubeCluster) -> N
         kube_cluster.start_apiserver()
     assert kube_cluster.api("GET", "/readyz")[0] == 200
     assert wait_for("the node Ready again", kube_cluster.node_ready, 60)
+
+
+@pytest.mark.parametrize("context", ["ccserver-test", "ccserver-test-token"])
+def test_the_kubeconfig_works_with_lightkube(kube_cluster: KubeCluster, context: str) -> None:
+    """The kubeconfig through lightkube's loader (what ccserver reads) and its sync client."""
+    from lightkube import Client
+    from lightkube.config.kubeconfig import KubeConfig
+    from lightkube.resources.core_v1 import Node
+
+    config = KubeConfig.from_file(kube_cluster.kubeconfig).get(context)
+    assert config is not None and config.namespace == kube_cluster.namespace
+    client = Client(config, trust_env=False)
+    try:
+        assert [node.metadata.name for node in client.list(Node) if node.metadata] == [kube_cluster.node_name]
+    finally:
+        client.close()
+
+
+def assert_host_clean(cluster: KubeCluster) -> None:
+    """Nothing of a stopped cluster is left: no process naming its state dir, no cgroup, mount,
+    bridge or held slot; its state dir holds the logs and the layout alone."""
+    state = str(cluster.state)
+    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and state in cmdline(int(pid))]
+    assert not left, [cmdline(int(p)) for p in left]
+    assert slot_free(cluster.layout["slot"])
+    assert not [h for h in cgroup_hierarchies() if (h / cluster.layout["cgroup_root"]).exists()]
+    assert state not in Path("/proc/self/mounts").read_text()
+    assert not Path(f"/sys/class/net/{cluster.layout['bridge']}").exists()
+    assert sorted(p.name for p in cluster.state.iterdir()) == ["cluster.json", "logs"]
+
+
+def test_a_failed_start_reports_the_log_cleans_up_and_a_second_start_works(tmp_path: Path) -> None:
+    """A start that fails (here: an API server that refuses its flags) raises with the tail of the
+    component's log and removes what it had started; the same state dir then starts a working
+    cluster, whose stop leaves the host as it was."""
+    real = Path(kube_bin_dir())
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("etcd", "kube-controller-manager", "kube-scheduler", "kubelet"):
+        (bin_dir / name).symlink_to(real / name)
+    fake = bin_dir / "kube-apiserver"
+    fake.write_text("#!/bin/sh\necho 'Error: unknown flag: --ccserver-refused' >&2\nexit 2\n")
+    fake.chmod(0o755)
+    # a short state dir: the kubelet's unix sockets live under it (108 bytes at most)
+    DEFAULT_STATE_ROOT.mkdir(parents=True, exist_ok=True)
+    state = Path(tempfile.mkdtemp(prefix="test-", dir=DEFAULT_STATE_ROOT))
+    cluster = KubeCluster(bin_dir, state, start_timeout=60)
+    with pytest.raises(KubeClusterError) as failed:
+        cluster.start()
+    assert "kube-apiserver exited with 2" in str(failed.value)
+    assert "Error: unknown flag: --ccserver-refused" in str(failed.value)
+    assert_host_clean(cluster)
+
+    fake.unlink()
+    fake.symlink_to(real / "kube-apiserver")
+    cluster = KubeCluster(bin_dir, state, start_timeout=120)
+    try:
+        cluster.start()  # a warm-up pod ran on it
+        assert cluster.node_ready()
+        assert Path(f"/sys/class/net/{cluster.layout['bridge']}").exists()
+    finally:
+        cluster.stop()
+    assert_host_clean(cluster)
+    shutil.rmtree(state)
+
+
+def test_service_account_tokens_are_signed_and_accepted(kube_cluster: KubeCluster) -> None:
+    """The service-account key pair works: a token of the TokenRequest API authenticates as its account."""
+    ns = kube_cluster.namespace
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}}
+    status, answer = kube_cluster.api("POST", f"/api/v1/namespaces/{ns}/serviceaccounts/default/token", json=request)
+    assert status == 201, answer
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    with requests.Session() as session:
+        session.trust_env = False
+        answer = session.post(
+            kube_cluster.server + "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            json=review,
+            headers={"Authorization": f"Bearer {answer['status']['token']}"},
+            verify=kube_cluster.ca_file,
+            timeout=10,
+        )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["status"]["userInfo"]["username"] == f"system:serviceaccount:{ns}:default"
