@@ -25,6 +25,7 @@ from ccserver.kubernetes.jobs import (
     build_job,
     job_exit_code,
     job_status,
+    pod_container,
     pod_end,
 )
 from ccserver.kubernetes.watch import PodTracker, PodWatch
@@ -128,7 +129,12 @@ class KubeNode:
         use; the health check."""
         query = {"labelSelector": ",".join(f"{k}={v}" for k, v in self.config.node_selector)}
         answer = await self._api().call("list_nodes", "GET", "/api/v1/nodes", query if query["labelSelector"] else None)
-        return capacity(answer.get("items") or (), self.config)
+        try:
+            return capacity(answer.get("items") or (), self.config)
+        except (AttributeError, TypeError, ValueError) as e:
+            raise KubeUnavailable(
+                f"the API server at {self._api().credentials.server} sent a node list not understood: {e}"
+            ) from None
 
     async def create(
         self, name: str, image: str, command: str, ram_mb: int, kind: str, daemon: str, cpus: float | None
@@ -216,23 +222,33 @@ class KubeNode:
                 raise ContainerGone(name) from None
             raise
         status = job_status(job)
-        if status != "exited":
+        if status == "created":
             return status, 0
+        # the pod ends before the Job controller marks the Job finished: the pod says first
         for pod in await self._pods_of(name):
             code = pod_end(pod)
             if code is not None:
-                return status, code
-        return status, job_exit_code(job)
+                return "exited", code
+        return status, job_exit_code(job) if status == "exited" else 0
 
     async def ours(self, daemon: str) -> dict[str, tuple[str, str, bool]]:
         """name → (kind, status as in :meth:`state`, False) of this daemon's Jobs."""
-        answer = await self._api().call("list_jobs", "GET", self._jobs, {"labelSelector": f"{DAEMON_LABEL}={daemon}"})
+        api = self._api()
+        selector = {"labelSelector": f"{DAEMON_LABEL}={daemon}"}
+        answer = await api.call("list_jobs", "GET", self._jobs, selector)
+        # a pod ends before the Job controller marks its Job finished: the pods say first
+        pods = await api.call("list_pods", "GET", self._pods, selector)
+        ended = {pod_container(p) for p in pods.get("items") or () if pod_end(p) is not None}
         found = {}
         for job in answer.get("items") or ():
             metadata = job.get("metadata") or {}
             labels = metadata.get("labels") or {}
-            if metadata.get("name") and labels.get(DAEMON_LABEL) == daemon:
-                found[metadata["name"]] = (labels.get(KIND_LABEL, ""), job_status(job), False)
+            name = metadata.get("name")
+            if name and labels.get(DAEMON_LABEL) == daemon:
+                status = job_status(job)
+                if status == "running" and name in ended:
+                    status = "exited"
+                found[name] = (labels.get(KIND_LABEL, ""), status, False)
         return found
 
     async def logs_tail(self, name: str, limit: int) -> str:
