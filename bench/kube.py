@@ -77,7 +77,7 @@ from ccserver.config import DockerConfig, KubeClusterConfig  # noqa: E402
 from ccserver.identity import DAEMON_LABEL  # noqa: E402
 from ccserver.kubernetes.jobs import APP, JOB_NAME_LABEL, build_job  # noqa: E402
 from ccserver.testing import daemon as harness  # noqa: E402
-from ccserver.testing.benchkit import load_line  # noqa: E402
+from ccserver.testing.benchkit import cpu_of, load_line, machine_busy, pid_of  # noqa: E402
 from ccserver.testing.daemon import UNREACHABLE_NODE, FileDaemon, daemon_env  # noqa: E402
 from ccserver.testing.ferretdb import free_port  # noqa: E402
 from ccserver.testing.sampling import percentile  # noqa: E402
@@ -363,6 +363,38 @@ def at_once(pods: list[Seen]) -> int:
     return most
 
 
+class Meter:
+    """CPU seconds over one half: of the daemon, of each of the cluster's processes (the
+    harness records their pids), inside the pods (the cgroup v1 ``cpuacct`` of the kubelet's
+    cgroup root, which keeps the usage of removed pods; NaN elsewhere) and of the machine."""
+
+    def __init__(self, cluster: KubeCluster, daemon_pid: int | None) -> None:
+        self.pids: dict[str, int | None] = {"daemon": daemon_pid} if daemon_pid else {}
+        for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "containerd"):
+            # by name (the kernel keeps 15 characters) and the state dir on the command line
+            self.pids[name] = pid_of(name[:15], str(cluster.state))
+        self.cpuacct = Path("/sys/fs/cgroup/cpuacct") / str(cluster.layout.get("cgroup_root")) / "cpuacct.usage"
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        values = {name: cpu_of(pid) for name, pid in self.pids.items()}
+        try:
+            values["pods"] = int(self.cpuacct.read_text()) / 1e9
+        except (OSError, ValueError):
+            values["pods"] = float("nan")
+        values["busy"], values["total"] = machine_busy()
+        return values
+
+    def line(self, n: int) -> str:
+        end = self._read()
+        d = {k: end[k] - self.start[k] for k in end}
+        whole = d["busy"] / os.sysconf("SC_CLK_TCK")
+        parts = [f"{name} {d[name]:.1f}" for name in self.pids]
+        parts.append(f"inside the pods {d['pods']:.1f} ({d['pods'] / n * 1000:.0f} ms each)")
+        parts.append(f"whole machine {whole:.1f} ({d['busy'] / d['total'] * 100:.0f}% busy)")
+        return "CPU seconds: " + ", ".join(parts)
+
+
 # --- the daemon ----------------------------------------------------------------------------------
 
 
@@ -463,6 +495,7 @@ def run_ccserver(
             def ours(s: Seen) -> bool:
                 return s.labels.get(DAEMON_LABEL) == identity
 
+            meter = Meter(cluster, daemon.process.pid)
             out["load_before"] = os.getloadavg()
             t0 = time.time()
             answer = client.call("POST", "/tasks", {"tasks": [task_body() for _ in range(n)]}, timeout=120)
@@ -502,6 +535,7 @@ def run_ccserver(
             jobs.wait("every Job of the daemon deleted", all_gone, until)
             pods.wait("every pod of the daemon deleted", all_gone, until)
             out["load_after"] = os.getloadavg()
+            out["cpu"] = meter.line(n)
             our_pods = pods.matching(ours)
             our_jobs = jobs.matching(ours)
             if len(our_pods) != n:
@@ -590,6 +624,7 @@ def run_direct(
     asked: dict[str, Future[None]] = {}
     try:
         with ThreadPoolExecutor(args.parallel) as creates, ThreadPoolExecutor(args.parallel) as deletes:
+            meter = Meter(cluster, None)
             out["load_before"] = os.getloadavg()
             t0 = time.time()
             until = time.monotonic() + limit
@@ -619,6 +654,7 @@ def run_direct(
             for future in [*made, *asked.values()]:
                 future.result(timeout=1)
             out["load_after"] = os.getloadavg()
+            out["cpu"] = meter.line(n)
             our_pods = pods.matching(ours)
             our_jobs = jobs.matching(ours)
             failed = [p for p in our_pods if p.failed]
@@ -669,6 +705,7 @@ def report(n: int, cc: dict[str, Any], direct: dict[str, Any], args: argparse.Na
         )
         if label == "ccserver":
             print(f"    daemon identity {cc['identity']}; submission answered in {cc['submit']:.2f} s", flush=True)
+        print(f"    {out['cpu']}", flush=True)
         lines, p99 = latency_lines(label, out["pods"])
         for line in lines:
             print(line, flush=True)
