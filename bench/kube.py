@@ -747,6 +747,9 @@ def main() -> int:
     )
     parser.add_argument("--direct-only", action="store_true", help="skip the ccserver runs")
     parser.add_argument("--ccserver-only", action="store_true", help="skip the direct runs")
+    parser.add_argument(
+        "--direct-first", action="store_true", help="run the direct half first (it then leaves its load to ccserver's)"
+    )
     parser.add_argument("--timeout-base", type=float, default=180.0, help=argparse.SUPPRESS)
     parser.add_argument("--timeout-per-task", type=float, default=4.0, help=argparse.SUPPRESS)
     parser.add_argument("--keep-log", metavar="FILE", help="copy the daemon's log to FILE")
@@ -790,10 +793,11 @@ def main() -> int:
             print(f"\nN = {n}", flush=True)
             cc: dict[str, Any] = {}
             direct: dict[str, Any] = {}
-            for label, runner, out, skip in (
+            halves = [
                 ("ccserver", run_ccserver, cc, args.direct_only),
                 ("direct", run_direct, direct, args.ccserver_only),
-            ):
+            ]
+            for label, runner, out, skip in reversed(halves) if args.direct_first else halves:
                 if skip:
                     continue
                 try:
