@@ -139,16 +139,33 @@ class Api:
         except ValueError:
             return answer.status_code, answer.text
 
-    def delete_all(self, selector: str) -> None:
-        """Delete the Jobs and pods matching ``selector`` (the clean-up; errors are printed)."""
+    def delete_all(self, selector: str, timeout: float = 60.0) -> None:
+        """Delete the Jobs and pods matching ``selector`` until none is left (the clean-up: a
+        Job deleted while its controller made a pod leaves that pod to the garbage collector,
+        so the pods are deleted again until the list is empty), at most ``timeout`` seconds;
+        what is left and every error is printed."""
         options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
-        for path in (self.jobs, self.pods):
-            try:
-                code, body = self.call("DELETE", path, options, labelSelector=selector)
-                if code not in (200, 404):
-                    print(f"  clean-up: DELETE {path}?labelSelector={selector}: {code} {str(body)[:300]}", flush=True)
-            except requests.RequestException as e:
-                print(f"  clean-up: DELETE {path}?labelSelector={selector}: {e}", flush=True)
+        deadline = time.monotonic() + timeout
+        left: list[str] = []
+        while True:
+            left = []
+            for path in (self.jobs, self.pods):
+                try:
+                    code, body = self.call("DELETE", path, options, labelSelector=selector)
+                    if code not in (200, 404):
+                        print(f"  clean-up: DELETE {path}?labelSelector={selector}: {code} {str(body)[:300]}")
+                    code, body = self.call("GET", path, labelSelector=selector)
+                    if code == 200:
+                        left += [item["metadata"]["name"] for item in body.get("items") or ()]
+                except requests.RequestException as e:
+                    print(f"  clean-up: {path}?labelSelector={selector}: {e}", flush=True)
+                    left.append(f"{path} (unknown)")
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                print(f"  clean-up: still there after {timeout:g} s ({selector}): {', '.join(left[:10])}", flush=True)
+                return
+            time.sleep(1)
 
 
 def server_time(stamp: str | None) -> float | None:
@@ -649,8 +666,13 @@ def run_direct(
                     and all(s.deleted is not None for s in seen_pods)
                 )
 
-            jobs.wait(f"{n} direct Jobs complete and deleted", all_gone, until, tick)
-            pods.wait("every direct pod deleted", all_gone, until)
+            try:
+                jobs.wait(f"{n} direct Jobs complete and deleted", all_gone, until, tick)
+                pods.wait("every direct pod deleted", all_gone, until)
+            except BaseException:
+                for future in made:  # the creates not yet made are not made
+                    future.cancel()
+                raise
             for future in [*made, *asked.values()]:
                 future.result(timeout=1)
             out["load_after"] = os.getloadavg()
