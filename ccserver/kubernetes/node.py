@@ -174,42 +174,52 @@ class KubeNode:
             raise
 
     async def remove(self, name: str, daemon: str) -> bool:
-        """Delete the Job (its pods with it) if it is this daemon's; False when it is gone or
-        another daemon's (that one is left alone)."""
+        """Delete the Job and its pods if they are this daemon's; False when the Job was gone
+        or is another daemon's (that one is left alone).  Pods of ours left by a Job that is
+        gone (deleted by its TTL, or by a removal the API did not finish) go too."""
         api = self._api()
+        gone = False
         try:
             job = await api.call("get_job", "GET", self._job(name))
         except KubeAPIError as e:
-            if e.status == 404:
-                return False
-            raise
-        metadata = job.get("metadata") or {}
-        if (metadata.get("labels") or {}).get(DAEMON_LABEL) != daemon:
-            log.warn("Job {name} on {node} is not this daemon's: left alone", name=name, node=self.name)
-            return False
-        options = {
-            "kind": "DeleteOptions",
-            "apiVersion": "v1",
-            "propagationPolicy": "Background",
-            # the Job we checked, not one of that name made since
-            "preconditions": {"uid": metadata.get("uid")},
-        }
-        gone = False
-        try:
-            await api.call("delete_job", "DELETE", self._job(name), body=options)
-        except KubeAPIError as e:
-            if e.status not in (404, 409):
+            if e.status != 404:
                 raise
             gone = True
-        # the pods at once: background propagation leaves them to the garbage collector
+        if not gone:
+            metadata = job.get("metadata") or {}
+            if (metadata.get("labels") or {}).get(DAEMON_LABEL) != daemon:
+                log.warn("Job {name} on {node} is not this daemon's: left alone", name=name, node=self.name)
+                return False
+            options = {
+                "kind": "DeleteOptions",
+                "apiVersion": "v1",
+                "propagationPolicy": "Background",
+                # the Job we checked, not one of that name made since
+                "preconditions": {"uid": metadata.get("uid")},
+            }
+            try:
+                await api.call("delete_job", "DELETE", self._job(name), body=options)
+            except KubeAPIError as e:
+                if e.status not in (404, 409):
+                    raise
+                gone = True
+        # the pods at once (background propagation leaves them to the garbage collector);
+        # one that ended runs nothing, so it goes without a grace period: its deletion needs
+        # no word from the kubelet
         selector = f"{JOB_NAME_LABEL}={name},{DAEMON_LABEL}={daemon}"
-        await api.call(
-            "delete_pods",
-            "DELETE",
-            self._pods,
-            {"labelSelector": selector},
-            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
-        )
+        pods = await api.call("list_pods", "GET", self._pods, {"labelSelector": selector})
+        for pod in pods.get("items") or ():
+            pod_name = (pod.get("metadata") or {}).get("name")
+            if not pod_name:
+                continue
+            body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+            if pod_end(pod) is not None or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                body["gracePeriodSeconds"] = 0
+            try:
+                await api.call("delete_pod", "DELETE", f"{self._pods}/{quote(pod_name, safe='')}", body=body)
+            except KubeAPIError as e:
+                if e.status != 404:
+                    raise
         return not gone
 
     async def state(self, name: str) -> tuple[str, int]:
@@ -249,6 +259,13 @@ class KubeNode:
                 if status == "running" and name in ended:
                     status = "exited"
                 found[name] = (labels.get(KIND_LABEL, ""), status, False)
+        # pods whose Job is gone (its TTL, a removal cut short): listed as ended, so that the
+        # reconciliation removes them
+        for pod in pods.get("items") or ():
+            labels = (pod.get("metadata") or {}).get("labels") or {}
+            name = pod_container(pod)
+            if name and name not in found and labels.get(DAEMON_LABEL) == daemon:
+                found[name] = (labels.get(KIND_LABEL, ""), "exited", False)
         return found
 
     async def logs_tail(self, name: str, limit: int) -> str:

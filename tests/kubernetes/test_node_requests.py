@@ -85,16 +85,27 @@ def test_create_start_and_their_errors(setup: Any) -> None:
         run(agent, node.start("c2"))
 
 
+PODS = "/api/v1/namespaces/ns/pods"
+SELECTOR = "labelSelector=batch.kubernetes.io%2Fjob-name%3Dc1%2Cio.curious-containers.daemon%3D" + OURS
+
+
+def _pod(name: str, phase: str) -> dict[str, Any]:
+    labels = {"io.curious-containers.daemon": OURS, "io.curious-containers.container": "c1"}
+    return {"metadata": {"name": name, "labels": labels}, "status": {"phase": phase}}
+
+
 def test_remove_deletes_only_our_job_with_its_pods(setup: Any) -> None:
     node, server, agent = setup
     job = {"metadata": {"name": "c1", "uid": "u-1", "labels": {"io.curious-containers.daemon": OURS}}}
     server.answers[("GET", f"{JOBS}/c1")] = (200, job)
     server.answers[("DELETE", f"{JOBS}/c1")] = (200, {})
-    server.answers[("DELETE", "/api/v1/namespaces/ns/pods")] = (200, {})
+    server.answers[("GET", PODS)] = (200, {"items": [_pod("c1-ended", "Failed"), _pod("c1-runs", "Running")]})
+    server.answers[("DELETE", f"{PODS}/c1-ended")] = (200, {})
+    server.answers[("DELETE", f"{PODS}/c1-runs")] = (200, {})
     assert run(agent, node.remove("c1", THEIRS)) is False
     assert [s[0] for s in server.seen] == ["GET"]  # nothing deleted
     assert run(agent, node.remove("c1", OURS)) is True
-    _, (m1, u1, _, b1), (m2, u2, _, b2) = server.seen[1:]
+    _, (m1, u1, _, b1), (m2, u2, _, _), (m3, u3, _, b3), (m4, u4, _, b4) = server.seen[1:]
     assert (m1, u1) == ("DELETE", f"{JOBS}/c1")
     assert b1 == {
         "kind": "DeleteOptions",
@@ -102,12 +113,26 @@ def test_remove_deletes_only_our_job_with_its_pods(setup: Any) -> None:
         "propagationPolicy": "Background",
         "preconditions": {"uid": "u-1"},
     }
-    assert m2 == "DELETE"
-    assert u2 == (
-        "/api/v1/namespaces/ns/pods?labelSelector=batch.kubernetes.io%2Fjob-name%3Dc1%2Cio.curious-containers.daemon%3D"
-        + OURS
+    assert (m2, u2) == ("GET", f"{PODS}?{SELECTOR}")
+    # a pod that ended goes at once (no kubelet needed); a running one keeps its grace period
+    assert (m3, u3, b3) == (
+        "DELETE",
+        f"{PODS}/c1-ended",
+        {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0},
     )
-    assert run(agent, node.remove("c9", OURS)) is False
+    assert (m4, u4, b4) == ("DELETE", f"{PODS}/c1-runs", {"kind": "DeleteOptions", "apiVersion": "v1"})
+
+
+def test_the_pods_of_a_job_that_is_gone_are_listed_and_removed(setup: Any) -> None:
+    node, server, agent = setup
+    # the Job went (its TTL, or a removal the API did not finish), one of its pods is left
+    server.answers[("GET", JOBS)] = (200, {"items": []})
+    server.answers[("GET", PODS)] = (200, {"items": [_pod("c1-left", "Failed")]})
+    server.answers[("DELETE", f"{PODS}/c1-left")] = (200, {})
+    assert run(agent, node.ours(OURS)) == {"c1": ("", "exited", False)}
+    assert run(agent, node.remove("c1", OURS)) is False  # the Job was gone already
+    assert server.seen[-1][:2] == ("DELETE", f"{PODS}/c1-left")
+    assert server.seen[-1][3]["gracePeriodSeconds"] == 0
 
 
 def test_a_node_list_not_understood_is_unavailable(setup: Any) -> None:
