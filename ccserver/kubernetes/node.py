@@ -38,6 +38,9 @@ log = Logger(namespace="ccserver.kubernetes")
 #: the server-side timeout of one watch request (it is reopened from its resourceVersion)
 WATCH_TIMEOUT_SECONDS = 300
 
+#: the finalizer the job controller puts on a Job's pods until it counted them
+TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
+
 
 class _Tail:
     """The last ``limit`` bytes of a streamed log, cut as :func:`docker_ops.last_bytes` cuts."""
@@ -212,11 +215,27 @@ class KubeNode:
             pod_name = (pod.get("metadata") or {}).get("name")
             if not pod_name:
                 continue
+            path = f"{self._pods}/{quote(pod_name, safe='')}"
+            finalizers = (pod.get("metadata") or {}).get("finalizers") or []
+            if TRACKING_FINALIZER in finalizers:
+                # the Job is gone: nothing will count this pod any more, and its Job's
+                # tracking finalizer would keep it (the job controller drops it only when
+                # it still sees the Job, e.g. not after an API server restart)
+                index = finalizers.index(TRACKING_FINALIZER)
+                patch = [
+                    {"op": "test", "path": f"/metadata/finalizers/{index}", "value": TRACKING_FINALIZER},
+                    {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+                ]
+                try:
+                    await api.call("release_pod", "PATCH", path, body=patch, content_type="application/json-patch+json")
+                except KubeAPIError as e:
+                    if e.status not in (404, 409, 422):  # gone, or changed since: the next removal
+                        raise
             body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
             if pod_end(pod) is not None or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 body["gracePeriodSeconds"] = 0
             try:
-                await api.call("delete_pod", "DELETE", f"{self._pods}/{quote(pod_name, safe='')}", body=body)
+                await api.call("delete_pod", "DELETE", path, body=body)
             except KubeAPIError as e:
                 if e.status != 404:
                     raise

@@ -176,7 +176,7 @@ def setup_objects(namespace: str, user: str) -> list[tuple[str, dict[str, Any]]]
     job_verbs = ["get", "list", "watch", "create", "patch", "update", "delete"]
     rules = [
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": job_verbs},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
     ]

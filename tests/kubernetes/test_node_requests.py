@@ -127,12 +127,21 @@ def test_the_pods_of_a_job_that_is_gone_are_listed_and_removed(setup: Any) -> No
     node, server, agent = setup
     # the Job went (its TTL, or a removal the API did not finish), one of its pods is left
     server.answers[("GET", JOBS)] = (200, {"items": []})
-    server.answers[("GET", PODS)] = (200, {"items": [_pod("c1-left", "Failed")]})
+    left = _pod("c1-left", "Failed")
+    # the job controller's finalizer, which it drops only while it still sees the Job
+    left["metadata"]["finalizers"] = ["example.org/other", "batch.kubernetes.io/job-tracking"]
+    server.answers[("GET", PODS)] = (200, {"items": [left]})
+    server.answers[("PATCH", f"{PODS}/c1-left")] = (200, {})
     server.answers[("DELETE", f"{PODS}/c1-left")] = (200, {})
     assert run(agent, node.ours(OURS)) == {"c1": ("", "exited", False)}
     assert run(agent, node.remove("c1", OURS)) is False  # the Job was gone already
-    assert server.seen[-1][:2] == ("DELETE", f"{PODS}/c1-left")
-    assert server.seen[-1][3]["gracePeriodSeconds"] == 0
+    (m1, u1, t1, b1), (m2, u2, _, b2) = server.seen[-2:]
+    assert (m1, u1, t1) == ("PATCH", f"{PODS}/c1-left", "application/json-patch+json")
+    assert b1 == [
+        {"op": "test", "path": "/metadata/finalizers/1", "value": "batch.kubernetes.io/job-tracking"},
+        {"op": "remove", "path": "/metadata/finalizers/1"},
+    ]
+    assert (m2, u2) == ("DELETE", f"{PODS}/c1-left") and b2["gracePeriodSeconds"] == 0
 
 
 def test_a_node_list_not_understood_is_unavailable(setup: Any) -> None:
