@@ -19,16 +19,15 @@ from urllib.parse import urlencode, urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from ccserver.config import KubeClusterConfig
+from ccserver.http_body import read_bounded
 from ccserver.kubernetes.credentials import Credentials, setting
 from ccserver.kubernetes.errors import KubeAPIError, KubeUnavailable
 from ccserver.livelogs.engine_http import BodyStream
@@ -81,37 +80,6 @@ class _Bytes:
 
     def stopProducing(self) -> None:  # noqa: N802
         pass
-
-
-class _Collect(Protocol):
-    """A body, read whole, refused beyond ``limit`` bytes (the connection is dropped)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.done: Deferred[bytes] = Deferred(self._cancel)
-
-    def _cancel(self, _: Deferred[bytes]) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]  # a producer: the body's transport
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
-        self.size += len(data)
-        if self.size > self.limit:
-            if not self.done.called:
-                self.done.errback(KubeUnavailable(f"an answer of the API server is larger than {self.limit} bytes"))
-            self._cancel(self.done)
-            return
-        self.parts.append(data)
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]  # noqa: N802
-        if self.done.called:
-            return
-        if reason is not None and reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.parts))
-        else:
-            self.done.errback(reason or KubeUnavailable("connection lost"))
 
 
 _FORBIDDEN = re.compile(
@@ -343,9 +311,7 @@ class KubeAPI:
 
 
 def read_body(response: IResponse, limit: int) -> Deferred[bytes]:
-    collect = _Collect(limit)
-    response.deliverBody(collect)
-    return collect.done
+    return read_bounded(response, limit, lambda text: KubeUnavailable(f"the API server's {text}"))
 
 
 def _failure_text(error: BaseException) -> str:

@@ -27,6 +27,7 @@ from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
 from ccserver.config import NodeConfig
+from ccserver.http_body import read_bounded
 
 #: the largest JSON answer read (a container's inspection, the list of running containers)
 MAX_JSON_BYTES = 16 * 1024 * 1024
@@ -186,41 +187,10 @@ class BodyStream(Protocol):
             self.transport.stopProducing()  # type: ignore[attr-defined]  # a producer: the body's transport
 
 
-class _Collect(Protocol):
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.done: Deferred[bytes] = Deferred(self._cancel)
-
-    def _cancel(self, _: Deferred[bytes]) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]  # a producer: the body's transport
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
-        self.size += len(data)
-        if self.size > self.limit:
-            if not self.done.called:
-                self.done.errback(EngineError(f"answer larger than {self.limit} bytes"))
-            if self.transport is not None:
-                self.transport.stopProducing()  # type: ignore[attr-defined]  # a producer: the body's transport
-            return
-        self.parts.append(data)
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]  # noqa: N802
-        if self.done.called:
-            return
-        if reason is not None and reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.parts))
-        else:
-            self.done.errback(reason or EngineError("connection lost"))
-
-
 async def _read_all(response: IResponse, limit: int, reactor: Any, timeout: float) -> bytes:
-    collect = _Collect(limit)
-    response.deliverBody(collect)
-    collect.done.addTimeout(timeout, reactor)
-    return await collect.done
+    done = read_bounded(response, limit, EngineError)
+    done.addTimeout(timeout, reactor)
+    return await done
 
 
 def _message(body: bytes, status: int) -> str:
