@@ -545,26 +545,7 @@ class KubeCluster:
         self._mark("containerd", began)
         self._wait_apiserver(self._left(began))
         self._mark("apiserver", began)
-        admin = str(st / "admin.kubeconfig")
-        self._spawn(
-            "kube-controller-manager",
-            [
-                str(b / "kube-controller-manager"),
-                f"--kubeconfig={admin}",
-                "--leader-elect=false",
-                "--secure-port=0",
-                f"--service-account-private-key-file={self.pki.sa_key}",
-                f"--root-ca-file={self.pki.ca}",
-                "--use-service-account-credentials=false",
-                f"--flex-volume-plugin-dir={st / 'kubelet' / 'volume-plugins'}",  # else it makes /usr/libexec/...
-                "--concurrent-job-syncs=10",
-                "--v=1",
-            ],
-        )
-        self._spawn(
-            "kube-scheduler",
-            [str(b / "kube-scheduler"), f"--kubeconfig={admin}", "--leader-elect=false", "--secure-port=0", "--v=1"],
-        )
+        self._spawn_controllers()
         self._spawn(
             "kubelet",
             [
@@ -698,6 +679,32 @@ class KubeCluster:
             raise KubeClusterError(f"the CNI bridge {self.layout['bridge']} is missing after the warm-up pod ran")
 
     # --- the dead-cluster test ----------------------------------------------------------
+    def _spawn_controllers(self) -> None:
+        """kube-controller-manager and kube-scheduler (started again with the API server:
+        their informers would otherwise come back from an outage with a long backoff, and
+        the job controller waits for its stale pod cache for a minute or more)."""
+        st, b = self.state, self.bin_dir
+        admin = str(st / "admin.kubeconfig")
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(b / "kube-controller-manager"),
+                f"--kubeconfig={admin}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                f"--service-account-private-key-file={self.pki.sa_key}",
+                f"--root-ca-file={self.pki.ca}",
+                "--use-service-account-credentials=false",
+                f"--flex-volume-plugin-dir={st / 'kubelet' / 'volume-plugins'}",  # else it makes /usr/libexec/...
+                "--concurrent-job-syncs=10",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [str(b / "kube-scheduler"), f"--kubeconfig={admin}", "--leader-elect=false", "--secure-port=0", "--v=1"],
+        )
+
     def stop_apiserver(self) -> None:
         """The API goes away at once (SIGKILL, as in a crash: its port refuses connections; a
         graceful stop would drain for ~15 s).  etcd keeps the state for :meth:`start_apiserver`."""
@@ -709,6 +716,9 @@ class KubeCluster:
             return
         self._spawn("kube-apiserver", self.apiserver_args())
         self._wait_apiserver(timeout)
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            self._terminate(name, kill=True)  # they keep no state of their own
+        self._spawn_controllers()
 
     # --- stop ------------------------------------------------------------------------
     def _processes_naming(self, needle: str) -> list[int]:
