@@ -427,4 +427,7 @@ def test_a_cluster_whose_api_goes_away_is_dead_and_its_task_retried_on_docker(
         assert tag in d.archive.results
     # back: healthy again, and the failed container's Job, ours, is deleted by the reconcile
     wait_until(d.nodes, lambda nodes: CLUSTER in nodes[0], 60, "the cluster back")
-    wait_until(lambda: d.kube_names("jobs") + d.kube_names("pods"), lambda left: not left, 60, "the old Job to go")
+    # the daemon deletes them at once; a pod's deletion then needs the kubelet, which an API
+    # server that just restarted refuses for a while (its node authorizer's graph of pods is
+    # rebuilt from its own caches first): a longer bound than the daemon needs
+    wait_until(lambda: d.kube_names("jobs") + d.kube_names("pods"), lambda left: not left, 150, "the old Job to go")
