@@ -71,6 +71,14 @@ TOKEN_CONTEXT = "ccserver-test-token"
 DEFAULT_STATE_ROOT = Path("/var/lib/ccserver-kube-test")
 WARMUP_IMAGE = "ccserver-test/base:1"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: flock's exit status when the slot's lock is held (``flock -n -E``)
+SLOT_TAKEN = 75
+#: slots tried by one start when others take them first
+SLOT_ATTEMPTS = 3
+
+
+class SlotTaken(KubeClusterError):
+    """Another run locked the chosen slot first."""
 
 
 def _wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.2) -> None:
@@ -369,6 +377,14 @@ class KubeCluster:
         if process is not None and process.poll() is not None:
             raise KubeClusterError(f"{name} exited with {process.returncode}\n{self._log_tail(name)}")
         if pid is None or not self._ours(pid):
+            if process is not None:
+                # it may have ended between the poll and the look at /proc (a zombie): its code
+                try:
+                    code = process.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    pass
+                else:
+                    raise KubeClusterError(f"{name} exited with {code}\n{self._log_tail(name)}")
             raise KubeClusterError(f"{name} is not running\n{self._log_tail(name)}")
 
     def _terminate(self, name: str, timeout: float = 15.0, kill: bool = False) -> None:
@@ -447,7 +463,7 @@ class KubeCluster:
                 "flock",
                 "-n",
                 "-E",
-                "75",
+                str(SLOT_TAKEN),
                 str(lock),
                 "unshare",
                 "--mount",
@@ -463,11 +479,16 @@ class KubeCluster:
 
         def ready() -> bool:
             process = self._procs["namespace"]
-            if process.poll() == 75:
-                raise KubeClusterError(f"slot {self.layout['slot']} was taken meanwhile ({lock})")
+            if process.poll() == SLOT_TAKEN:
+                raise SlotTaken(f"slot {self.layout['slot']} was taken meanwhile ({lock})")
             return pid_file.exists()
 
-        self._wait("the mount namespace holder", "namespace", ready, 15)
+        try:
+            self._wait("the mount namespace holder", "namespace", ready, 15)
+        except KubeClusterError as e:
+            if self._procs["namespace"].poll() == SLOT_TAKEN:
+                raise SlotTaken(f"slot {self.layout['slot']} was taken meanwhile ({lock})") from e
+            raise
         self.layout["ns_pid"] = int(pid_file.read_text())
         self._save_layout()
 
@@ -480,16 +501,26 @@ class KubeCluster:
         """Sets up and starts every component, and runs a warm-up pod; bounded by ``start_timeout``."""
         began = time.monotonic()
         self.state.mkdir(parents=True, exist_ok=True)
-        self._plan(self._choose_slot())
-        self._save_layout()
-        try:
-            self._start(began)
-        except BaseException:
+        for attempt in range(SLOT_ATTEMPTS):
+            self._plan(self._choose_slot())
+            self._save_layout()
             try:
-                self.stop()
-            except Exception:
-                pass
-            raise
+                self._start(began)
+                return
+            except SlotTaken:
+                # another run took the slot between the look and the lock: the next free one
+                self._stop_quietly()
+                if attempt + 1 == SLOT_ATTEMPTS:
+                    raise
+            except BaseException:
+                self._stop_quietly()
+                raise
+
+    def _stop_quietly(self) -> None:
+        try:
+            self.stop()
+        except Exception:
+            pass
 
     def _left(self, began: float) -> float:
         left = self.start_timeout - (time.monotonic() - began)

@@ -4,6 +4,7 @@ host at ``callback_host``, the token's RBAC, and an API server that goes away an
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import os
 import shutil
@@ -19,7 +20,7 @@ import pytest
 import requests
 
 from tests.kube.cluster import DEFAULT_STATE_ROOT, KubeCluster, KubeClusterError
-from tests.kube.host import cgroup_hierarchies, cmdline, slot_free
+from tests.kube.host import SLOT_DIR, SLOTS, cgroup_hierarchies, cmdline, slot_free
 from tests.kube.locate import kube_bin_dir
 
 IMAGE = "ccserver-test/base:1"
@@ -281,15 +282,36 @@ def test_a_failed_start_reports_the_log_cleans_up_and_a_second_start_works(tmp_p
 
     fake.unlink()
     fake.symlink_to(real / "kube-apiserver")
-    cluster = KubeCluster(bin_dir, state, start_timeout=120)
-    try:
-        cluster.start()  # a warm-up pod ran on it
-        assert cluster.node_ready()
-        assert Path(f"/sys/class/net/{cluster.layout['bridge']}").exists()
-    finally:
-        cluster.stop()
-    assert_host_clean(cluster)
+    # another run takes the first slot this start chooses between its look and its lock: the
+    # start moves on to the next free slot
+    raced = next(slot for slot in reversed(range(SLOTS)) if slot_free(slot))
+    SLOT_DIR.mkdir(parents=True, exist_ok=True)
+    with open(SLOT_DIR / f"slot-{raced}.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        cluster = RacedCluster(bin_dir, state, start_timeout=120, first_slot=raced)
+        try:
+            cluster.start()  # a warm-up pod ran on it
+            assert cluster.node_ready()
+            assert cluster.layout["slot"] != raced
+            assert Path(f"/sys/class/net/{cluster.layout['bridge']}").exists()
+        finally:
+            cluster.stop()
+        assert_host_clean(cluster)
     shutil.rmtree(state)
+
+
+class RacedCluster(KubeCluster):
+    """A cluster whose first choice is a slot that another run locked meanwhile."""
+
+    def __init__(self, *args: Any, first_slot: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._first: int | None = first_slot
+
+    def _choose_slot(self) -> int:
+        if self._first is not None:
+            slot, self._first = self._first, None
+            return slot
+        return super()._choose_slot()
 
 
 def test_service_account_tokens_are_signed_and_accepted(kube_cluster: KubeCluster) -> None:
