@@ -20,8 +20,14 @@ For each N the script
    command (``python3 /opt/app/algorithm.py``; the worker cannot run without ccserver's
    callbacks) through create, start, wait and remove with the docker SDK on a pool of 8
    threads; the wall time runs to the last exit and to the last removal;
-4. prints both, their ratio (targets: ccserver / direct <= 1.10 at N = 40 and <= 1.05 at
-   N = 200, to the last removal), a breakdown of where the time of a container went (from
+4. runs the same containers once more directly, this time with the worker (the command line
+   ccserver gives them, the reference worker's protocol) and a stand-in callback server of the
+   script on the bridge gateway that answers each callback at once, with nothing to fetch or
+   upload: what the protocol itself costs, which ccserver cannot avoid with the 0.10 worker;
+   ``--no-worker-half`` skips it;
+5. prints the three, the ratios (targets: ccserver / direct <= 1.10 at N = 40 and <= 1.05 at
+   N = 200, to the last removal, against the application alone; ccserver / direct with the
+   worker is printed beside, no target), a breakdown of where the time of a container went (from
    the engine's event stream), per task the time from submission to its container's first
    callback and from its last callback to the container's removal (p50/p99; callbacks are
    stamped ``received_at`` by the daemon), the CPU seconds of the daemon, dockerd and
@@ -42,10 +48,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.server
 import json
 import os
+import shlex
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -61,7 +70,7 @@ import docker  # noqa: E402
 
 from ccserver.cluster.docker_ops import KIND_LABEL  # noqa: E402
 from ccserver.cluster.engine import bridge_gateway  # noqa: E402
-from ccserver.config import NodeConfig  # noqa: E402
+from ccserver.config import DEFAULT_ENTRY_POINT, NodeConfig  # noqa: E402
 from ccserver.testing import daemon as harness  # noqa: E402
 from ccserver.testing.benchkit import Events, Meter, load_line, spread, wait_quiet  # noqa: E402
 from ccserver.testing.benchkit import peak as _peak  # noqa: E402
@@ -315,9 +324,66 @@ def remove_ours(client: docker.DockerClient, marker: str) -> None:
 # --- the same containers, directly ----------------------------------------------------------
 
 
+class StandIn(http.server.ThreadingHTTPServer):
+    """Answers every worker callback at once: callback 0 with a task that has no input or
+    result files (what ccserver answers for this benchmark's tasks), the others with ``{}``."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str) -> None:
+        super().__init__((host, 0), _StandInHandler)
+        self.callbacks = 0
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=10)
+
+
+class _StandInHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # the worker keeps one connection for its callbacks
+
+    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        answer: dict[str, Any] = {"input_files": [], "result_files": []} if body.get("callback_type") == 0 else {}
+        data = json.dumps(answer).encode()
+        assert isinstance(self.server, StandIn)
+        with self.server.lock:
+            self.server.callbacks += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        pass
+
+
+def worker_command(name: str, callback_url: str) -> list[str]:
+    """The command line ccserver gives an application container (cc-protocol §6)."""
+    settings = {
+        "container_type": "application",
+        "container_id": name,
+        "callback_key": uuid.uuid4().hex,
+        "callback_url": callback_url,
+    }
+    return shlex.split(DEFAULT_ENTRY_POINT) + [json.dumps(settings)]
+
+
 def run_direct(
-    n: int, client: docker.DockerClient, events: Events, args: argparse.Namespace, out: dict[str, Any]
+    n: int,
+    client: docker.DockerClient,
+    events: Events,
+    args: argparse.Namespace,
+    out: dict[str, Any],
+    callback_url: str | None = None,
 ) -> None:
+    """The containers through the SDK; with ``callback_url``, running the worker against it."""
     run = uuid.uuid4().hex[:12]
     label = {BENCH_LABEL: run}
     limit = args.timeout_base + n * args.timeout_per_task
@@ -327,7 +393,7 @@ def run_direct(
     def one(name: str) -> tuple[float, float, int]:
         container = client.containers.create(
             APP_IMAGE,
-            command=DIRECT_COMMAND,
+            command=worker_command(name, callback_url) if callback_url else DIRECT_COMMAND,
             name=name,
             mem_limit=limit_text,
             memswap_limit=limit_text,
@@ -456,6 +522,9 @@ def main() -> int:
     )
     parser.add_argument("--direct-only", action="store_true", help="skip the ccserver runs")
     parser.add_argument(
+        "--no-worker-half", action="store_true", help="skip the direct run with the worker and a stand-in server"
+    )
+    parser.add_argument(
         "--launches-per-node",
         type=int,
         default=PARALLELISM,
@@ -539,6 +608,30 @@ def main() -> int:
             )
             print(f"    {direct['cpu']}", flush=True)
             breakdown("direct containers", direct["names"], events, direct["t0"])
+            worker: dict[str, Any] = {}
+            if not args.no_worker_half:
+                stand_in = StandIn(gateway)
+                try:
+                    url = f"http://{gateway}:{stand_in.server_address[1]}/callback"
+                    run_direct(n, client, events, args, worker, callback_url=url)
+                except Exception as e:  # noqa: BLE001 - any failure of the SDK run breaks the figure
+                    print(f"BROKEN  direct with the worker, N={n}: {e!r}", flush=True)
+                    broken = True
+                    continue
+                finally:
+                    stand_in.close()
+                if stand_in.callbacks != 4 * n:
+                    print(f"BROKEN  direct with the worker, N={n}: {stand_in.callbacks} callbacks, not {4 * n}")
+                    broken = True
+                    continue
+                print(
+                    f"  direct with the worker: {n} containers, {PARALLELISM} threads, {stand_in.callbacks} "
+                    f"callbacks answered by the stand-in; last exit {worker['end']:.2f} s; last removal "
+                    f"{worker['removed']:.2f} s; load {worker['load_before']:.2f} -> {worker['load_after']:.2f}",
+                    flush=True,
+                )
+                print(f"    {worker['cpu']}", flush=True)
+                breakdown("direct containers with the worker", worker["names"], events, worker["t0"])
             if args.direct_only:
                 continue
             ratio_end = cc["end"] / direct["end"]
@@ -554,6 +647,13 @@ def main() -> int:
             print(
                 f"  ratio ccserver/direct: {ratio_end:.2f} to the last end, {ratio:.2f} to the last removal", flush=True
             )
+            if worker:
+                print(
+                    f"  ratio ccserver/direct with the worker: {cc['end'] / worker['end']:.2f} to the last end, "
+                    f"{cc['removed'] / worker['removed']:.2f} to the last removal (what the daemon adds to the "
+                    f"protocol's own cost); direct with the worker/direct: {worker['removed'] / direct['removed']:.2f}",
+                    flush=True,
+                )
     finally:
         events.close()
         events_client.close()

@@ -459,5 +459,8 @@ class DeadNodeAnnouncer:
     def container_died(self, node: str, name: str, code: int, owner: str | None) -> None:
         pass
 
+    def container_running(self, node: str, name: str) -> None:
+        pass
+
     def container_stuck(self, node: str, name: str, reason: str) -> None:
         pass

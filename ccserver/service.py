@@ -185,8 +185,15 @@ class CCServer(MultiService):
         self.cluster.add_listener(self.scheduler)
         self.cluster.add_listener(self.tes_runner)
         self.cluster.add_listener(DeadNodeAnnouncer(self.notifier, config.defaults.dead_node_notification))
-        # the output of running containers, followed from their engines (see ccserver.livelogs)
-        self.logs = LogFollower(config, self.store, self.identity, reactor, self.docker_pool)
+        # the output of running containers, followed from their engines and clusters (see ccserver.livelogs)
+        self.logs = LogFollower(
+            config,
+            self.store,
+            self.identity,
+            reactor,
+            self.docker_pool,
+            clusters={name: site.kube for name, site in self.cluster.clusters.items()},
+        )
         self.logs.setServiceParent(self)
         self.cluster.add_listener(self.logs)
         self.callbacks = Callbacks(

@@ -43,8 +43,13 @@ class Wakeup:
 
 
 class ClusterListener(Protocol):
-    """What hears about the nodes (engines and clusters): containers that ended, containers
-    that could not run, nodes found dead or healthy."""
+    """What hears about the nodes (engines and clusters): containers that run (clusters),
+    containers that ended, containers that could not run, nodes found dead or healthy."""
+
+    def container_running(self, node: str, name: str) -> None:
+        """A cluster's pod runs container ``name`` (engines do not report this: the log
+        follower reads their event streams itself)."""
+        ...
 
     def container_died(self, node: str, name: str, code: int, owner: str | None) -> None: ...
 

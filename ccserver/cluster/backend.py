@@ -14,6 +14,7 @@ to the Docker nodes (``cluster.nodes``) directly and never sees a cluster.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from docker.errors import APIError
@@ -24,6 +25,7 @@ from ccserver.kubernetes.node import KubeConflict
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
+    from ccserver.livelogs.engine_http import BodyStream
     from ccserver.threads import ThreadPoolService
 
 #: seconds an image pull may take (its own pool: see Cluster.pull_pool)
@@ -213,6 +215,10 @@ class Kube(Protocol):
     async def ours(self, daemon: str) -> dict[str, tuple[str, str, bool]]: ...
 
     async def logs_tail(self, name: str, limit: int) -> str: ...
+
+    async def follow_logs(
+        self, name: str, on_data: Callable[[bytes], None], since_ns: int | None, tail_lines: int | None
+    ) -> BodyStream | None: ...
 
     def watch(self, daemon: str) -> None: ...
 

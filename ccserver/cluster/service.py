@@ -240,6 +240,11 @@ class Cluster(Service):
 
     # --- what a cluster's pod watch tells (ccserver.kubernetes.node.KubeEvents) ------------
 
+    def container_running(self, node: str, name: str) -> None:
+        """A pod runs its container: its output can be followed."""
+        for listener in self._listeners:
+            listener.container_running(node, name)
+
     def container_died(self, node: str, name: str, code: int, owner: str | None) -> None:
         """A pod's container ended (Succeeded or Failed): as an engine's ``die`` event."""
         self._container_died(node, name, code, owner)

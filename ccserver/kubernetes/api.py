@@ -1,5 +1,6 @@
 """The Kubernetes REST API under the reactor: Twisted's ``Agent`` (what treq is built on) over
-TLS with the cluster's CA and client certificate or bearer token, no thread.
+TLS with the cluster's CA and client certificate or bearer token (read again from its file as
+it rotates: :mod:`ccserver.kubernetes.tokens`), no thread.
 
 Every call has one deadline, ``api_timeout_seconds``, from the ask to the whole answer
 (connection, TLS, headers, body); answers are JSON of a bounded size.  Failures are
@@ -28,8 +29,9 @@ from zope.interface import implementer
 
 from ccserver.config import KubeClusterConfig
 from ccserver.http_body import read_bounded
-from ccserver.kubernetes.credentials import Credentials, setting
+from ccserver.kubernetes.credentials import Credentials, setting, token_text
 from ccserver.kubernetes.errors import KubeAPIError, KubeUnavailable
+from ccserver.kubernetes.tokens import TokenSource
 from ccserver.livelogs.engine_http import BodyStream
 from ccserver.metrics import Metrics
 
@@ -121,6 +123,11 @@ class KubeAPI:
             agent = Agent(reactor, contextFactory=_ClusterTLS(credentials), pool=self.pool, connectTimeout=self.timeout)
         self.agent = agent
         self._base = credentials.server.rstrip("/")
+        self.tokens: TokenSource | None = None
+        if credentials.token:
+            self.tokens = TokenSource(
+                credentials.token, credentials.token_file, credentials.where("token"), reactor, token_text
+            )
 
     # --- calls -------------------------------------------------------------------------
 
@@ -186,13 +193,17 @@ class KubeAPI:
     async def _call(
         self, method: str, path: str, query: dict[str, Any] | None, body: Any, content_type: str, limit: int, raw: bool
     ) -> Any:
-        producer = None
-        headers = self._headers()
-        if body is not None:
-            producer = _Bytes(json.dumps(body).encode())
-            headers.setRawHeaders(b"content-type", [content_type.encode("ascii")])
-        response = await self.agent.request(method.encode("ascii"), self._url(path, query), headers, producer)
-        data = await read_body(response, limit)
+        for retry in (True, False):
+            producer = None
+            headers = self._headers()
+            if body is not None:
+                producer = _Bytes(json.dumps(body).encode())
+                headers.setRawHeaders(b"content-type", [content_type.encode("ascii")])
+            response = await self.agent.request(method.encode("ascii"), self._url(path, query), headers, producer)
+            data = await read_body(response, limit)
+            if response.code == 401 and retry and self.tokens is not None and await self.tokens.refresh():
+                continue  # the token file holds a new token (the old one expired): once more with it
+            break
         if response.code >= 300:
             raise self.status_error(response.code, data)
         if raw:
@@ -208,6 +219,8 @@ class KubeAPI:
         try:
             response = await self._within(self.agent.request(b"GET", self._url(path, query), self._headers(), None))
             if response.code >= 300:
+                if response.code == 401 and self.tokens is not None:
+                    self.tokens.refresh()  # the watch's next connection uses a rotated token
                 raise self.status_error(response.code, await self._within(read_body(response, 65536)))
         except _Expired:
             raise KubeUnavailable(self._late("a streamed request")) from None
@@ -259,8 +272,9 @@ class KubeAPI:
 
     def _headers(self) -> Headers:
         headers = Headers({b"accept": [b"application/json"], b"user-agent": [b"ccserver"]})
-        if self.credentials.token:
-            headers.setRawHeaders(b"authorization", [b"Bearer " + self.credentials.token.encode("ascii")])
+        if self.tokens is not None:
+            self.tokens.refresh_if_due()
+            headers.setRawHeaders(b"authorization", [b"Bearer " + self.tokens.token.encode("ascii")])
         return headers
 
     def status_error(self, code: int, body: bytes) -> KubeAPIError:

@@ -32,6 +32,8 @@ class Credentials:
     cert_pem: bytes | None = None
     key_pem: bytes | None = None
     token: str | None = field(default=None, repr=False)
+    #: the file the token was read from, read again as it rotates (None: given inline)
+    token_file: str | None = None
     #: the setting each part came from: "server", "ca", "cert", "token"
     origin: dict[str, str] = field(default_factory=dict)
 
@@ -62,8 +64,8 @@ def read_credentials(config: KubeClusterConfig) -> Credentials:
         _check_pair(cert, key, setting(config, "client_cert_file"), setting(config, "client_key_file"))
         return Credentials(config.server, ca, cert, key, origin=origin)
     assert config.token_file is not None
-    token = _token(_read(config.token_file, setting(config, "token_file")), setting(config, "token_file"))
-    return Credentials(config.server, ca, token=token, origin=origin)
+    token = token_text(_read(config.token_file, setting(config, "token_file")), setting(config, "token_file"))
+    return Credentials(config.server, ca, token=token, token_file=config.token_file, origin=origin)
 
 
 def _from_kubeconfig(config: KubeClusterConfig) -> Credentials:
@@ -108,13 +110,14 @@ def _from_kubeconfig(config: KubeClusterConfig) -> Credentials:
         _check_pair(cert, key, f"{context}, client-certificate)", f"{context}, client-key)")
         origin["cert"] = f"{context}, client-certificate)"
         return Credentials(server, ca, cert, key, origin=origin)
-    token = user.token
+    token, token_file = user.token, None
     if token is None and user.token_file:
-        token = _token(_read(str(single.abs_file(user.token_file)), f"{context}, tokenFile)"), f"{context}, tokenFile)")
+        token_file = str(single.abs_file(user.token_file))
+        token = token_text(_read(token_file, f"{context}, tokenFile)"), f"{context}, tokenFile)")
     if not token:
         raise CredentialsError(f"{context}): the user has no client certificate and no token")
-    origin["token"] = f"{context}, token)"
-    return Credentials(server, ca, token=token.strip(), origin=origin)
+    origin["token"] = f"{context}, {'tokenFile' if token_file else 'token'})"
+    return Credentials(server, ca, token=token.strip(), token_file=token_file, origin=origin)
 
 
 def _part(single: object, path: str | None, data: str | None, where: str) -> bytes | None:
@@ -158,7 +161,8 @@ def _check_pair(cert: bytes, key: bytes, cert_where: str, key_where: str) -> Non
         raise CredentialsError(f"{key_where}: the key does not belong to the certificate ({cert_where})")
 
 
-def _token(raw: bytes, where: str) -> str:
+def token_text(raw: bytes, where: str) -> str:
+    """The one token a token file holds, or :class:`CredentialsError` naming ``where``."""
     try:
         token = raw.decode("ascii").strip()
     except UnicodeDecodeError:

@@ -119,6 +119,11 @@ def _app_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     return {}
 
 
+def pod_running(pod: Mapping[str, Any]) -> bool:
+    """The ``app`` container of the pod runs (its output can be followed)."""
+    return "running" in (_app_status(pod).get("state") or {})
+
+
 def pod_end(pod: Mapping[str, Any]) -> int | None:
     """The exit code of the ``app`` container of a pod that ended (phase Succeeded or
     Failed), or None while it has not."""

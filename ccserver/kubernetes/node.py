@@ -7,6 +7,8 @@ docs/kubernetes.rst for what maps to what.  Every call goes through
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -29,6 +31,7 @@ from ccserver.kubernetes.jobs import (
     pod_end,
 )
 from ccserver.kubernetes.watch import PodTracker, PodWatch
+from ccserver.livelogs.engine_http import BodyStream
 from ccserver.metrics import Metrics
 
 __all__ = ["KubeConflict", "KubeEvents", "KubeNode", "KubeUnavailable"]
@@ -64,6 +67,10 @@ class _Tail:
 
 class KubeEvents(Protocol):
     """What hears about a cluster's pods (the cluster service)."""
+
+    def container_running(self, node: str, name: str) -> None:
+        """The pod of container ``name`` runs it (its output can be followed now)."""
+        ...
 
     def container_died(self, node: str, name: str, code: int, owner: str | None) -> None: ...
 
@@ -309,6 +316,31 @@ class KubeNode:
             raise
         text, cut = tail.text()
         return (cut_marker(limit) + text) if cut else text
+
+    async def follow_logs(
+        self, name: str, on_data: Callable[[bytes], None], since_ns: int | None, tail_lines: int | None
+    ) -> BodyStream | None:
+        """The output of the container's (newest) pod as it comes, each line led by its time
+        (``timestamps=true``: the form of an engine's TTY log stream), from ``since_ns`` (the
+        API takes whole seconds: the caller drops what it had) or its last ``tail_lines``
+        lines; the API server ends the stream when the container ends.  None: no pod, or its
+        container is not started."""
+        pods = await self._pods_of(name)
+        if not pods:
+            return None
+        pods.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+        pod = (pods[-1].get("metadata") or {}).get("name", "")
+        query: dict[str, Any] = {"container": APP, "follow": "true", "timestamps": "true"}
+        if since_ns:
+            query["sinceTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since_ns // 1_000_000_000))
+        elif tail_lines is not None:
+            query["tailLines"] = str(tail_lines)
+        try:
+            return await self._api().open_stream(f"{self._pods}/{quote(pod, safe='')}/log", query, on_data)
+        except KubeAPIError as e:
+            if e.status in (400, 404):  # no such pod (any more), or its container not started
+                return None
+            raise
 
     async def _pods_of(self, name: str) -> list[dict[str, Any]]:
         answer = await self._api().call("list_pods", "GET", self._pods, {"labelSelector": f"{JOB_NAME_LABEL}={name}"})

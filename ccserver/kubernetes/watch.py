@@ -7,15 +7,18 @@ connection drops (after a short backoff), relists when the server says that vers
 (410 or an ERROR event), and reopens when nothing, not even a bookmark, came for longer than
 ``timeoutSeconds`` + slack.  Repeated failures to reopen end it with ``on_broken``.
 
-:class:`PodTracker` turns pods into the cluster's events: a pod that ended reports its
-container died (once), a pod Pending for a hopeless reason or for longer than
-``pending_timeout_seconds`` has its Job deleted and its container reported stuck.
+:class:`PodTracker` turns pods into the cluster's events: a pod whose container runs reports
+it (once: its output can be followed), a pod that ended reports its container died (once), a
+pod Pending for a hopeless reason or for longer than ``pending_timeout_seconds`` (counted from
+the pod's creation, so a restart of the daemon does not restart the count) has its Job deleted
+and its container reported stuck.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -25,7 +28,14 @@ from twisted.logger import Logger
 
 from ccserver.identity import DAEMON_LABEL
 from ccserver.kubernetes.errors import KubeAPIError, KubeUnavailable
-from ccserver.kubernetes.jobs import NO_EXIT_CODE, pod_container, pod_end, pod_waiting, stuck_description
+from ccserver.kubernetes.jobs import (
+    NO_EXIT_CODE,
+    pod_container,
+    pod_end,
+    pod_running,
+    pod_waiting,
+    stuck_description,
+)
 
 log = Logger(namespace="ccserver.kubernetes")
 
@@ -251,7 +261,22 @@ class PodWatch:
             self._stream.close()
 
 
+def created_at(stamp: Any) -> float | None:
+    """The seconds since the epoch of an RFC 3339 ``creationTimestamp`` (``2026-12-02T07:00:00Z``)."""
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.timestamp()
+
+
 class Reports(Protocol):
+    def container_running(self, node: str, name: str) -> None: ...
+
     def container_died(self, node: str, name: str, code: int, owner: str | None) -> None: ...
 
     def container_stuck(self, node: str, name: str, reason: str) -> None: ...
@@ -275,6 +300,8 @@ class PodTracker:
         self.delete_job = delete_job
         #: containers whose end (or trouble) was reported; forgotten when their pod is deleted
         self.reported: set[str] = set()
+        #: containers whose running was reported (once per container)
+        self.running: set[str] = set()
         self._latest: dict[str, Mapping[str, Any]] = {}
         self._timers: dict[str, IDelayedCall] = {}
 
@@ -289,6 +316,7 @@ class PodTracker:
                 self._report_died(name, NO_EXIT_CODE if code is None else code, pod)
             self._forget(name)
             self.reported.discard(name)
+            self.running.discard(name)
             return
         self._latest[name] = pod
         if name in self.reported:
@@ -296,15 +324,29 @@ class PodTracker:
         code = pod_end(pod)
         if code is not None:
             self._forget(name)
+            self.running.discard(name)
             self._report_died(name, code, pod)
             return
+        if name not in self.running and pod_running(pod):
+            self.running.add(name)
+            self.events.container_running(self.node, name)
         waiting = pod_waiting(pod)
         if waiting is None:
             self._cancel(name)
         elif waiting.hopeless:
             self._stuck(name)
         elif name not in self._timers:
-            self._timers[name] = self.clock.callLater(self.pending_timeout, self._timed_out, name)
+            self._timers[name] = self.clock.callLater(self._pending_left(pod), self._timed_out, name)
+
+    def _pending_left(self, pod: Mapping[str, Any]) -> float:
+        """Seconds of ``pending_timeout`` left, counted from the pod's creation: a daemon that
+        restarts (and lists the pod again) does not restart the count.  Without a readable
+        creation time, or with one ahead of this clock, the whole bound."""
+        created = created_at((pod.get("metadata") or {}).get("creationTimestamp"))
+        if created is None:
+            return self.pending_timeout
+        waited = self.clock.seconds() - created
+        return min(self.pending_timeout, max(0.0, self.pending_timeout - max(0.0, waited)))
 
     def _report_died(self, name: str, code: int, pod: Mapping[str, Any]) -> None:
         self.reported.add(name)

@@ -8,6 +8,10 @@ ends; a connection that broke while the container runs is opened again with ``si
 last line's time.  Following stops when the container ends, when its node is found dead
 (the cluster tells: :class:`ccserver.wiring.ClusterListener`), and when the daemon stops.
 
+On a Kubernetes cluster the stream is the pod's log (``GET .../pods/NAME/log?follow=true&
+timestamps=true``), opened when the cluster's pod watch sees the container run (and, after a
+restart, when it lists it running again), and ended by the API server when the container ends.
+
 Which containers: every application container this daemon starts, and those found running
 on a node when it is found healthy (at start-up, or back from the dead).  For that each
 healthy node has one watcher: the engine's event stream, filtered to ``start`` events of
@@ -23,8 +27,9 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bson import ObjectId
 from bson.errors import InvalidId
@@ -53,6 +58,14 @@ RETRIES = 10
 WATCH_RETRY_SECONDS = 2.0
 
 
+class PodLogs(Protocol):
+    """A Kubernetes cluster's pod logs (:meth:`ccserver.kubernetes.node.KubeNode.follow_logs`)."""
+
+    async def follow_logs(
+        self, name: str, on_data: Callable[[bytes], None], since_ns: int | None, tail_lines: int | None
+    ) -> BodyStream | None: ...
+
+
 @dataclass
 class Followed:
     node: str
@@ -79,9 +92,17 @@ class LogFollower(Service):
     name = "logs"  # type: ignore[assignment]  # Twisted's Service has an untyped `name = None`
 
     def __init__(
-        self, config: Config, store: Store, identity: DaemonIdentity, reactor: Any, pool: ThreadPoolService
+        self,
+        config: Config,
+        store: Store,
+        identity: DaemonIdentity,
+        reactor: Any,
+        pool: ThreadPoolService,
+        clusters: Mapping[str, PodLogs] | None = None,
     ) -> None:
-        """``pool`` reads the nodes' TLS files once at start (off the reactor)."""
+        """``pool`` reads the nodes' TLS files once at start (off the reactor); ``clusters``:
+        the Kubernetes clusters by node name, whose pods' output is read from their API."""
+        self.clusters: Mapping[str, PodLogs] = clusters or {}
         self.config = config
         self.settings = config.logs
         self.store = store
@@ -142,7 +163,7 @@ class LogFollower(Service):
 
     def follow(self, node: str, container: str) -> None:
         """Follow ``container`` on ``node`` from now until it ends (nothing if it already is)."""
-        if self._stopping or not self.settings.follow or node not in self.engines:
+        if self._stopping or not self.settings.follow or (node not in self.engines and node not in self.clusters):
             return
         known = self._tails.get(container)
         if known is not None and known.running:
@@ -198,11 +219,16 @@ class LogFollower(Service):
 
     # --- what the cluster tells (ccserver.wiring.ClusterListener) -----------------------------
 
+    def container_running(self, node: str, name: str) -> None:
+        """A cluster's pod runs: its output is followed from its API (``pods/log``)."""
+        if node in self.clusters:
+            self.follow(node, name)
+
     def container_died(self, node: str, name: str, code: int, owner: str | None) -> None:
-        """Nothing to do: the engine ends the container's log stream itself."""
+        """Nothing to do: the engine (the API server) ends the container's log stream itself."""
 
     def container_stuck(self, node: str, name: str, reason: str) -> None:
-        """Nothing to do: only clusters report these, and their logs are not followed."""
+        """Nothing to do: a container that could not run has no output."""
 
     def node_dead(self, node: str) -> None:
         self._healthy.discard(node)
@@ -225,47 +251,23 @@ class LogFollower(Service):
     # --- following one container -----------------------------------------------------------
 
     async def _follow(self, followed: Followed) -> None:
-        engine = self.engines[followed.node]
         failures = 0
         first = True
         ended = False
         while not followed.stopped:
-            parser: LogStreamParser | None = None
+            received = [0]
             try:
-                info = await engine.get_json(container_path(followed.name, "json"))
-                parser = LogStreamParser(multiplexed=not (info.get("Config") or {}).get("Tty", False))
-                query: dict[str, Any] = {"follow": 1, "stdout": 1, "stderr": 1, "timestamps": 1}
-                if followed.tail.last_ns:
-                    seconds, nanos = divmod(followed.tail.last_ns, 1_000_000_000)
-                    query["since"] = f"{seconds}.{nanos:09d}"
-                else:
-                    # each line is at least one byte: the last tail_bytes lines hold the last
-                    # tail_bytes bytes
-                    query["tail"] = self.settings.tail_bytes
-                received = [0]
-                after = followed.tail.last_ns
-
-                def see(
-                    data: bytes, parser: LogStreamParser = parser, after: int = after, received: list[int] = received
-                ) -> None:
-                    for line in parser.feed(data):
-                        received[0] += 1
-                        if line.time_ns == 0 or line.time_ns > after:
-                            followed.tail.add(line)
-
-                stream = await engine.stream(container_path(followed.name, "logs"), query, see)
-            except EngineError as e:
-                if e.status == 404:
-                    ended = True  # gone (removed)
-                    break
-                failures += 1
-                error: BaseException = e
+                opened = await self._open_stream(followed, received)
             except CancelledError:
                 break
             except Exception as e:
                 failures += 1
-                error = e
+                error: BaseException = e
             else:
+                if opened is None:
+                    ended = True  # gone (removed), or a pod whose container is not running
+                    break
+                parser, stream = opened
                 followed.stream = stream
                 if followed.stopped:  # stopped while the stream was being opened
                     stream.close()
@@ -312,6 +314,44 @@ class LogFollower(Service):
         if (ended or not self._stopping) and await self._keep(followed) and self._tails.get(followed.name) is followed:
             # kept in its document, where the endpoint reads it from now on
             del self._tails[followed.name]
+
+    async def _open_stream(self, followed: Followed, received: list[int]) -> tuple[LogStreamParser, BodyStream] | None:
+        """The container's log stream from where its tail ends (or its last lines), its lines
+        into the tail as they come (``received[0]`` counts them); None when there is nothing
+        to follow (an engine's container gone, a cluster's pod gone or not running)."""
+        after = followed.tail.last_ns
+        # each line is at least one byte: the last tail_bytes lines hold the last tail_bytes bytes
+        lines = self.settings.tail_bytes
+
+        def feeder(parser: LogStreamParser) -> Callable[[bytes], None]:
+            def see(data: bytes) -> None:
+                for line in parser.feed(data):
+                    received[0] += 1
+                    if line.time_ns == 0 or line.time_ns > after:
+                        followed.tail.add(line)
+
+            return see
+
+        site = self.clusters.get(followed.node)
+        if site is not None:
+            parser = LogStreamParser(multiplexed=False)  # the API's lines: time, text
+            stream = await site.follow_logs(followed.name, feeder(parser), after or None, None if after else lines)
+            return None if stream is None else (parser, stream)
+        engine = self.engines[followed.node]
+        try:
+            info = await engine.get_json(container_path(followed.name, "json"))
+            parser = LogStreamParser(multiplexed=not (info.get("Config") or {}).get("Tty", False))
+            query: dict[str, Any] = {"follow": 1, "stdout": 1, "stderr": 1, "timestamps": 1}
+            if after:
+                seconds, nanos = divmod(after, 1_000_000_000)
+                query["since"] = f"{seconds}.{nanos:09d}"
+            else:
+                query["tail"] = lines
+            return parser, await engine.stream(container_path(followed.name, "logs"), query, feeder(parser))
+        except EngineError as e:
+            if e.status == 404:
+                return None
+            raise
 
     def _stop(self, followed: Followed) -> None:
         followed.stopped = True

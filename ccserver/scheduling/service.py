@@ -318,6 +318,9 @@ class Scheduler(Service):
         d = Deferred.fromCoroutine(self._container_died(node, name, code, owner))
         d.addErrback(lambda f: log.failure("handling the end of container {name}", f, name=name))
 
+    def container_running(self, node: str, name: str) -> None:
+        """Nothing to do: the container's callbacks say how far it got."""
+
     def container_stuck(self, node: str, name: str, reason: str) -> None:
         d = Deferred.fromCoroutine(self._container_stuck(node, name, reason))
         d.addErrback(lambda f: log.failure("handling container {name} that could not run", f, name=name))

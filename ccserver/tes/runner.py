@@ -251,6 +251,9 @@ class TesRunner(Service):
         if attempt is not None and attempt.node == node:
             attempt.container_died(name, code)
 
+    def container_running(self, node: str, name: str) -> None:
+        """Nothing to do: only clusters report these, and TES tasks do not run there."""
+
     def container_stuck(self, node: str, name: str, reason: str) -> None:
         """Nothing to do: only clusters report these, and TES tasks do not run there."""
 

@@ -439,3 +439,29 @@ def test_a_cluster_whose_api_goes_away_is_dead_and_its_task_retried_on_docker(
     wait_until(undeleted, lambda left: not left, 60, "the old Job deleted and its pod marked for deletion")
     for name in d.kube_names("pods"):  # the next tests get the node's room back now, not when the kubelet follows
         d.kube.api("DELETE", f"{d.ns_path('pods')}/{name}", json={"gracePeriodSeconds": 0})
+
+
+def test_live_logs_of_a_task_on_the_cluster_come_from_the_pod_log(make_daemon: Callable[..., KubeDaemon]) -> None:
+    """The live-log endpoint shows the output of a task's pod while it runs (followed from the
+    API's pods/log), and after its end the tail kept in its container's document."""
+    d = make_daemon("embedded")
+    (task_id,) = d.submit(d.task(uuid.uuid4().hex[:12], sleep=10))
+
+    def logs() -> dict[str, Any]:
+        code, answer = d.call("GET", f"/tasks/{task_id}/logs")
+        assert code == 200, answer
+        return answer
+
+    running = wait_until(logs, lambda a: a["running"] and a["lines"], 90, "lines while the pod runs")
+    assert d.apps_of(task_id)[0]["cluster_node"] == CLUSTER
+    assert d.task_doc(task_id)["state"] == 2  # processing: not ended yet
+    times = [line["time"] for line in running["lines"]]
+    assert times == sorted(times) and all(t > 1.7e9 for t in times)
+    assert d.wait_state(task_id, (SUCCESS, FAILED), 90)["state"] == SUCCESS
+    done = wait_until(logs, lambda a: not a["running"], 30, "the end of the following")
+    assert len(done["lines"]) >= len(running["lines"])
+    assert done["lines"][: len(running["lines"])] == running["lines"]
+    (app,) = d.query(
+        "application-containers", [{"$match": {"_id": done["container_id"]}}, {"$project": {"log_tail": 1}}]
+    )
+    assert [line["text"] for line in app["log_tail"]["lines"]] == [line["text"] for line in done["lines"]]

@@ -23,7 +23,7 @@ from twisted.protocols import portforward
 
 from ccserver.cluster.docker_ops import ContainerGone, cut_marker
 from ccserver.config import KubeClusterConfig
-from ccserver.kubernetes.errors import KubeUnavailable
+from ccserver.kubernetes.errors import KubeAPIError, KubeUnavailable
 from ccserver.kubernetes.node import KubeConflict, KubeNode
 from ccserver.metrics import Metrics
 
@@ -37,6 +37,10 @@ class Events:
         self.died: list[tuple[str, str, int, str | None]] = []
         self.stuck: list[tuple[str, str, str]] = []
         self.broken: list[tuple[str, BaseException]] = []
+        self.running: list[tuple[str, str]] = []
+
+    def container_running(self, node: str, name: str) -> None:
+        self.running.append((node, name))
 
     def container_died(self, node: str, name: str, code: int, owner: str | None) -> None:
         self.died.append((node, name, code, owner))
@@ -168,6 +172,40 @@ async def test_a_job_runs_to_its_exit_code_and_its_removal_leaves_nothing(kube_c
         count = metrics.kube_calls.labels(operation="create_job", node="k1")._sum.get()
         assert count > 0
     finally:
+        await node.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_running_pod_is_reported_once_and_its_output_followed_until_it_ends(
+    kube_cluster: Any, daemon: str
+) -> None:
+    """The watch reports the container running (once); its pod log, followed, brings the
+    first line while the container still runs and ends when the container ends; followed
+    again from the first line's second, it brings what came after."""
+    events = Events()
+    node = KubeNode(settings(kube_cluster), reactor, events, pull_policy="never")
+    name = new_name()
+    try:
+        node.watch(daemon)
+        script = "echo one; sleep 3; echo two; sleep 1; echo three"
+        await node.create(name, IMAGE, f"sh -c '{script}'", 32, "application", daemon, None)
+        assert await node.follow_logs(name, lambda data: None, None, None) is None  # no pod yet
+        await node.start(name)
+        await eventually(lambda: events.running, 90, "the container running")
+        assert events.running == [("k1", name)]
+        received = bytearray()
+        stream = await node.follow_logs(name, received.extend, None, 100)
+        assert stream is not None
+        await eventually(lambda: b"one" in received, 20, "the first line")
+        assert b"three" not in received and not events.died  # still running
+        assert await stream.ended is True  # the API server ends it with the container
+        lines = bytes(received).decode().splitlines()
+        assert [line.split(" ", 1)[1] for line in lines] == ["one", "two", "three"]
+        assert all(line.split(" ", 1)[0].endswith("Z") for line in lines)  # each led by its time
+        await eventually(lambda: events.died, 60, "the pod's end")
+        assert events.running == [("k1", name)] and events.died == [("k1", name, 0, daemon)]
+    finally:
+        await node.remove(name, daemon)
         await node.close()
 
 
@@ -469,4 +507,80 @@ async def test_the_documented_rbac_is_enough_and_a_missing_permission_is_named(
         finally:
             await elsewhere.close()
     finally:
+        await threads.deferToThread(remove)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_rotated_token_file_is_read_again_without_a_restart(kube_cluster: Any, tmp_path: Path) -> None:
+    """A bound service-account token (here bound to a Secret) stops working when its object goes,
+    as an expired one does; the next token written into the same file is used by the same client,
+    from the first call the old one failed."""
+    suffix = secrets.token_hex(4)
+    ns = kube_cluster.namespace
+    objects = documented_rbac(ns, suffix)
+    account = objects[0]["metadata"]["name"]
+    holder = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"ccserver-holder-{suffix}"}}
+
+    def token_for(bound: dict[str, Any] | None) -> str:
+        spec: dict[str, Any] = {"expirationSeconds": 3600}
+        if bound is not None:
+            spec["boundObjectRef"] = {"apiVersion": "v1", "kind": "Secret", "name": bound["metadata"]["name"]}
+            spec["boundObjectRef"]["uid"] = bound["metadata"]["uid"]
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
+        status, answer = kube_cluster.api(
+            "POST", f"/api/v1/namespaces/{ns}/serviceaccounts/{account}/token", json=request
+        )
+        assert status == 201, answer
+        return str(answer["status"]["token"])
+
+    def apply() -> tuple[str, str]:
+        for o in objects:
+            status, answer = kube_cluster.api("POST", _collection(o), json=o)
+            assert status == 201, answer
+        status, secret = kube_cluster.api("POST", f"/api/v1/namespaces/{ns}/secrets", json=holder)
+        assert status == 201, secret
+        return token_for(secret), token_for(None)
+
+    def remove() -> None:
+        kube_cluster.api("DELETE", f"/api/v1/namespaces/{ns}/secrets/{holder['metadata']['name']}")
+        for o in reversed(objects):
+            kube_cluster.api("DELETE", f"{_collection(o)}/{o['metadata']['name']}")
+
+    first, second = await threads.deferToThread(apply)
+    assert first != second
+    node = None
+    try:
+        (tmp_path / "token").write_text(first + "\n")
+        config = settings(kube_cluster, client_cert_file=None, client_key_file=None, token_file=str(tmp_path / "token"))
+        node = KubeNode(config, reactor, Events())
+
+        async def works() -> bool:  # RBAC caches take a moment to see new bindings
+            try:
+                await node.info()
+                return True
+            except KubeUnavailable:
+                return False
+
+        await eventually(works, 30, "the first token accepted")
+        # the object the first token is bound to goes: the token is refused from then on
+        await threads.deferToThread(
+            kube_cluster.api, "DELETE", f"/api/v1/namespaces/{ns}/secrets/{holder['metadata']['name']}"
+        )
+
+        async def refused() -> bool:
+            try:
+                await node.info()
+                return False
+            except KubeAPIError as e:
+                assert e.status == 401, e
+                assert first not in str(e)
+                return True
+
+        await eventually(refused, 60, "the first token refused")
+        (tmp_path / "token").write_text(second + "\n")
+        assert await node.info()  # the 401 had the file read again, and the call made once more
+        assert node.api is not None and node.api.tokens is not None and node.api.tokens.token == second
+    finally:
+        if node is not None:
+            await node.close()
         await threads.deferToThread(remove)

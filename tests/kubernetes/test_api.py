@@ -169,6 +169,28 @@ async def test_a_refused_token_names_token_file_and_is_not_shown(pki: dict[str, 
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_token_file_rewritten_after_a_401_is_used_by_the_same_client(pki: dict[str, Any], https: Any) -> None:
+    """A rotating token: the 401 has the file read again, and the call is made once more with
+    the new token; while the file holds the refused token, the 401 stands."""
+    port, resource = https
+    path = pki["dir"] / "rotating"
+    path.write_text("bad-token\n")
+    api = api_for(pki, f"https://127.0.0.1:{port}", token="rotating")
+    try:
+        with pytest.raises(KubeAPIError) as info:
+            await api.call("list_nodes", "GET", "/api/v1/nodes")
+        assert info.value.status == 401
+        assert [seen[2] for seen in resource.seen] == [b"Bearer bad-token"]  # the same token: no second try
+        path.write_text("good-token\n")
+        assert await api.call("list_nodes", "GET", "/api/v1/nodes") == {"kind": "NodeList", "items": []}
+        assert [seen[2] for seen in resource.seen[1:]] == [b"Bearer bad-token", b"Bearer good-token"]
+        assert await api.call("list_nodes", "GET", "/api/v1/nodes") == {"kind": "NodeList", "items": []}
+        assert resource.seen[-1][2] == b"Bearer good-token" and len(resource.seen) == 4
+    finally:
+        await api.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_403_names_the_missing_permission(pki: dict[str, Any], https: Any) -> None:
     port, _ = https
     api = api_for(pki, f"https://127.0.0.1:{port}")

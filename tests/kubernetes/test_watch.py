@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -207,6 +208,9 @@ class Events:
     def __init__(self, log: list[Any]) -> None:
         self.log = log
 
+    def container_running(self, node: str, name: str) -> None:
+        self.log.append(("running", node, name))
+
     def container_died(self, node: str, name: str, code: int, owner: str | None) -> None:
         self.log.append(("died", node, name, code, owner))
 
@@ -238,19 +242,30 @@ UNSCHEDULABLE = [{"type": "PodScheduled", "status": "False", "reason": "Unschedu
 def test_an_ended_pod_is_reported_once() -> None:
     tracker, log = tracked(MemoryReactorClock())
     tracker.pod("ADDED", pod("Running", {"running": {}}))
+    tracker.pod("MODIFIED", pod("Running", {"running": {}}))
+    tracker.pod("LISTED", pod("Running", {"running": {}}))  # a relist
     ended = pod("Failed", {"terminated": {"exitCode": 3}})
     tracker.pod("MODIFIED", ended)
     tracker.pod("MODIFIED", ended)
     tracker.pod("LISTED", ended)  # a relist
     tracker.pod("DELETED", ended)
-    assert log == [("died", "k1", "c1", 3, "d1")]
+    assert log == [("running", "k1", "c1"), ("died", "k1", "c1", 3, "d1")]
+
+
+def test_a_pod_pending_or_initializing_is_not_running() -> None:
+    tracker, log = tracked(MemoryReactorClock())
+    tracker.pod("ADDED", pod("Pending", {"waiting": {"reason": "ContainerCreating"}}))
+    tracker.pod("MODIFIED", pod("Running", {"waiting": {"reason": "PodInitializing"}}))
+    assert log == []
+    tracker.pod("MODIFIED", pod("Running", {"running": {"startedAt": "2026-12-02T08:00:00Z"}}))
+    assert log == [("running", "k1", "c1")]
 
 
 def test_a_pod_deleted_before_it_ended_ended_its_container() -> None:
     tracker, log = tracked(MemoryReactorClock())
     tracker.pod("ADDED", pod("Running", {"running": {}}))
     tracker.pod("DELETED", pod("Running", {"running": {}}))
-    assert log == [("died", "k1", "c1", NO_EXIT_CODE, "d1")]
+    assert log == [("running", "k1", "c1"), ("died", "k1", "c1", NO_EXIT_CODE, "d1")]
 
 
 def test_pending_too_long_deletes_the_job_then_reports_the_reason() -> None:
@@ -283,7 +298,7 @@ def test_a_pod_that_starts_in_time_is_not_stuck() -> None:
     clock.advance(100)
     tracker.pod("MODIFIED", pod("Running", {"running": {}}))
     clock.advance(100)
-    assert log == [] and not clock.getDelayedCalls()
+    assert log == [("running", "k1", "c1")] and not clock.getDelayedCalls()
 
 
 def test_an_image_that_is_never_pulled_fails_at_once() -> None:
@@ -293,3 +308,32 @@ def test_an_image_that_is_never_pulled_fails_at_once() -> None:
         ("deleted", "c1"),
         ("stuck", "k1", "c1", "the pod cannot start: container app waiting: ErrImageNeverPull: not present"),
     ]
+
+
+def test_the_pending_bound_counts_from_the_pods_creation() -> None:
+    """A daemon that restarts lists its pods again: one Pending for 100 s already gets the 20 s
+    that are left of its 120, not 120 more."""
+    clock = MemoryReactorClock()
+    clock.advance(datetime(2026, 12, 2, 8, 0, 0, tzinfo=UTC).timestamp())
+    tracker, log = tracked(clock)
+    old = pod("Pending", conditions=UNSCHEDULABLE)
+    old["metadata"]["creationTimestamp"] = "2026-12-02T07:58:20Z"  # 100 s ago
+    tracker.pod("LISTED", old)
+    clock.advance(19)
+    assert log == []
+    clock.advance(1)
+    assert [entry[0] for entry in log] == ["deleted", "stuck"]
+
+
+def test_a_creation_time_ahead_of_the_clock_or_unreadable_gets_the_whole_bound() -> None:
+    for stamp in ("2026-12-02T09:00:00Z", "not a time", "2026-12-02T07:00:00"):
+        clock = MemoryReactorClock()
+        clock.advance(datetime(2026, 12, 2, 8, 0, 0, tzinfo=UTC).timestamp())
+        tracker, log = tracked(clock)
+        young = pod("Pending")
+        young["metadata"]["creationTimestamp"] = stamp
+        tracker.pod("ADDED", young)
+        clock.advance(119)
+        assert log == [], stamp
+        clock.advance(1)
+        assert [entry[0] for entry in log] == ["deleted", "stuck"], stamp
