@@ -345,7 +345,8 @@ class PodTracker:
         created = created_at((pod.get("metadata") or {}).get("creationTimestamp"))
         if created is None:
             return self.pending_timeout
-        waited = self.clock.seconds() - created
+        # the API gives whole seconds: counted from the end of that second, never early
+        waited = self.clock.seconds() - (created + 1.0)
         return min(self.pending_timeout, max(0.0, self.pending_timeout - max(0.0, waited)))
 
     def _report_died(self, name: str, code: int, pod: Mapping[str, Any]) -> None:

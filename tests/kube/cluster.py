@@ -385,7 +385,8 @@ class KubeCluster:
                     pass
                 else:
                     raise KubeClusterError(f"{name} exited with {code}\n{self._log_tail(name)}")
-            raise KubeClusterError(f"{name} is not running\n{self._log_tail(name)}")
+            seen = f"pid {pid}, alive {alive(pid)}, command line {cmdline(pid)[:200]!r}" if pid else "no pid"
+            raise KubeClusterError(f"{name} is not running ({seen})\n{self._log_tail(name)}")
 
     def _terminate(self, name: str, timeout: float = 15.0, kill: bool = False) -> None:
         """SIGTERM (SIGKILL after ``timeout``) to the component's process group; ``kill``: SIGKILL at once."""

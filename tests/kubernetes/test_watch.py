@@ -317,7 +317,7 @@ def test_the_pending_bound_counts_from_the_pods_creation() -> None:
     clock.advance(datetime(2026, 12, 2, 8, 0, 0, tzinfo=UTC).timestamp())
     tracker, log = tracked(clock)
     old = pod("Pending", conditions=UNSCHEDULABLE)
-    old["metadata"]["creationTimestamp"] = "2026-12-02T07:58:20Z"  # 100 s ago
+    old["metadata"]["creationTimestamp"] = "2026-12-02T07:58:19Z"  # 100 s ago (from the end of that second)
     tracker.pod("LISTED", old)
     clock.advance(19)
     assert log == []
