@@ -374,17 +374,14 @@ class KubeCluster:
     def _check_running(self, name: str) -> None:
         pid = self.layout["pids"].get(name)
         process = self._procs.get(name)
-        if process is not None and process.poll() is not None:
-            raise KubeClusterError(f"{name} exited with {process.returncode}\n{self._log_tail(name)}")
+        if process is not None:
+            # a child of this process: its exit status says all. /proc cannot: for a moment after
+            # Popen returns, the new program's arguments are not set up yet and /proc/PID/cmdline
+            # reads empty (the kernel lets the parent go on before it builds the new stack)
+            if process.poll() is not None:
+                raise KubeClusterError(f"{name} exited with {process.returncode}\n{self._log_tail(name)}")
+            return
         if pid is None or not self._ours(pid):
-            if process is not None:
-                # it may have ended between the poll and the look at /proc (a zombie): its code
-                try:
-                    code = process.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    pass
-                else:
-                    raise KubeClusterError(f"{name} exited with {code}\n{self._log_tail(name)}")
             seen = f"pid {pid}, alive {alive(pid)}, command line {cmdline(pid)[:200]!r}" if pid else "no pid"
             raise KubeClusterError(f"{name} is not running ({seen})\n{self._log_tail(name)}")
 
@@ -394,7 +391,7 @@ class KubeCluster:
         process = self._procs.pop(name, None)
         if pid is None:
             return
-        if self._ours(pid):
+        if (process is not None and process.poll() is None) or self._ours(pid):
             signals = ((signal.SIGKILL, 10.0),) if kill else ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0))
             for sig, wait in signals:
                 try:
