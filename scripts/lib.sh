@@ -27,6 +27,17 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q "${missing[@]}" >/dev/null
 }
 
+lock_entries() {
+    # lock_entries LOCK NAME... : the entries (name==version and its --hash lines) of NAME... in LOCK
+    local lock=$1
+    shift
+    awk -v names=" $* " '
+        /^[A-Za-z0-9_.-]+==/ { split($1, part, "=="); keep = index(names, " " tolower(part[1]) " ") > 0 }
+        /^[A-Za-z0-9_.-]+==/ || /^ +--hash=/ { if (keep) print; next }
+        { keep = 0 }
+    ' "$lock"
+}
+
 python_env() {
     # python_env LOCK : a venv with the pinned, hash-checked packages of requirements/LOCK.txt
     # (daemon or dev; refreshed by scripts/lock), then ccserver itself (editable, so not hashable)
@@ -38,9 +49,17 @@ python_env() {
     local stamp="$VENV/.ccserver-installed-$1"
     if [ ! -f "$stamp" ] || [ "$lock" -nt "$stamp" ] || [ "$REPO/setup.py" -nt "$stamp" ]; then
         say "installing ${lock#"$REPO"/} and ccserver (editable) into $VENV"
+        # the build tools of the lock first (a new venv has an old setuptools and no wheel,
+        # which cannot build pyftpdlib below): hash-checked, no dependencies but each other
+        local tools
+        tools=$(mktemp)
+        lock_entries "$lock" setuptools wheel packaging > "$tools"
+        "$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes --only-binary :all: --no-deps \
+            -r "$tools"
+        rm -f "$tools"
         # wheels only, but for pyftpdlib (a test server published as an sdist alone): built from
-        # its hash-checked sdist with the venv's own setuptools, since an isolated build would
-        # fetch build tools that no lock pins
+        # its hash-checked sdist with the venv's own (locked) setuptools, since an isolated build
+        # would fetch build tools that no lock pins
         "$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes --only-binary :all: \
             --no-binary pyftpdlib --no-build-isolation -r "$lock"
         # built with the locked setuptools and wheel, not a fresh unpinned download
