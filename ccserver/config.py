@@ -277,6 +277,9 @@ class KubeClusterConfig:
     api_timeout_seconds: float = 10.0
     pending_timeout_seconds: float = 120.0
     job_ttl_seconds: int = 600
+    #: the image of the pods' staging steps of TES tasks (it needs ``python3``); None: the
+    #: cluster runs no TES tasks
+    staging_image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -449,6 +452,7 @@ def _kubernetes(k: Mapping[str, Any], label: str, env: Mapping[str, str], docker
                 api_timeout_seconds=float(c.get("api_timeout_seconds", defaults.api_timeout_seconds)),
                 pending_timeout_seconds=float(c.get("pending_timeout_seconds", defaults.pending_timeout_seconds)),
                 job_ttl_seconds=int(c.get("job_ttl_seconds", defaults.job_ttl_seconds)),
+                staging_image=c.get("staging_image"),
                 **files,
             )
         )

@@ -167,6 +167,7 @@ _KUBE_CLUSTER = {
         "api_timeout_seconds": _POS_NUM,
         "pending_timeout_seconds": _POS_NUM,
         "job_ttl_seconds": {"type": "integer", "minimum": 0},
+        "staging_image": {"type": "string", "minLength": 1},
     },
 }
 

@@ -33,6 +33,7 @@ from ccserver.metrics_refresh import StateRefresher
 from ccserver.notifications import DeadNodeAnnouncer, Notifier
 from ccserver.scheduling.service import Scheduler
 from ccserver.storage import open_store
+from ccserver.tes.kube_staging import StagingExchange
 from ccserver.tes.runner import TesRunner
 from ccserver.tes.stager import ArchiveStager
 from ccserver.tes.submission import Defaults, Storage
@@ -51,6 +52,10 @@ from ccserver.web.tes_routes import TesApi
 from ccserver.wiring import CallbackAddress, Wakeup
 
 log = Logger(namespace="ccserver")
+
+#: threads of the staging pool: TES tasks on clusters whose inputs or outputs move at once
+#: (each moves up to ``[tes.storage] transfer_threads`` of them in parallel)
+STAGING_THREADS = 4
 
 #: the longest the daemon waits for the engine when it asks for the bridge gateway
 GATEWAY_TIMEOUT = 10.0
@@ -117,6 +122,10 @@ class CCServer(MultiService):
         self.request_pool.setServiceParent(self)
         self.placement_pool = ThreadPoolService(reactor, "placement", 1, stop_timeout)
         self.placement_pool.setServiceParent(self)
+        # the file work of staging TES tasks on Kubernetes clusters (see ccserver.tes.kube_staging)
+        self.staging_pool = ThreadPoolService(reactor, "tes-staging", STAGING_THREADS, stop_timeout)
+        self.staging_pool.setServiceParent(self)
+        self.staging = StagingExchange(self.staging_pool)
         self.collector = CollectorPause(reactor)
 
         #: this daemon's id, kept in its store: the label of its containers
@@ -162,6 +171,8 @@ class CCServer(MultiService):
             # a round, not every subscriber: the runner's own check is not needed at an end
             wake=lambda: self.scheduler.wake(),
             clock=reactor,
+            exchange=self.staging,
+            staging_pool=self.staging_pool,
         )
         self.scheduler = Scheduler(
             config,
@@ -238,6 +249,7 @@ class CCServer(MultiService):
             lifecycle=self.lifecycle,
             tes=tes,
             logs=self.logs,
+            staging=self.staging,
         )
         server = config.server
         limits = connection_limits(config)

@@ -25,6 +25,7 @@ from ccserver.kubernetes.node import KubeConflict
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
+    from ccserver.config import KubeClusterConfig
     from ccserver.livelogs.engine_http import BodyStream
     from ccserver.threads import ThreadPoolService
 
@@ -48,6 +49,8 @@ class NodeBackend(Protocol):
     caches: bool
     #: TES tasks may run here
     runs_tes: bool
+    #: a Docker engine (every TES task runs here; a cluster runs those without Docker-only features)
+    engine: bool
     #: what the node is, in messages ("container vanished from ...")
     where: str
     #: it removes a container that cannot run before it reports it (``container_stuck``)
@@ -119,6 +122,7 @@ class DockerBackend:
 
     caches = True
     runs_tes = True
+    engine = True
     where = "Docker"
     removes_stuck = False
 
@@ -195,10 +199,13 @@ class DockerBackend:
 
 
 class Kube(Protocol):
-    """What a :class:`KubeBackend` needs of a :class:`ccserver.kubernetes.node.KubeNode`."""
+    """What a :class:`KubeBackend` (and a TES attempt on a cluster) needs of a
+    :class:`ccserver.kubernetes.node.KubeNode`."""
 
     name: str
     callback_base: str
+    config: KubeClusterConfig
+    pull_policy: str
 
     async def info(self) -> tuple[int, int]: ...
 
@@ -214,7 +221,13 @@ class Kube(Protocol):
 
     async def ours(self, daemon: str) -> dict[str, tuple[str, str, bool]]: ...
 
-    async def logs_tail(self, name: str, limit: int) -> str: ...
+    async def logs_tail(self, name: str, limit: int, container: str = ...) -> str: ...
+
+    async def create_job(self, body: dict[str, Any]) -> None: ...
+
+    async def newest_pod(self, name: str) -> dict[str, Any] | None: ...
+
+    async def jobs_labelled(self, selector: str) -> list[str]: ...
 
     async def follow_logs(
         self, name: str, on_data: Callable[[bytes], None], since_ns: int | None, tail_lines: int | None
@@ -229,17 +242,19 @@ class Kube(Protocol):
 
 class KubeBackend:
     """A Kubernetes cluster as one node: a Job per container, no data containers (their
-    files would be served to every pod of the cluster, see docs/kubernetes.rst), no TES
-    tasks yet, no pulls by ccserver, callbacks from the pod network."""
+    files would be served to every pod of the cluster, see docs/kubernetes.rst), TES tasks
+    when it has a ``staging_image`` (one Job each, :mod:`ccserver.tes.kube_attempt`), no
+    pulls by ccserver, callbacks from the pod network."""
 
     caches = False
-    runs_tes = False
+    engine = False
     #: a stuck pod's Job is deleted, then reported (see ccserver.kubernetes.watch)
     removes_stuck = True
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
         self.name = kube.name
+        self.runs_tes = kube.config.staging_image is not None
         self.where = f"Kubernetes cluster {kube.name}"
 
     def callback_base(self, default: str | None) -> str | None:

@@ -282,9 +282,14 @@ class Cluster(Service):
     def _all(self) -> list[Node | ClusterNode]:
         return [*self.nodes.values(), *self.clusters.values()]
 
-    def traits(self) -> dict[str, tuple[bool, bool]]:
-        """(caches, runs TES tasks) of the nodes that do not do both (the clusters)."""
-        return {name: (b.caches, b.runs_tes) for name, b in self._backends.items() if not (b.caches and b.runs_tes)}
+    def traits(self) -> dict[str, tuple[bool, bool, bool]]:
+        """(caches, runs TES tasks, is a Docker engine) of the nodes that do not do all three
+        (the clusters)."""
+        return {
+            name: (b.caches, b.runs_tes, b.engine)
+            for name, b in self._backends.items()
+            if not (b.caches and b.runs_tes and b.engine)
+        }
 
     def call(
         self,

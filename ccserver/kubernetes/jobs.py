@@ -64,22 +64,28 @@ def build_job(
         imagePullPolicy=PULL_POLICIES[pull_policy],
         resources=ResourceRequirements(requests=dict(amounts), limits=dict(amounts)),
     )
-    pod = PodSpec(
-        containers=[container],
-        restartPolicy="Never",
-        terminationGracePeriodSeconds=5,
-        serviceAccountName=config.service_account,
-        automountServiceAccountToken=config.service_account is not None,
-        nodeSelector=dict(config.node_selector) or None,
-        tolerations=[Toleration(**t) for t in config.tolerations] or None,
-    )
+    return job_body(config, name, labels, PodSpec(containers=[container]), suspend=True)
+
+
+def job_body(
+    config: KubeClusterConfig, name: str, labels: Mapping[str, str], pod: PodSpec, suspend: bool
+) -> dict[str, Any]:
+    """The Job ``name`` around ``pod`` (what differs between Jobs: its containers, volumes),
+    with what every Job of ccserver has: never restarted or retried by Kubernetes (ccserver
+    decides about retries), the cluster's account, node selector and tolerations, the TTL."""
+    pod.restartPolicy = "Never"
+    pod.terminationGracePeriodSeconds = 5
+    pod.serviceAccountName = config.service_account
+    pod.automountServiceAccountToken = config.service_account is not None
+    pod.nodeSelector = dict(config.node_selector) or None
+    pod.tolerations = [Toleration(**t) for t in config.tolerations] or None
     job = Job(
         apiVersion="batch/v1",
         kind="Job",
         metadata=ObjectMeta(name=name, namespace=config.namespace, labels=dict(labels)),
         spec=JobSpec(
             template=PodTemplateSpec(metadata=ObjectMeta(labels=dict(labels)), spec=pod),
-            suspend=True,
+            suspend=suspend or None,
             backoffLimit=0,
             ttlSecondsAfterFinished=config.job_ttl_seconds,
         ),
@@ -151,10 +157,18 @@ def pod_waiting(pod: Mapping[str, Any]) -> Waiting | None:
     if status.get("phase") not in (None, "Pending"):
         return None
     waiting = (_app_status(pod).get("state") or {}).get("waiting")
-    if waiting and waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
-        reason = str(waiting["reason"])
-        text = f"container {APP} waiting: {reason}" + (f": {waiting['message']}" if waiting.get("message") else "")
-        return Waiting(text, reason in HOPELESS_WAITING)
+    # init containers first (a TES task's pod runs its steps and executors as those)
+    for entry in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        seen = (entry.get("state") or {}).get("waiting")
+        if seen and seen.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+            reason = str(seen["reason"])
+            text = f"container {entry.get('name') or APP} waiting: {reason}" + (
+                f": {seen['message']}" if seen.get("message") else ""
+            )
+            return Waiting(text, reason in HOPELESS_WAITING)
+    for entry in status.get("initContainerStatuses") or ():
+        if {"running", "terminated"} & set(entry.get("state") or {}):
+            return None  # Pending while its init containers run (a TES task's steps): started
     for condition in status.get("conditions") or ():
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
             text = f"pod not scheduled: {condition.get('reason') or 'Pending'}"

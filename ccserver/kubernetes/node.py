@@ -161,12 +161,7 @@ class KubeNode:
             cpus=cpus,
             pull_policy=self.pull_policy,
         )
-        try:
-            await self._api().call("create_job", "POST", self._jobs, body=body)
-        except KubeAPIError as e:
-            if e.status == 409:
-                raise KubeConflict(name) from None
-            raise
+        await self.create_job(body)
 
     async def start(self, name: str) -> None:
         """Resume the suspended Job (its pod is made now); :class:`ContainerGone` if absent."""
@@ -294,18 +289,18 @@ class KubeNode:
                 found[name] = (labels.get(KIND_LABEL, ""), "exited", False)
         return found
 
-    async def logs_tail(self, name: str, limit: int) -> str:
-        """The last ``limit`` bytes of the output of the container's pod (``""`` without one),
-        led by the cut marker of :func:`ccserver.cluster.docker_ops.cut_marker` when cut."""
-        pods = await self._pods_of(name)
-        if not pods:
+    async def logs_tail(self, name: str, limit: int, container: str = APP) -> str:
+        """The last ``limit`` bytes of the output of ``container`` (default: the one
+        container of a 0.10 task's pod) of the Job's newest pod (``""`` without one), led by
+        the cut marker of :func:`ccserver.cluster.docker_ops.cut_marker` when cut."""
+        newest = await self.newest_pod(name)
+        if newest is None:
             return ""
-        pods.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
-        pod = (pods[-1].get("metadata") or {}).get("name", "")
+        pod = (newest.get("metadata") or {}).get("name", "")
         # each line is at least one byte: the last ``limit`` lines hold the last ``limit``
         # bytes; they are streamed, and only the last ``limit`` bytes of them are held
         # (no limitBytes: the server would cut the end, not the beginning)
-        query = {"container": APP, "tailLines": str(limit)}
+        query = {"container": container, "tailLines": str(limit)}
         path = f"{self._pods}/{quote(pod, safe='')}/log"
         tail = _Tail(limit)
         try:
@@ -341,6 +336,29 @@ class KubeNode:
             if e.status in (400, 404):  # no such pod (any more), or its container not started
                 return None
             raise
+
+    async def newest_pod(self, name: str) -> dict[str, Any] | None:
+        """The newest pod of the Job ``name`` (None: it has none)."""
+        pods = await self._pods_of(name)
+        if not pods:
+            return None
+        pods.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+        return pods[-1]
+
+    async def create_job(self, body: dict[str, Any]) -> None:
+        """A Job as built by the caller (a TES attempt's); :class:`KubeConflict` when it exists."""
+        name = str((body.get("metadata") or {}).get("name") or "")
+        try:
+            await self._api().call("create_job", "POST", self._jobs, body=body)
+        except KubeAPIError as e:
+            if e.status == 409:
+                raise KubeConflict(name) from None
+            raise
+
+    async def jobs_labelled(self, selector: str) -> list[str]:
+        """The names of the Jobs that ``selector`` (a label selector) matches."""
+        answer = await self._api().call("list_jobs", "GET", self._jobs, {"labelSelector": selector})
+        return [str(j["metadata"]["name"]) for j in answer.get("items") or () if (j.get("metadata") or {}).get("name")]
 
     async def _pods_of(self, name: str) -> list[dict[str, Any]]:
         answer = await self._api().call("list_pods", "GET", self._pods, {"labelSelector": f"{JOB_NAME_LABEL}={name}"})

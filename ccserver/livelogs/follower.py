@@ -220,8 +220,9 @@ class LogFollower(Service):
     # --- what the cluster tells (ccserver.wiring.ClusterListener) -----------------------------
 
     def container_running(self, node: str, name: str) -> None:
-        """A cluster's pod runs: its output is followed from its API (``pods/log``)."""
-        if node in self.clusters:
+        """A cluster's pod runs: its output is followed from its API (``pods/log``).  The
+        pods of TES tasks are not (their executors' logs are in their ExecutorLogs)."""
+        if node in self.clusters and ObjectId.is_valid(name):
             self.follow(node, name)
 
     def container_died(self, node: str, name: str, code: int, owner: str | None) -> None:

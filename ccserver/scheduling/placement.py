@@ -40,7 +40,9 @@ The rules, in the order the code applies them:
   docs/kubernetes.rst): ``NodeCapacity.caches`` False means no data container is ever placed
   there, and a task placed there runs with ``no_cache`` semantics (no data sources: its
   application container fetches its inputs itself); ``runs_tes`` False keeps TES tasks
-  (``WaitingTask.tes``) off it.  A task is too large only when it fits none of the nodes it
+  (``WaitingTask.tes``) off it; ``engine`` False (a cluster) keeps off it the TES tasks that
+  need a Docker engine (``WaitingTask.engine_only``: stdin/stdout/stderr files,
+  ``ignore_error``).  A task is too large only when it fits none of the nodes it
   may use (a task with input files fits a non-caching node by its own RAM alone).  A task
   with input files that could go either way goes where the strategy says, comparing the
   caching node it would use with the best non-caching one, unless a caching node already
@@ -94,6 +96,9 @@ class WaitingTask:
     cpus: float = 0.0
     #: a TES task: placed only on nodes that run them (``NodeCapacity.runs_tes``)
     tes: bool = False
+    #: a TES task that needs what only a Docker engine does (``NodeCapacity.engine``):
+    #: stdin, stdout or stderr files, or an executor with ``ignore_error``
+    engine_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,9 @@ class NodeCapacity:
     caches: bool = True
     #: TES tasks may be placed here
     runs_tes: bool = True
+    #: a Docker engine, which runs every TES task; False (a cluster): only TES tasks
+    #: without ``WaitingTask.engine_only``
+    engine: bool = True
 
     @property
     def free_ram(self) -> int:
@@ -191,7 +199,7 @@ _Allowed = AbstractSet[str] | None
 class _FreeRam:
     """Free RAM per node, kept sorted by (free, name) so each choice is a bisect, not a scan."""
 
-    __slots__ = ("free", "_sorted", "cpus", "caches", "runs_tes")
+    __slots__ = ("free", "_sorted", "cpus", "caches", "runs_tes", "engine_tes")
 
     def __init__(self, nodes: Sequence[NodeCapacity]) -> None:
         self.free = {n.name: n.total_ram - n.reserved_ram for n in nodes}
@@ -202,6 +210,13 @@ class _FreeRam:
         self.cpus = {n.name: n.total_cpus - n.reserved_cpus for n in nodes if n.total_cpus is not None}
         self.caches = {n.name for n in nodes if n.caches}
         self.runs_tes = {n.name for n in nodes if n.runs_tes}
+        self.engine_tes = {n.name for n in nodes if n.runs_tes and n.engine}
+
+    def allowed_for(self, task: WaitingTask) -> set[str] | None:
+        """The nodes ``task`` may use (None: every node)."""
+        if not task.tes:
+            return None
+        return self.engine_tes if task.engine_only else self.runs_tes
 
     def fits_cpus(self, name: str, cpus: float) -> bool:
         return cpus <= 0 or name not in self.cpus or self.cpus[name] >= cpus - 1e-9
@@ -277,11 +292,12 @@ def place(
     free = _FreeRam(nodes)
     caching = {n.name: n.total_ram for n in nodes if n.caches}
     index = _index_live(data_containers, caching)
-    everywhere = all(n.caches and n.runs_tes for n in nodes)
-    # the largest RAM and CPU count of the nodes a task may use, by (tes, caches: None for both)
+    everywhere = all(n.caches and n.runs_tes and n.engine for n in nodes)
+    # the largest RAM and CPU count of the nodes a task may use, by (its group, caches: None
+    # for both); groups: 0.10 tasks, TES tasks, TES tasks for engines only
     largest = {
-        (tes, caches): _largest([n for n in nodes if (n.runs_tes or not tes) and caches in (None, n.caches)])
-        for tes in (False, True)
+        (group, caches): _largest([n for n in nodes if _serves(n, group) and caches in (None, n.caches)])
+        for group in (_ANY, _TES, _ENGINE_TES)
         for caches in (None, True, False)
     }
     dc_ram = data_container_ram
@@ -295,17 +311,18 @@ def place(
         app_ram = task.container_ram
         cached = bool(task.input_files) and not task.no_cache
         keys = [input_key(spec) for spec in task.input_files] if cached else []
-        if task.tes and not free.runs_tes:
-            continue  # no node that runs TES tasks is healthy: it waits, holding up nobody
-        max_ram, max_cpus = largest[(task.tes, None)]
+        if task.tes and not free.allowed_for(task):
+            continue  # no node that runs this TES task is healthy: it waits, holding up nobody
+        group = _group(task)
+        max_ram, max_cpus = largest[(group, None)]
         if task.cpus > max_cpus + 1e-9:
             too_large.append(task.task_id)
             continue
         if not cached:
             fits = app_ram <= max_ram
         else:
-            plain_ram, _ = largest[(task.tes, False)]
-            cache_ram, _ = largest[(task.tes, True)]
+            plain_ram, _ = largest[(group, False)]
+            cache_ram, _ = largest[(group, True)]
             if colocate:
                 fits = app_ram + dc_ram <= cache_ram
             else:
@@ -317,7 +334,7 @@ def place(
         if blocked is not None:
             continue  # the round has stopped; only too-large tasks are still decided
 
-        allowed = None if everywhere else (free.runs_tes if task.tes else None)
+        allowed = None if everywhere else free.allowed_for(task)
         if everywhere or not keys:
             decided = _decide(task, keys, index, free, spread, dc_ram, colocate, allowed)
         else:
@@ -352,6 +369,19 @@ def place(
         for n in nodes
     )
     return Plan(tuple(placements), tuple(new_dcs), tuple(too_large), blocked, after)
+
+
+_ANY, _TES, _ENGINE_TES = 0, 1, 2
+
+
+def _group(task: WaitingTask) -> int:
+    if not task.tes:
+        return _ANY
+    return _ENGINE_TES if task.engine_only else _TES
+
+
+def _serves(node: NodeCapacity, group: int) -> bool:
+    return group == _ANY or (node.runs_tes and (group == _TES or node.engine))
 
 
 def _largest(nodes: Sequence[NodeCapacity]) -> tuple[float, float]:
@@ -389,7 +419,9 @@ def _either(
     """A task with input files among caching and non-caching nodes: its best caching
     placement (with data containers) against its application container alone on the best
     non-caching node (no data sources), the strategy choosing unless a file is reused."""
-    allowed = free.runs_tes if task.tes else set(free.free)
+    allowed = free.allowed_for(task)
+    if allowed is None:
+        allowed = set(free.free)
     plain_nodes = allowed - free.caches
     plain = free.pick(task.container_ram, spread, task.cpus, plain_nodes)
     cached = _decide(task, keys, index, free, spread, dc_ram, colocate, allowed & free.caches)

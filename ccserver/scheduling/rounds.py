@@ -20,7 +20,18 @@ from ccserver.tes import states as tes_states
 from ccserver.vault import digests as digests_of
 
 #: the fields of a QUEUED TES task that a round reads
-TES_PLACEMENT_FIELDS = {"created_at": 1, "ram_mb": 1, "cpus": 1}
+TES_PLACEMENT_FIELDS = {"created_at": 1, "ram_mb": 1, "cpus": 1, "executors": 1}
+#: the (caches, runs TES tasks, is a Docker engine) of a node that does all
+ALL_TRAITS = (True, True, True)
+
+
+def engine_only(task: dict[str, Any]) -> bool:
+    """A TES task that only a Docker engine runs: an executor with a stdin, stdout or stderr
+    file, or with ``ignore_error`` (docs/kubernetes.rst, "TES tasks on a cluster")."""
+    for executor in task.get("executors") or ():
+        if isinstance(executor, dict) and any(executor.get(k) for k in ("stdin", "stdout", "stderr", "ignore_error")):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -116,15 +127,15 @@ def decide_now(
     dcs: list[dict[str, Any]],
     tes_tasks: list[dict[str, Any]] | None = None,
     cpus: dict[str, int | None] | None = None,
-    traits: dict[str, tuple[bool, bool]] | None = None,
+    traits: dict[str, tuple[bool, bool, bool]] | None = None,
 ) -> Decisions:
     """The pure part of a round: no store, no Docker, no reactor (it may run in a thread).
 
     ``tes_tasks`` (QUEUED TES task documents) join the 0.10 waiting tasks in one FIFO order
     by ``created_at``, as tasks without input files that need ``ram_mb`` and ``cpus``;
     ``containers`` are the live reservations (``cluster_node``, ``container_ram``, ``cpus``);
-    ``cpus`` the nodes' CPU counts; ``traits`` (caches, runs TES tasks) of the nodes that
-    do not do both (Kubernetes clusters; see :class:`placement.NodeCapacity`)."""
+    ``cpus`` the nodes' CPU counts; ``traits`` (caches, runs TES tasks, is a Docker
+    engine) of the nodes that do not do all three (Kubernetes clusters; see :class:`placement.NodeCapacity`)."""
     reserved: dict[str, int] = {}
     reserved_cpus: dict[str, float] = {}
     for c in containers:
@@ -151,7 +162,11 @@ def decide_now(
         (
             t.get("created_at", 0.0),
             placement.WaitingTask(
-                task_id=str(t["_id"]), container_ram=int(t["ram_mb"]), cpus=float(t["cpus"]), tes=True
+                task_id=str(t["_id"]),
+                container_ram=int(t["ram_mb"]),
+                cpus=float(t["cpus"]),
+                tes=True,
+                engine_only=engine_only(t),
             ),
         )
         for t in tes_tasks or ()
@@ -166,7 +181,7 @@ def decide_now(
                 reserved.get(name, 0),
                 cpus.get(name),
                 reserved_cpus.get(name, 0.0),
-                *traits.get(name, (True, True)),
+                *traits.get(name, ALL_TRAITS),
             )
             for name, total in healthy
         ],
@@ -176,13 +191,18 @@ def decide_now(
         colocate=config.docker.net is None,
     )
     largest = max(total for _, total in healthy)
-    runs_tes = [(name, total) for name, total in healthy if traits.get(name, (True, True))[1]]
-    tes_largest = max((total for _, total in runs_tes), default=0)
-    known = [c for c in (cpus.get(name) for name, _ in runs_tes) if c is not None]
     decisions = Decisions()
     for task_id in plan.too_large:
         if task_id in tes_by_id:
             t = tes_by_id[task_id]
+            only_engines = engine_only(t)
+            runs_tes = [
+                (name, total)
+                for name, total in healthy
+                if traits.get(name, ALL_TRAITS)[1] and (traits.get(name, ALL_TRAITS)[2] or not only_engines)
+            ]
+            tes_largest = max((total for _, total in runs_tes), default=0)
+            known = [c for c in (cpus.get(name) for name, _ in runs_tes) if c is not None]
             decisions.tes_too_large.append(
                 (
                     ObjectId(task_id),

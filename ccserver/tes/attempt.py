@@ -117,6 +117,8 @@ class Attempt:
         self.made_volumes: list[str] = []
         self.started = runner.clock.seconds()
         self.state = tes_states.RUNNING if resume else tes_states.INITIALIZING
+        #: the node, in the reasons of failed calls
+        self.where = f"Docker on node {node}"
 
     # --- what the runner tells it --------------------------------------------------------
 
@@ -139,6 +141,17 @@ class Attempt:
 
     # --- the flow ------------------------------------------------------------------------
 
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less when the runner pokes (an end, a cancel, a failure)."""
+        signal: Deferred[None] = Deferred()
+        self._signal = signal
+        timer = self.runner.clock.callLater(seconds, self.poke)
+        try:
+            await signal
+        finally:
+            if timer.active():
+                timer.cancel()
+
     def _check(self) -> None:
         if self.cancelled:
             raise Cancelled()
@@ -159,7 +172,7 @@ class Attempt:
             raise self._failure(e) from None
 
     def _failure(self, e: Exception) -> Exception:
-        """What a failed Docker call means for the attempt."""
+        """What a failed call to the node means for the attempt."""
         if isinstance(e, docker_ops.ContainerGone):
             return SystemFailure(f"container {e} vanished from Docker")
         if isinstance(e, (SystemFailure, Cancelled)):
@@ -168,7 +181,7 @@ class Attempt:
             return Cancelled()
         self.runner.cluster.report_error(self.node, e)
         self.docker_failed = True
-        return SystemFailure(f"Docker on node {self.node}: {first_line(e)}")
+        return SystemFailure(f"{self.where}: {first_line(e)}")
 
     async def run(self) -> None:
         """Run the attempt to its end and record it; never raises (failures are recorded)."""
@@ -408,14 +421,7 @@ class Attempt:
             if name in self.exits:
                 return self.exits[name]
             self._check()
-            signal: Deferred[None] = Deferred()
-            self._signal = signal
-            timer = self.runner.clock.callLater(POLL_SECONDS, self.poke)
-            try:
-                await signal
-            finally:
-                if timer.active():
-                    timer.cancel()
+            await self._pause(POLL_SECONDS)
             if name in self.exits:
                 return self.exits[name]
             self._check()
@@ -430,14 +436,7 @@ class Attempt:
         its containers first, and its open connections (the event stream, the pool's) still
         report that exit before it goes away.  A node found dead meanwhile, or an engine that
         does not answer, makes it a system failure (retried)."""
-        signal: Deferred[None] = Deferred()
-        self._signal = signal
-        timer = self.runner.clock.callLater(SIGNAL_CHECK_SECONDS, self.poke)
-        try:
-            await signal
-        finally:
-            if timer.active():
-                timer.cancel()
+        await self._pause(SIGNAL_CHECK_SECONDS)
         self._check()
         try:
             await self.runner.cluster.call(self.node, docker_tes.ping, timeout=SIGNAL_CHECK_SECONDS * 2)

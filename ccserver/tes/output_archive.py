@@ -20,7 +20,7 @@ from ccserver.tes.locations import join_url
 from ccserver.tes.transfer_base import Budget, ChunkStream, TransferError, Uploader
 
 #: Docker's os.ModeDir and os.ModeSymlink bits in an archive stat
-_MODE_DIR = 1 << 31
+MODE_DIR = 1 << 31
 _MODE_SYMLINK = 1 << 27
 WILDCARD = re.compile(r"[*?\[]")
 
@@ -29,6 +29,16 @@ def engine_reason(e: Exception) -> str:
     if isinstance(e, docker.errors.APIError):
         return str(e.explanation or e)
     return type(e).__name__
+
+
+def archive_path(path: str) -> str:
+    """The path whose archive an output reads: the path itself, or for a wildcard path the
+    directory before its first wildcard."""
+    normal = posixpath.normpath(path)
+    if not WILDCARD.search(normal):
+        return normal
+    parts = normal.split("/")
+    return "/".join(p for p in parts[: next(i for i, p in enumerate(parts) if WILDCARD.search(p))]) or "/"
 
 
 def _pattern(path: str) -> re.Pattern[str]:
@@ -86,7 +96,7 @@ def collect(
         return _wildcard_output(client, container, item, uploader, budget)
     kind = item.get("type") or "FILE"
     chunks, stat = _archive(client, container, path, budget)
-    is_dir = bool(int(stat.get("mode", 0)) & _MODE_DIR)
+    is_dir = bool(int(stat.get("mode", 0)) & MODE_DIR)
     if kind == "FILE" and is_dir:
         chunks.close()
         raise TransferError(f"{path} is a directory, not a FILE")
@@ -135,8 +145,7 @@ def _wildcard_output(
     """Each file matching ``path`` (or below a matching directory) goes to ``url`` plus its
     path after ``path_prefix`` (TES 1.1)."""
     pattern_text = posixpath.normpath(item["path"])
-    parts = pattern_text.split("/")
-    static = "/".join(p for p in parts[: next(i for i, p in enumerate(parts) if WILDCARD.search(p))]) or "/"
+    static = archive_path(item["path"])
     prefix = item.get("path_prefix") or static
     pattern = _pattern(pattern_text)
     url: str = item["url"]

@@ -36,14 +36,17 @@ from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ccserver.cluster.docker_ops import KIND_LABEL
 from ccserver.cluster.service import Cluster
 from ccserver.config import Config
-from ccserver.identity import DaemonIdentity
+from ccserver.identity import DAEMON_LABEL, DaemonIdentity
 from ccserver.scheduling.messages import first_line
 from ccserver.storage.base import StorageUnavailable, Store
 from ccserver.tes import docker_tes, records
 from ccserver.tes import states as tes_states
 from ccserver.tes.attempt import Attempt
+from ccserver.tes.kube_attempt import KubeAttempt, task_of
+from ccserver.tes.kube_staging import StagingExchange
 from ccserver.tes.stager import Stager
 from ccserver.vault import Vault
 
@@ -87,11 +90,15 @@ class TesRunner(Service):
         send: Send,
         wake: Callable[[], None],
         clock: Any,
+        exchange: StagingExchange | None = None,
+        staging_pool: Any = None,
     ) -> None:
         """``ensure_image(node, image, auth)`` makes an image present per the pull policy (the
         launcher's shared pulls); ``send(url, json_data)`` posts a notification (the
         :class:`~ccserver.notifications.Notifier`); ``wake`` asks for a scheduling round (a
-        retried task is QUEUED again)."""
+        retried task is QUEUED again).  ``exchange`` and ``staging_pool`` (a
+        :class:`~ccserver.threads.ThreadPoolService`) stage the tasks placed on Kubernetes
+        clusters (:mod:`ccserver.tes.kube_attempt`); without them none is placed there."""
         self.config = config
         self.store = store
         self.cluster = cluster
@@ -102,6 +109,8 @@ class TesRunner(Service):
         self.send = send
         self.wake_scheduler = wake
         self.clock = clock
+        self.exchange = exchange
+        self.staging_pool = staging_pool
         #: attempts under way in this process, by task id
         self.attempts: dict[ObjectId, Attempt] = {}
         #: tasks being claimed (between their CAS and their attempt's start)
@@ -145,7 +154,7 @@ class TesRunner(Service):
             claimed = await self.store.find_one(C, {"_id": doc["_id"]})
             if claimed is None:
                 return
-            self._begin(Attempt(self, claimed, node, self._slot(node), self.ensure_image, self.stager))
+            self._begin(self._new_attempt(claimed, node))
         finally:
             self._claiming.discard(doc["_id"])
 
@@ -155,6 +164,14 @@ class TesRunner(Service):
             found = await self.store.find_one(C, {"_id": task_id})
             if found is not None:
                 await self._finished(found, tes_states.SYSTEM_ERROR)
+
+    def _new_attempt(self, doc: dict[str, Any], node: str, resume: dict[str, Any] | None = None) -> Attempt:
+        """The attempt of ``doc`` on ``node``: on a Docker engine, or on a Kubernetes cluster
+        (never resumed: a restart retries it)."""
+        site = self.cluster.clusters.get(node)
+        if site is not None and self.exchange is not None:
+            return KubeAttempt(self, doc, node, site.kube, self.stager, self.exchange, self.staging_pool)
+        return Attempt(self, doc, node, self._slot(node), self.ensure_image, self.stager, resume=resume)
 
     def _begin(self, attempt: Attempt) -> None:
         self.attempts[attempt.task_id] = attempt
@@ -241,21 +258,26 @@ class TesRunner(Service):
     # --- what the cluster tells (ccserver.wiring.ClusterListener) --------------------------
 
     def container_died(self, node: str, name: str, code: int, owner: str | None) -> None:
-        if not name.startswith(docker_tes.NAME_PREFIX):
-            return
-        task_id = name[len(docker_tes.NAME_PREFIX) :].split("-", 1)[0]
-        try:
-            attempt = self.attempts.get(ObjectId(task_id))
-        except Exception:
-            return
-        if attempt is not None and attempt.node == node:
+        attempt = self._attempt_of(node, name)
+        if attempt is not None:
             attempt.container_died(name, code)
 
+    def _attempt_of(self, node: str, name: str) -> Attempt | None:
+        task_id = task_of(name)
+        attempt = self.attempts.get(task_id) if task_id is not None else None
+        return attempt if attempt is not None and attempt.node == node else None
+
     def container_running(self, node: str, name: str) -> None:
-        """Nothing to do: only clusters report these, and TES tasks do not run there."""
+        """A cluster's pod runs its last container: its attempt looks at it now."""
+        attempt = self._attempt_of(node, name)
+        if attempt is not None:
+            attempt.poke()
 
     def container_stuck(self, node: str, name: str, reason: str) -> None:
-        """Nothing to do: only clusters report these, and TES tasks do not run there."""
+        """A cluster's pod could not start (its Job is deleted): the attempt failed."""
+        attempt = self._attempt_of(node, name)
+        if attempt is not None:
+            attempt.fail(reason)
 
     def node_dead(self, node: str) -> None:
         for attempt in list(self.attempts.values()):
@@ -263,9 +285,13 @@ class TesRunner(Service):
                 attempt.fail(f"node {node} is dead")
 
     def node_healthy(self, node: str) -> None:
-        if node not in self.cluster.nodes:
-            return  # a Kubernetes cluster: no TES task runs there
-        d = Deferred.fromCoroutine(self._sweep(node))
+        if node in self.cluster.clusters:
+            sweep = self._sweep_cluster(node)
+        elif node in self.cluster.nodes:
+            sweep = self._sweep(node)
+        else:
+            return
+        d = Deferred.fromCoroutine(sweep)
         d.addErrback(lambda f: log.warn("sweeping TES leftovers on {node}: {e}", node=node, e=f.getErrorMessage()))
         self.wake()
 
@@ -285,6 +311,20 @@ class TesRunner(Service):
             if doc is not None and doc["state"] in tes_states.LIVE and doc.get("node") == node:
                 continue  # recovered by the next check (resumed or retried)
             await self.cluster.call(node, docker_tes.remove_task_leftovers, daemon, task_id)
+
+    async def _sweep_cluster(self, node: str) -> None:
+        """Remove this daemon's TES Jobs on the cluster ``node`` that no attempt owns."""
+        daemon = await self.identity.get()
+        kube = self.cluster.clusters[node].kube
+        names = await kube.jobs_labelled(f"{KIND_LABEL}={docker_tes.EXECUTOR_KIND},{DAEMON_LABEL}={daemon}")
+        for name in names:
+            oid = task_of(name)
+            if oid is None or oid in self.attempts:
+                continue
+            doc = await self.store.find_one(C, {"_id": oid}, {"state": 1, "node": 1})
+            if doc is not None and doc["state"] in tes_states.LIVE and doc.get("node") == node:
+                continue  # recovered by the next check (retried)
+            await kube.remove(name, daemon)
 
     # --- the periodic check: cancels and orphans -------------------------------------------
 
@@ -330,11 +370,17 @@ class TesRunner(Service):
 
     async def _cancel_without_attempt(self, doc: dict[str, Any]) -> None:
         daemon = await self.identity.get()
-        for node, engine in self.cluster.nodes.items():  # the Docker engines: TES tasks run only there
-            if not engine.healthy:
+        for node in self.cluster.node_names():
+            if not self.cluster.health(node):
                 continue
             try:
-                await self.cluster.call(node, docker_tes.remove_task_leftovers, daemon, str(doc["_id"]))
+                site = self.cluster.clusters.get(node)
+                if site is None:
+                    await self.cluster.call(node, docker_tes.remove_task_leftovers, daemon, str(doc["_id"]))
+                    continue
+                selector = f"{docker_tes.TASK_LABEL}={doc['_id']},{DAEMON_LABEL}={daemon}"
+                for name in await site.kube.jobs_labelled(selector):
+                    await site.kube.remove(name, daemon)
             except Exception as e:
                 log.warn("cancel of TES task {id}: {e}", id=str(doc["_id"]), e=first_line(e))
                 return  # the next check tries again
@@ -356,12 +402,13 @@ class TesRunner(Service):
             await self._cancel_without_attempt(doc)
             return
         node = str(doc.get("node") or "")
-        health = self.cluster.nodes[node].healthy if node in self.cluster.nodes else False
+        health = self.cluster.health(node) if self.cluster.knows(node) else False
         if health is None:
             return  # not checked yet: the next check
         record = doc.get("attempt") or {}
         resumable = False
-        if health and doc["state"] == tes_states.RUNNING and record.get("container"):
+        on_engine = node in self.cluster.nodes
+        if health and on_engine and doc["state"] == tes_states.RUNNING and record.get("container"):
             try:
                 found = await self.cluster.call(node, docker_tes.state, record["container"])
                 resumable = found.get("Status") in ("running", "exited", "dead")
@@ -374,15 +421,7 @@ class TesRunner(Service):
                     )
             except Exception:
                 resumable = False
-        attempt = Attempt(
-            self,
-            doc,
-            node or "",
-            self._slot(node or ""),
-            self.ensure_image,
-            self.stager,
-            resume=record if resumable else None,
-        )
+        attempt = self._new_attempt(doc, node or "", resume=record if resumable else None)
         if resumable:
             self._begin(attempt)
             return

@@ -29,6 +29,8 @@ from ccserver.documents import to_client
 from ccserver.errors import DomainError, Invalid, QueryRefused, Unavailable
 from ccserver.livelogs import task_logs
 from ccserver.storage.base import StorageError, Store
+from ccserver.tes import kube_staging
+from ccserver.tes.kube_staging import StagingExchange
 from ccserver.vault import Vault
 from ccserver.web import bodies, dashboard, dashboard_files, openapi
 from ccserver.web.cors import CORSPolicy, CORSResource
@@ -87,10 +89,13 @@ class API:
         lifecycle: tasks.Canceller | None = None,
         tes: TesApi | None = None,
         logs: task_logs.Logs | None = None,
+        staging: StagingExchange | None = None,
     ) -> None:
         """``lifecycle`` cancels tasks (:class:`ccserver.lifecycle.Lifecycle`; without one,
         cancels are answered 503, as callbacks are without ``callbacks``).  ``logs``: the live
-        logs of running containers (without it, only kept tails)."""
+        logs of running containers (without it, only kept tails).  ``staging``: the staging
+        areas of TES tasks on Kubernetes clusters, which their pods read and fill (without it,
+        ``/tes-staging`` answers 404)."""
         self.config = config
         self.store = store
         self.auth = auth
@@ -112,6 +117,7 @@ class API:
         self._openapi = json.dumps(openapi.document(config.server.api_prefix)).encode()
         #: the GA4GH TES routes (None: ``[tes] enabled = false``, or an API-only test)
         self.tes = tes
+        self.staging = staging
         self._dashboard_files = dashboard_files.DashboardFiles(dashboard_files.load())
         self._activity = dashboard.ActivityCache(clock)
 
@@ -346,6 +352,57 @@ class API:
     @app.route("/data-containers/callback", methods=["POST"])
     def data_container_callback(self, request: Any) -> Any:
         return self._callback(request, "data_containers")
+
+    # --- the staging steps of TES tasks' pods (ccserver.tes.kube_staging) -----------------
+    # no user: the token in the path is the capability, made for one attempt and known only
+    # to its pod
+
+    def _staging(self) -> StagingExchange:
+        if self.staging is None:
+            raise NoSuchEndpoint("no such staging area")
+        return self.staging
+
+    @app.route("/tes-staging/<token>/inputs", methods=["GET"])
+    async def staging_inputs(self, request: Any, token: str) -> bytes:
+        return self._answer(request, await self._staging().manifest(token), mask=False)
+
+    @app.route("/tes-staging/<token>/inputs/<int:index>", methods=["GET"])
+    async def staging_input_piece(self, request: Any, token: str, index: int) -> bytes:
+        offset = _offset(request)
+        data = await self._staging().input_piece(token, index, offset, kube_staging.PIECE_BYTES)
+        request.setHeader(b"content-type", b"application/octet-stream")
+        request.setHeader(b"content-length", b"%d" % len(data))
+        return data
+
+    @app.route("/tes-staging/<token>/outputs/<int:index>", methods=["POST"])
+    async def staging_output_piece(self, request: Any, token: str, index: int) -> bytes:
+        args = request.args
+        size = await self._staging().output_piece(
+            token,
+            index,
+            _offset(request),
+            request.content,
+            kube_staging.piece_bytes(self.config.server.max_body_bytes),
+            last=args.get(b"last") == [b"1"],
+            is_dir=args.get(b"dir") == [b"1"],
+            name=_arg_text(args.get(b"name", [b""])[0]),
+            missing=args.get(b"missing") == [b"1"],
+        )
+        return self._answer(request, {"size": size}, mask=False)
+
+
+def _offset(request: Any) -> int:
+    raw = request.args.get(b"offset", [b"0"])[0]
+    if not raw.isdigit() or len(raw) > 18:
+        raise Invalid(f"offset must be a whole number of bytes, got {_arg_text(raw)[:40]!r}")
+    return int(raw)
+
+
+def _arg_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Invalid("a query argument is not UTF-8") from None
 
 
 def _scope(user: User) -> str | None:

@@ -168,7 +168,7 @@ async def start_server(accounts: Store, hash_pool: ThreadPoolService, tmp_path: 
     pool = HTTPConnectionPool(reactor, persistent=True)
     http = HTTPClient(Agent(reactor, pool=pool))
 
-    async def start(**server_settings: Any) -> Server:
+    async def start(staging: Any = None, **server_settings: Any) -> Server:
         config = make_config(tmp_path, **server_settings)
         cluster, scheduler = FakeCluster(), FakeScheduler()
         auth = Authenticator(accounts, config, reactor, hash_pool)
@@ -185,6 +185,7 @@ async def start_server(accounts: Store, hash_pool: ThreadPoolService, tmp_path: 
             vault,
             KeyCheckingCallbacks(accounts),
             lifecycle=lifecycle,
+            staging=staging,
         )
         site = CCSite(api.resource(), max_body_bytes=config.server.max_body_bytes)
         port = reactor.listenTCP(0, site, interface="127.0.0.1")

@@ -35,8 +35,14 @@ class FakeKube:
 
     def __init__(self, config: KubeClusterConfig, events: Any) -> None:
         self.name = config.name
+        self.config = config
+        self.pull_policy = "if-not-present"
         self.callback_base = config.callback_url.rstrip("/")
         self.events = events
+        #: the label selectors Jobs were listed by, and the Jobs removed
+        self.listed: list[str] = []
+        self.removed: list[str] = []
+        self.jobs: list[str] = []
         self.problem: Exception | None = None
         self.infos = 0
         self.watching: str | None = None
@@ -58,7 +64,12 @@ class FakeKube:
     async def start(self, name: str) -> None: ...
 
     async def remove(self, name: str, daemon: str) -> bool:
+        self.removed.append(name)
         return True
+
+    async def jobs_labelled(self, selector: str) -> list[str]:
+        self.listed.append(selector)
+        return list(self.jobs)
 
     async def state(self, name: str) -> tuple[str, int]:
         return "running", 0
@@ -66,7 +77,7 @@ class FakeKube:
     async def ours(self, daemon: str) -> dict[str, tuple[str, str, bool]]:
         return {}
 
-    async def logs_tail(self, name: str, limit: int) -> str:
+    async def logs_tail(self, name: str, limit: int, container: str = "app") -> str:
         return ""
 
     def watch(self, daemon: str) -> None:
@@ -164,7 +175,7 @@ async def test_a_cluster_is_a_node_checked_by_info_and_watched_while_healthy(sto
     assert await cluster.check("k")
     assert cluster.health("k") is True and fake.watching == daemon
     assert ("k", 6000) in cluster.capacities() and cluster.cpu_totals()["k"] == 3
-    assert cluster.traits() == {"k": (False, False)}
+    assert cluster.traits() == {"k": (False, False, False)}  # no staging_image: no TES tasks
     status = await cluster.nodes_status()
     (listed,) = [n for n in status["healthy_nodes"] if n["name"] == "k"]
     assert (listed["total_ram"], listed["total_cpus"], listed["kind"]) == (6000, 3, "kubernetes")
@@ -281,15 +292,16 @@ async def test_a_stuck_pod_is_a_failed_trial_with_the_schedulers_reason(store: S
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_tes_runner_never_asks_a_cluster_for_docker_work(store: Store) -> None:
-    """TES tasks run on Docker nodes only: the runner's sweeps and cancels go to the engines
-    (``cluster.nodes``), never to a cluster (a Docker call for it would fail the cancel)."""
+async def test_the_tes_runner_asks_a_cluster_through_its_api_never_through_docker(store: Store) -> None:
+    """TES tasks on a cluster are Jobs: the runner's sweeps and cancels ask the cluster's API
+    for the Jobs by label and remove them; never a Docker call for a cluster (it would fail)."""
     from ccserver.tes.runner import TesRunner
     from tests.tes.runner.conftest import executor, insert_task
 
     parts = Parts(store, kube_config())
-    await parts.identity.get()
+    daemon = await parts.identity.get()
     assert await parts.cluster.check("k")
+    fake = parts.fakes["k"]
     asked: list[str] = []
 
     def call(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -309,11 +321,17 @@ async def test_the_tes_runner_never_asks_a_cluster_for_docker_work(store: Store)
         wake=lambda: None,
         clock=parts.clock,
     )
-    runner.node_healthy("k")  # no sweep of TES leftovers on a cluster
     task_id = await insert_task(store, [executor("true")], state="CANCELING", node=None, trials=1)
+    orphan = f"ccserver-tes-{task_id}-1"
+    fake.jobs = [orphan]
+    await runner._sweep_cluster("k")  # the Job of a task that is not live on k goes
+    assert fake.removed == [orphan]
+    assert fake.listed == [f"io.curious-containers.kind=tes-executor,io.curious-containers.daemon={daemon}"]
     doc = await store.find_one("tes_tasks", {"_id": task_id})
     assert doc is not None
     await runner._cancel_without_attempt(doc)  # the Docker node d1 is not checked yet: skipped
+    assert fake.listed[-1] == f"io.curious-containers.tes-task={task_id},io.curious-containers.daemon={daemon}"
+    assert fake.removed == [orphan, orphan]
     ended = await store.find_one("tes_tasks", {"_id": task_id})
     assert ended is not None and ended["state"] == "CANCELED"
     assert asked == []

@@ -449,12 +449,12 @@ class KubeCluster:
         lines.append(f"mv {st / 'ns' / 'pid.tmp'} {st / 'ns' / 'pid'}")
         lines.append("exec sleep infinity")
         # mount points the namespace binds over; made on the host when missing (empty, removed at stop)
+        SLOT_DIR.mkdir(parents=True, exist_ok=True)
         for host in NS_DIRS:
             if not os.path.isdir(host):
                 os.makedirs(host, exist_ok=True)
                 (SLOT_DIR / ("made" + host.replace("/", "-"))).touch()
         lock = SLOT_DIR / f"slot-{self.layout['slot']}.lock"
-        SLOT_DIR.mkdir(parents=True, exist_ok=True)
         self._spawn(
             "namespace",
             [

@@ -95,7 +95,10 @@ class KubeDaemon(Cluster):
         strategy: str = "binpack",
         cluster: dict[str, Any] | None = None,
         legacy_cpus: float = 0.1,
+        tes: str = "",
+        tables: str = "",
     ) -> None:
+        """``tes``: more keys of ``[tes]``; ``tables``: more tables of the configuration."""
         self.kube = kube
         host = kube.callback_host
         self.kube_port = free_port(host)
@@ -113,8 +116,8 @@ class KubeDaemon(Cluster):
         }
         extra = (
             f"[defaults.scheduling_strategies]\ncontainer_allocation = '{strategy}'\n"
-            f"[tes]\nlegacy_container_cpus = {legacy_cpus}\n"
-            f"[kubernetes.clusters.{CLUSTER}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
+            f"[tes]\nlegacy_container_cpus = {legacy_cpus}\n{tes}"
+            f"[kubernetes.clusters.{CLUSTER}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items()) + tables
         )
         super().__init__(tmp, gateway, mongo_uri, nodes=LOCAL_NODE, extra=extra)
         # pods call back at callback_url: the daemon listens there too (Docker containers

@@ -90,3 +90,45 @@ def test_a_full_cluster_blocks_the_queue_like_a_full_node() -> None:
     assert [p.task_id for p in plan.placements] == ["a"]
     assert plan.blocked_task_id == "b"
     assert [(n.name, n.caches, n.runs_tes) for n in plan.nodes] == [("k", False, False)]
+
+
+def tes_cluster(name: str, ram: int, reserved: int = 0) -> NodeCapacity:
+    """A cluster with a staging image: it runs TES tasks, but not those only engines run."""
+    return NodeCapacity(name, ram, reserved, 8, 0, caches=False, runs_tes=True, engine=False)
+
+
+def test_a_tes_task_goes_to_a_cluster_that_runs_them_but_engine_only_ones_stay_on_docker() -> None:
+    nodes = [NodeCapacity("docker", 2000, 0, 4, 0), tes_cluster("k", 64000)]
+    tasks = [
+        WaitingTask("plain", 1000, cpus=1, tes=True),
+        WaitingTask("stdout", 1000, cpus=1, tes=True, engine_only=True),
+    ]
+    plan = _place(tasks, nodes)  # spread: the cluster has more free RAM
+    assert [(p.task_id, p.node) for p in plan.placements] == [("plain", "k"), ("stdout", "docker")]
+
+
+def test_an_engine_only_tes_task_is_too_large_by_the_engines_alone() -> None:
+    nodes = [NodeCapacity("docker", 2000, 0, 2, 0), tes_cluster("k", 64000)]
+    plan = _place(
+        [WaitingTask("big", 4000, cpus=1, tes=True, engine_only=True), WaitingTask("fits", 4000, cpus=1, tes=True)],
+        nodes,
+    )
+    assert plan.too_large == ("big",)
+    assert [(p.task_id, p.node) for p in plan.placements] == [("fits", "k")]
+
+
+def test_an_engine_only_tes_task_with_only_a_cluster_healthy_waits() -> None:
+    tasks = [WaitingTask("stdin", 100, cpus=1, tes=True, engine_only=True), WaitingTask("plain", 100, cpus=1, tes=True)]
+    plan = _place(tasks, [tes_cluster("k", 8000)])
+    assert plan.too_large == () and plan.blocked_task_id is None
+    assert [(p.task_id, p.node) for p in plan.placements] == [("plain", "k")]
+
+
+def test_engine_only_is_what_a_cluster_pod_cannot_do() -> None:
+    from ccserver.scheduling.rounds import engine_only
+
+    plain = {"image": "i", "command": ["true"]}
+    assert not engine_only({"executors": [plain, {**plain, "env": {"A": "1"}, "workdir": "/w"}]})
+    for key, value in (("stdin", "/in"), ("stdout", "/out"), ("stderr", "/err"), ("ignore_error", True)):
+        assert engine_only({"executors": [plain, {**plain, key: value}]}), key
+    assert not engine_only({"executors": [{**plain, "ignore_error": False, "stdout": ""}]})

@@ -143,7 +143,7 @@ class Capacities:
     def capacities(self) -> list[tuple[str, int]]:
         return [("n1", 1_000_000)]
 
-    def traits(self) -> dict[str, tuple[bool, bool]]:
+    def traits(self) -> dict[str, tuple[bool, bool, bool]]:
         return {}
 
     def cpu_totals(self) -> dict[str, int | None]:
