@@ -20,18 +20,15 @@ from ccserver.tes import states as tes_states
 from ccserver.vault import digests as digests_of
 
 #: the fields of a QUEUED TES task that a round reads
-TES_PLACEMENT_FIELDS = {"created_at": 1, "ram_mb": 1, "cpus": 1, "executors": 1}
+#: ``engine_only``: see :func:`ccserver.tes.submission.needs_engine`
+TES_PLACEMENT_FIELDS = {"created_at": 1, "ram_mb": 1, "cpus": 1, "engine_only": 1}
 #: the (caches, runs TES tasks, is a Docker engine) of a node that does all
 ALL_TRAITS = (True, True, True)
 
 
 def engine_only(task: dict[str, Any]) -> bool:
-    """A TES task that only a Docker engine runs: an executor with a stdin, stdout or stderr
-    file, or with ``ignore_error`` (docs/kubernetes.rst, "TES tasks on a cluster")."""
-    for executor in task.get("executors") or ():
-        if isinstance(executor, dict) and any(executor.get(k) for k in ("stdin", "stdout", "stderr", "ignore_error")):
-            return True
-    return False
+    """The task runs on Docker engines only (one stored before the flag existed too)."""
+    return bool(task.get("engine_only", True))
 
 
 @dataclass(frozen=True)

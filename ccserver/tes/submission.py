@@ -206,6 +206,15 @@ def conceal(doc: dict[str, Any]) -> dict[str, Any] | None:
     return {"_id": doc["_id"], "fields": real} if real else None
 
 
+def needs_engine(executors: Any) -> bool:
+    """A task that only a Docker engine runs: an executor with a stdin, stdout or stderr file,
+    or with ``ignore_error`` (docs/kubernetes.rst, "TES tasks on a cluster")."""
+    for executor in executors or ():
+        if isinstance(executor, dict) and any(executor.get(k) for k in ("stdin", "stdout", "stderr", "ignore_error")):
+            return True
+    return False
+
+
 def prepare(
     username: str,
     body: dict[str, Any],
@@ -241,6 +250,8 @@ def prepare(
         "tag_pairs": [tag_pair(k, v) for k, v in tags.items()],
         "ram_mb": int(math.ceil(float(ram_gb) * 1024)),
         "cpus": float(cpus),
+        # placement keeps it off Kubernetes clusters (read by every round: a flag, not the executors)
+        "engine_only": needs_engine(body["executors"]),
         "trials": 0,
         "node": None,
         "logs": [],

@@ -310,6 +310,7 @@ def _paths() -> dict[str, Any]:
         }
     }
     paths.update(_dashboard_paths())
+    paths.update(_staging_paths())
     for path, (collection, summary) in QUERY_COLLECTIONS.items():
         answer = {"type": "object", "properties": {collection: DOCUMENTS}, "required": [collection]}
         paths[path] = {
@@ -336,6 +337,72 @@ def _paths() -> dict[str, Any]:
             )
         }
     return paths
+
+
+def _staging_paths() -> dict[str, Any]:
+    """What the staging steps of a TES task's pod on a Kubernetes cluster call
+    (docs/kubernetes.rst, "TES tasks on a cluster"): authenticated by the token in the path."""
+    token = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+    index = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+    offset = {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}}
+    octets = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    gone = {"404": _error("no such staging area (the attempt ended, or the token is wrong), or no such stream")}
+    manifest = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["dir", "size"],
+            "properties": {"dir": {"type": "string"}, "size": {"type": "integer"}},
+        },
+    }
+
+    def responses(ok: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "200": ok,
+            "400": _error("a bad offset, or a piece that does not continue the stream"),
+            **gone,
+            "503": _error("no staging thread was free in time"),
+        }
+
+    common = {"tags": ["staging"], "security": []}
+    piece_size = {"type": "object", "required": ["size"], "properties": {"size": {"type": "integer"}}}
+    return {
+        "/tes-staging/{token}/inputs": {
+            "get": {
+                **common,
+                "summary": "The input streams of a TES attempt (their sizes)",
+                "parameters": [token],
+                "responses": responses(_json(manifest, "one entry per input stream")),
+            }
+        },
+        "/tes-staging/{token}/inputs/{index}": {
+            "get": {
+                **common,
+                "summary": "A piece (at most 4 MiB) of an input stream, from offset",
+                "parameters": [token, index, offset],
+                "responses": responses({"description": "the bytes", "content": octets}),
+            }
+        },
+        "/tes-staging/{token}/outputs/{index}": {
+            "post": {
+                **common,
+                "summary": "A piece of the tar stream of an output path, at offset",
+                "description": "last=1 ends the stream, with dir=1|0 and name (the path's last part); "
+                "missing=1: the path does not exist.",
+                "parameters": [
+                    token,
+                    index,
+                    offset,
+                    *(
+                        {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                        for n in ("last", "dir", "name", "missing")
+                    ),
+                ],
+                "requestBody": {"required": True, "content": octets},
+                "responses": responses(_json(piece_size, "the bytes of the stream received so far")),
+            }
+        },
+    }
 
 
 def _dashboard_paths() -> dict[str, Any]:

@@ -24,7 +24,17 @@ api_server = api_fixtures.api_server
 #: the routes anyone may call: the version, the API's description, and the container
 #: callbacks (authenticated by the callback key in their body, not by a user)
 #: and the dashboard's page (its files hold no data; the page logs in like any client)
-PUBLIC = {"root", "openapi_document", "application_container_callback", "data_container_callback", "dashboard_page"}
+#: and the staging steps of TES pods on clusters (authenticated by the token in their path)
+PUBLIC = {
+    "root",
+    "openapi_document",
+    "application_container_callback",
+    "data_container_callback",
+    "dashboard_page",
+    "staging_inputs",
+    "staging_input_piece",
+    "staging_output_piece",
+}
 #: branches that hand the request to another Klein app, which guards its own routes
 #: (the TES routes: tests/tes/api/test_guard.py)
 MOUNTS = {"tes_current", "tes_legacy"}

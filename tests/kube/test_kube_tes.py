@@ -189,3 +189,48 @@ def test_cancel_of_a_tes_task_on_the_cluster_leaves_no_job_and_a_stdout_file_goe
     assert done["state"] == "COMPLETE", done
     assert done["logs"][0]["metadata"]["node"] == DOCKER
     assert (files / "out.txt").read_text() == "to a file\n"
+
+
+def test_an_executor_image_the_cluster_lacks_fails_the_attempt_at_once_with_the_reason(
+    make_daemon: Callable[..., KubeDaemon],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    daemon, _ = tes_daemon(make_daemon, tmp_path)
+    # pull_policy 'never' (the harness's): ErrImageNeverPull of the second init container
+    absent = {"image": "ccserver-test/absent:1", "command": ["true"]}
+    task_id = create(daemon, {"executors": [executor("true"), absent, executor("true")]})
+    began = time.monotonic()
+    done = wait_state(daemon, task_id, ENDED, 120)
+    assert done["state"] == "SYSTEM_ERROR", done
+    first = done["logs"][0]
+    assert first["metadata"]["node"] == CLUSTER
+    assert any("executor-1 waiting: ErrImageNeverPull" in line for line in first["system_logs"]), first["system_logs"]
+    assert len(done["logs"]) == 3  # max_task_trials, each failed at once (no pending_timeout_seconds wait)
+    assert time.monotonic() - began < 60
+    no_jobs_left(daemon)
+
+
+def test_kill_9_of_the_daemon_retries_the_attempt_on_the_cluster_and_leaves_no_orphan(
+    make_daemon: Callable[..., KubeDaemon],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    daemon, files = tes_daemon(make_daemon, tmp_path)
+    task_id = create(
+        daemon,
+        {
+            "executors": [executor("sleep 6; echo finished > /work/x")],
+            "outputs": [{"path": "/work/x", "url": f"file://{files}/x"}],
+            "volumes": ["/work"],
+        },
+    )
+    wait_state(daemon, task_id, ("RUNNING",), 120)
+    (first_job,) = daemon.kube_names("jobs")
+    daemon.kill()
+    daemon.start()
+    done = wait_state(daemon, task_id, ENDED, 180)
+    assert done["state"] == "COMPLETE", done
+    assert len(done["logs"]) == 2 and all(log["metadata"]["node"] == CLUSTER for log in done["logs"])
+    assert any("restarted" in line for line in done["logs"][0]["system_logs"]), done["logs"][0]
+    assert (files / "x").read_text() == "finished\n"
+    assert first_job.endswith("-1")
+    no_jobs_left(daemon)

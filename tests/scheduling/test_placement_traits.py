@@ -126,9 +126,12 @@ def test_an_engine_only_tes_task_with_only_a_cluster_healthy_waits() -> None:
 
 def test_engine_only_is_what_a_cluster_pod_cannot_do() -> None:
     from ccserver.scheduling.rounds import engine_only
+    from ccserver.tes.submission import needs_engine
 
     plain = {"image": "i", "command": ["true"]}
-    assert not engine_only({"executors": [plain, {**plain, "env": {"A": "1"}, "workdir": "/w"}]})
+    assert not needs_engine([plain, {**plain, "env": {"A": "1"}, "workdir": "/w"}])
     for key, value in (("stdin", "/in"), ("stdout", "/out"), ("stderr", "/err"), ("ignore_error", True)):
-        assert engine_only({"executors": [plain, {**plain, key: value}]}), key
-    assert not engine_only({"executors": [{**plain, "ignore_error": False, "stdout": ""}]})
+        assert needs_engine([plain, {**plain, key: value}]), key
+    assert not needs_engine([{**plain, "ignore_error": False, "stdout": ""}])
+    # a task stored before the flag: Docker engines only, as it was
+    assert engine_only({}) and not engine_only({"engine_only": False}) and engine_only({"engine_only": True})

@@ -101,4 +101,4 @@ async def test_a_round_reads_only_the_placement_fields_of_the_queue(tes: Harness
     assert doc["logs"][0]["logs"][0]["stdout"] == "x" * 1000 + "\n"
     queue_reads = [p for c, f, p in recording.finds if c == "tes_tasks" and f == {"state": "QUEUED"}]
     assert queue_reads, recording.finds
-    assert all(p == {"created_at": 1, "ram_mb": 1, "cpus": 1} for p in queue_reads), queue_reads
+    assert all(p == {"created_at": 1, "ram_mb": 1, "cpus": 1, "engine_only": 1} for p in queue_reads), queue_reads
