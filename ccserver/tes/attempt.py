@@ -152,6 +152,22 @@ class Attempt:
             if timer.active():
                 timer.cancel()
 
+    async def _to_running(self, set_: dict[str, Any] | None = None) -> None:
+        """INITIALIZING → RUNNING (one compare-and-set, with ``set_``); :class:`Cancelled`
+        when the task is not INITIALIZING any more (the only other writer: a cancel)."""
+        if not await records.move(
+            self.runner.store,
+            self.task_id,
+            (tes_states.INITIALIZING,),
+            tes_states.RUNNING,
+            "Inputs staged; executors run.",
+            self.runner.clock.seconds(),
+            set_=set_,
+        ):
+            raise Cancelled()
+        self.state = tes_states.RUNNING
+        self.started = self.runner.clock.seconds()
+
     def _check(self) -> None:
         if self.cancelled:
             raise Cancelled()
@@ -253,18 +269,7 @@ class Attempt:
                 await self._system_log(lines)
             self._check()
             # the write that makes it RUNNING also records executor 0 (see _record)
-            if not await records.move(
-                self.runner.store,
-                self.task_id,
-                (tes_states.INITIALIZING,),
-                tes_states.RUNNING,
-                "Inputs staged; executors run.",
-                self.runner.clock.seconds(),
-                set_=self._attempt_record(0),
-            ):
-                raise Cancelled()  # the only other writer: a cancel
-            self.state = tes_states.RUNNING
-            self.started = self.runner.clock.seconds()
+            await self._to_running(self._attempt_record(0))
         else:
             first = int(self.resume.get("executor", 0))
         for index in range(first, len(executors)):

@@ -32,7 +32,7 @@ from ccserver.kubernetes.jobs import APP
 from ccserver.scheduling.messages import first_line
 from ccserver.tes import docker_tes, records
 from ccserver.tes import states as tes_states
-from ccserver.tes.attempt import POLL_SECONDS, Attempt, Cancelled, SystemFailure
+from ccserver.tes.attempt import POLL_SECONDS, Attempt, SystemFailure
 from ccserver.tes.kube_staging import QUEUE_SECONDS, SpoolClient, StagingExchange, piece_bytes
 from ccserver.tes.output_archive import archive_path
 from ccserver.tes.stager import Stager
@@ -102,8 +102,9 @@ class KubeAttempt(Attempt):
         daemon = await self.runner.identity.get()
         spool: Spool | None = None
         staging_url = None
+        output_paths = [archive_path(str(o.get("path"))) for o in outputs]
         if inputs or outputs:
-            self._token, spool = await self.exchange.open([archive_path(str(o.get("path"))) for o in outputs])
+            self._token, spool = await self.exchange.open(output_paths)
             staging_url = f"{self.kube.callback_base}/tes-staging/{self._token}"
         if inputs:
             assert spool is not None
@@ -122,7 +123,7 @@ class KubeAttempt(Attempt):
             pull_policy=self.kube.pull_policy,
             staging_url=staging_url,
             has_inputs=bool(inputs),
-            output_paths=[archive_path(str(o.get("path"))) for o in outputs],
+            output_paths=output_paths,
             piece_bytes=piece_bytes(self.runner.config.server.max_body_bytes),
         )
         self.made_job = True
@@ -206,17 +207,7 @@ class KubeAttempt(Attempt):
                 continue  # not made yet by the Job controller
             states = tes_jobs.container_states(pod)
             if self.state == tes_states.INITIALIZING and {"running", "terminated"} & set(states.get(first) or {}):
-                if not await records.move(
-                    self.runner.store,
-                    self.task_id,
-                    (tes_states.INITIALIZING,),
-                    tes_states.RUNNING,
-                    "Inputs staged; executors run.",
-                    self.runner.clock.seconds(),
-                ):
-                    raise Cancelled()  # the only other writer: a cancel
-                self.state = tes_states.RUNNING
-                self.started = self.runner.clock.seconds()
+                await self._to_running()
             if tes_jobs.pod_phase(pod) in ("Succeeded", "Failed"):
                 return dict(pod)
             await self._executor_logs(pod, executors, has_outputs, final=False)
