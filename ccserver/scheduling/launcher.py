@@ -21,8 +21,11 @@ limit, no pulls) is the backend's.
 
 A create or start that never ran (its deadline passed while it waited for a thread) is asked
 again, up to three times.  A launch that fails otherwise fails its container (and through it
-the task, which the lifecycle retries within ``max_task_trials``); the next round hands over
-what is still ``created``.
+the task, which the lifecycle retries within ``max_task_trials``).  A launch that ends leaving
+its document ``created`` (its node not compared with the store yet, the daemon stopping, an
+error of the database) says so (:meth:`Launcher.left_created`), and the next round hands over
+what is still ``created``: a round does not read every ``created`` document otherwise, since
+a queue of launches would make each round read the whole queue.
 """
 
 from __future__ import annotations
@@ -71,9 +74,10 @@ class Launcher:
     ) -> None:
         """``callback_base`` gives the base URL of callbacks; ``ready(node)`` says whether a
         node was compared with the store since it was found healthy (before that nothing is
-        launched there); ``launched`` is called when a launch ended (the scheduler then runs
-        a round: application containers may now start); ``storage_unavailable`` hears of a
-        database outage met by a launch."""
+        launched there); ``launched`` is called when a launch ended that a round should follow
+        (the scheduler then runs one): a launch of a kind other containers need (a data
+        container: application containers may now start) or one that left its document
+        ``created``; ``storage_unavailable`` hears of a database outage met by a launch."""
         self.config = config
         self.store = store
         self.cluster = cluster
@@ -97,6 +101,8 @@ class Launcher:
         self._images: set[tuple[str, str]] = set()
         #: the daemon is stopping: nothing more is created or started
         self.stopping = False
+        #: a launch ended leaving its document created (see :meth:`left_created`)
+        self._left_created = False
 
     # --- what the scheduler asks ---------------------------------------------------------
 
@@ -106,16 +112,25 @@ class Launcher:
     def in_flight(self) -> int:
         return len(self._busy)
 
+    def left_created(self) -> bool:
+        """Did a launch end leaving its document ``created`` since the last time this was
+        asked?  (Asked by a round before it reads the ``created`` documents: one left during
+        that read is told to the next round.)"""
+        left, self._left_created = self._left_created, False
+        return left
+
     def launch(self, collection: str, doc: dict[str, Any], task: dict[str, Any] | None = None) -> None:
         """Pull, create and start ``doc``'s container, in the background (started only once
         the containers it needs, an application container's data containers, are processing;
         else it is left created, and a later round starts it).  ``task``: the stored document
         of the task it runs for, when the caller has just read it."""
-        self._run(doc["_id"], self._launch(self.kinds[collection], doc, task))
+        kind = self.kinds[collection]
+        self._run(doc["_id"], self._launch(kind, doc, task), kind)
 
     def start(self, collection: str, doc: dict[str, Any]) -> None:
         """Start a created container (what it needs is processing)."""
-        self._run(doc["_id"], self._start(self.kinds[collection], doc))
+        kind = self.kinds[collection]
+        self._run(doc["_id"], self._start(kind, doc), kind)
 
     def start_application(self, app: dict[str, Any]) -> None:
         """:meth:`start` for an application container."""
@@ -139,12 +154,15 @@ class Launcher:
 
     # --- the operations ------------------------------------------------------------------
 
-    def _run(self, _id: ObjectId, work: Any) -> None:
+    def _run(self, _id: ObjectId, work: Any, kind: Kind) -> None:
+        """Run ``work`` (a coroutine that is True when it handed the document on: started,
+        failed, or moved out of ``created`` by someone else) as the launch of ``_id``."""
         if _id in self._busy:
             work.close()  # never started: nothing to undo
             return
         self._busy.add(_id)
         self.metrics.launch_started()
+        needed = any(self.kinds.needing(kind))
         d = Deferred.fromCoroutine(work)
 
         def failed(failure: Failure) -> None:
@@ -155,10 +173,13 @@ class Launcher:
             else:
                 log.failure("launch of {id} failed", failure, id=str(_id))
 
-        def ended(_: Any) -> None:
+        def ended(handed_on: Any) -> None:
             self._busy.discard(_id)
             self.metrics.launch_ended()
-            self.launched()
+            if handed_on is not True:
+                self._left_created = True
+            if needed or handed_on is not True:
+                self.launched()
 
         d.addErrback(failed)
         d.addBoth(ended)
@@ -168,23 +189,24 @@ class Launcher:
             self._slots[node] = DeferredSemaphore(self.config.docker.launches_per_node)
         return self._slots[node]
 
-    async def _launch(self, kind: Kind, doc: dict[str, Any], task: dict[str, Any] | None = None) -> None:
+    async def _launch(self, kind: Kind, doc: dict[str, Any], task: dict[str, Any] | None = None) -> bool:
+        """True when the document was handed on (see :meth:`_run`)."""
         collection = kind.collection
         assert collection is not None and kind.image_of is not None, f"{kind.word}s are not launched here"
         node, name = doc["cluster_node"], str(doc["_id"])
         if self.cluster.knows(node) and not self.ready(node):
             if self.cluster.health(node) is not False:
-                return  # not compared with the store yet since the start: the next round
+                return False  # not compared with the store yet since the start: the next round
         if not self.cluster.knows(node) or not self.cluster.health(node):
             await self.lifecycle.container_failed(collection, doc["_id"], f"node {node} is not available")
-            return
+            return True
         if kind.task_field is None:
             task = None
         elif task is None or task.get("_id") != doc[kind.task_field][0]:
             task = await self.store.find_one("tasks", {"_id": doc[kind.task_field][0]})
             if task is None:
                 await self.lifecycle.container_failed(collection, doc["_id"], "its task is gone")
-                return
+                return True
         if task is not None:
             task = await self.vault.reveal(task)  # its registry_auth
         runs = kind.image_of(self.config, task)
@@ -200,23 +222,23 @@ class Launcher:
             waited = await self._ensure_image(node, runs.image, runs.auth)
         except Exception as e:
             await self.lifecycle.container_failed(collection, doc["_id"], f"image {runs.image}: {first_line(e)}")
-            return
+            return True
         # a pull may take long: the container may have been cancelled (or its node died)
         # meanwhile; an image known present took no time (a container cancelled since the
         # round read it is removed by the cleanup once it was created)
         if waited:
             now = await self.store.find_one(collection, {"_id": doc["_id"]}, {"state": 1})
             if now is None or now["state"] != states.CREATED:
-                return
+                return True
         if self.stopping:
-            return
+            return False
         daemon = await self.identity.get()  # read once; a database outage stops the launch here
         slot = self._slot(node)
         await slot.acquire()
         started, address = False, None
         try:
             if self.stopping:
-                return
+                return False
             command = docker_ops.command_line(runs.entry_point, settings)
             # a task's own container reserves legacy_container_cpus (as placement counts it);
             # a backend that limits CPUs (a cluster) gives it that many (0: no CPU limit)
@@ -229,20 +251,20 @@ class Launcher:
                 pass  # created before a restart: go on with it
             except Exception as e:
                 await self._docker_failed(collection, doc, "could not create the container", e)
-                return
+                return True
             if not await self._needs_ready(kind, doc):
                 # a later round starts it, once what it needs is processing
                 await self.lifecycle.transition(
                     collection, doc["_id"], states.WAITING, "Container created.", from_states=(states.CREATED,)
                 )
-                return
+                return True
             # what it needs is there (or it needs nothing): it starts within its own launch,
             # without waiting for a round and a turn behind other creates
             try:
                 await self._call(lambda: backend.start(name))
             except Exception as e:
                 await self._docker_failed(collection, doc, "could not start the container", e)
-                return
+                return True
             started = True
             if kind.serves_files:
                 address = await self._address(node, doc["_id"])
@@ -250,6 +272,7 @@ class Launcher:
             slot.release()
         if started:
             await self._started(kind, doc, from_created=True, address=address)
+        return True
 
     async def _started(self, kind: Kind, doc: dict[str, Any], from_created: bool, address: str | None = None) -> None:
         """Record that ``doc``'s container was started: one compare-and-set write (created or
@@ -314,27 +337,30 @@ class Launcher:
             return None
         return str(address) if address else None
 
-    async def _start(self, kind: Kind, doc: dict[str, Any]) -> None:
+    async def _start(self, kind: Kind, doc: dict[str, Any]) -> bool:
+        """Start a ``waiting`` container.  True in every case: what is left ``waiting`` is
+        read by every round anyway."""
         assert kind.collection is not None
         node, name = doc["cluster_node"], str(doc["_id"])
         if not self.ready(node):
-            return  # its node was not compared with the store yet: it may have run already
+            return True  # its node was not compared with the store yet: it may have run already
         slot = self._slot(node)
         await slot.acquire()
         address = None
         try:
             if self.stopping:
-                return
+                return True
             try:
                 await self._call(lambda: self.cluster.backend(node).start(name))
             except Exception as e:
                 await self._docker_failed(kind.collection, doc, "could not start the container", e)
-                return
+                return True
             if kind.serves_files:
                 address = await self._address(node, doc["_id"])
         finally:
             slot.release()
         await self._started(kind, doc, from_created=False, address=address)
+        return True
 
     async def ensure_image(self, node: str, image: str, auth: dict[str, str] | None) -> None:
         """The image on the node, per the pull policy (for the TES runner's executors: the

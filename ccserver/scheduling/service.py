@@ -205,6 +205,7 @@ class Scheduler(Service):
         if failure.check(StorageUnavailable):
             self.storage_unavailable(failure.value)
             return
+        self._full_round_due = True  # what it left half done (placed, not launched) is found again
         log.failure("scheduling round failed", failure)
 
     def storage_unavailable(self, error: BaseException) -> None:
@@ -240,7 +241,10 @@ class Scheduler(Service):
         if due:
             await self.reconcile(due)
         await self.place()
-        await self.launch()
+        # the documents a launch left created (and, on a full round, every created one: what
+        # an earlier process left, what nobody said); those placed this round are launched
+        left = self.launcher.left_created()
+        await self.launch(created=full or left)
         await self.cleanup()
 
     async def place(self) -> None:
@@ -278,12 +282,17 @@ class Scheduler(Service):
         kinds = [k for k in self.kinds.kept() if k.image_of is not None or not launched]
         return sorted(kinds, key=lambda k: not any(self.kinds.needing(k)))
 
-    async def launch(self) -> None:
+    async def launch(self, created: bool = True) -> None:
         """Hand what was placed to the launcher, which pulls, creates and starts each container
         on its own (a round never waits for it): containers that need nothing at once, the
-        others (application containers) once every container they need is processing."""
+        others (application containers) once every container they need is processing.
+
+        ``created``: read the ``created`` documents too (those the launcher does not hold),
+        not only the ``waiting`` ones.  The placement of a round launches what it wrote, so a
+        round reads them only when a launch left one (see :meth:`Launcher.left_created`) and on
+        full rounds: a queue of launches would otherwise be read whole by every round."""
         kinds = self._needed_first(launched=True)
-        for kind in kinds:
+        for kind in kinds if created else ():
             assert kind.collection is not None
             for doc in await self.store.find(kind.collection, {"state": states.CREATED}):
                 if not self.launcher.busy(doc["_id"]):

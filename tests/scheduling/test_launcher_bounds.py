@@ -87,13 +87,16 @@ class FakeVault:
     def callback_key(self, collection: str, _id: Any) -> str:
         return "key"
 
+    async def reveal(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return doc
+
 
 class FakeIdentity:
     async def get(self) -> str:
         return "daemon-1"
 
 
-def make(per_node: int, nodes: list[str]) -> tuple[Launcher, FakeCluster, list[int]]:
+def make(per_node: int, nodes: list[str], ready: Any = lambda node: True) -> tuple[Launcher, FakeCluster, list[int]]:
     cfg = configuration.from_dict(
         {
             "docker": {"launches_per_node": per_node, "pull_policy": "if-not-present"},
@@ -111,7 +114,7 @@ def make(per_node: int, nodes: list[str]) -> tuple[Launcher, FakeCluster, list[i
         FakeVault(),  # type: ignore[arg-type]
         FakeIdentity(),  # type: ignore[arg-type]
         callback_base=lambda: "http://cc",
-        ready=lambda node: True,
+        ready=ready,
         launched=lambda: ended.append(1),
         storage_unavailable=lambda e: None,
     )
@@ -177,3 +180,51 @@ def test_a_create_that_never_ran_is_asked_again_and_fails_the_container_after_3_
         "could not start the container: start_container on node a: no Docker thread was free within 35 s"
     ]
     assert launcher.in_flight() == 0 and ended == [1]
+
+
+def application_container(node: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    task = {"_id": ObjectId(), "application_container_description": {"image": "ccserver-test/app:1"}}
+    return {"_id": ObjectId(), "cluster_node": node, "container_ram": 64, "task_id": [task["_id"]]}, task
+
+
+def test_a_started_application_container_asks_for_no_round_and_leaves_nothing_created() -> None:
+    launcher, cluster, ended = make(per_node=2, nodes=["a"])
+    doc, task = application_container("a")
+    launcher.launch("application_containers", doc, task)
+    for what, value in (("ensure_image", None), ("create_container", "id"), ("start_container", None)):
+        cluster.answer(what, value)
+    assert launcher.store.states[doc["_id"]] == states.PROCESSING  # type: ignore[attr-defined]
+    assert launcher.in_flight() == 0
+    # nothing another container waits for, nothing left created: no round is asked, and the
+    # next round need not read the created documents
+    assert ended == [] and launcher.left_created() is False
+
+
+def test_a_launch_that_leaves_its_document_created_tells_the_next_round() -> None:
+    compared: set[str] = set()
+    launcher, cluster, ended = make(per_node=2, nodes=["a"], ready=lambda node: node in compared)
+    doc, task = application_container("a")
+    launcher.launch("application_containers", doc, task)  # node a not compared with the store yet
+    assert cluster.pending == [] and launcher.in_flight() == 0
+    assert ended == [1]  # a round is asked for
+    assert launcher.left_created() is True
+    assert launcher.left_created() is False  # told once
+    compared.add("a")
+    launcher.launch("application_containers", doc, task)  # the round hands it over again
+    for what, value in (("ensure_image", None), ("create_container", "id"), ("start_container", None)):
+        cluster.answer(what, value)
+    assert launcher.store.states[doc["_id"]] == states.PROCESSING  # type: ignore[attr-defined]
+    assert launcher.left_created() is False and ended == [1]
+
+
+def test_a_data_container_launch_asks_for_a_round_its_application_containers_wait_for() -> None:
+    launcher, cluster, ended = make(per_node=2, nodes=["a"])
+    launcher.launch(DATA, data_container("a"))
+    for what, value in (
+        ("ensure_image", None),
+        ("create_container", "id"),
+        ("start_container", None),
+        ("container_address", "172.17.0.9"),
+    ):
+        cluster.answer(what, value)
+    assert ended == [1] and launcher.left_created() is False
