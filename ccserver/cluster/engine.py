@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import docker
 from docker.errors import TLSParameterError
 from docker.tls import TLSConfig
+from docker.transport import UnixHTTPAdapter
 from requests.adapters import HTTPAdapter
 
 from ccserver.config import NodeConfig
@@ -30,6 +31,37 @@ class _HostnameAdapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs["assert_hostname"] = self.assert_hostname
         super().init_poolmanager(*args, **kwargs)
+
+
+#: connections kept open to one engine over its unix socket: every thread that may call it at
+#: once (the Docker, pull, look-up and health pools) finds one, instead of a new one per call
+UNIX_POOL_SIZE = 32
+
+
+class _OnePoolUnixAdapter(UnixHTTPAdapter):
+    """docker-py's unix-socket adapter keys its connection pools by the whole request URL, so
+    each container's own URLs (create, start, remove by name) made a new pool and a new
+    connection to the engine, and pushed an older pool, its connection closed, out of the 25
+    it keeps: a connect and a close per call, on both sides.  Every request goes to the same
+    socket, so one pool serves them all (docker-py gives the pool the host ``localhost``,
+    whatever the URL)."""
+
+    def get_connection(self, url: Any, proxies: Any = None) -> Any:
+        return super().get_connection("http+docker://localhost", proxies)
+
+
+def _one_pool(client: docker.DockerClient, timeout: int) -> docker.DockerClient:
+    """``client`` with :class:`_OnePoolUnixAdapter` mounted where docker-py mounted its own
+    (a unix socket only: over TCP requests' adapter keys its pools by host already)."""
+    api = client.api
+    old = api.adapters.get("http+docker://")
+    if isinstance(old, UnixHTTPAdapter):
+        adapter = _OnePoolUnixAdapter(old.socket_path, timeout, max_pool_size=UNIX_POOL_SIZE)
+        api.mount("http+docker://", adapter)  # requests' Session.mount replaces the old one
+        # docker-py falls back on this one for URLs no mount matches
+        api._custom_adapter = adapter  # type: ignore[attr-defined]  # docker-py's own attribute, untyped
+        old.close()
+    return client
 
 
 class NodeTLSConfig(TLSConfig):
@@ -81,7 +113,8 @@ def make_client(node: NodeConfig, timeout: float) -> docker.DockerClient:
     base_url = node.base_url
     if tls and base_url.startswith("tcp://"):
         base_url = "https://" + base_url[len("tcp://") :]
-    return docker.DockerClient(base_url=base_url, tls=tls, timeout=int(max(1, timeout)), version="auto")
+    seconds = int(max(1, timeout))
+    return _one_pool(docker.DockerClient(base_url=base_url, tls=tls, timeout=seconds, version="auto"), seconds)
 
 
 def bridge_gateway(node: NodeConfig, timeout: float) -> str:
