@@ -227,6 +227,8 @@ class TesConfig:
     log_tail_bytes: int = 65536
     #: CPUs a 0.10 application container counts as in the CPU placement of TES tasks
     legacy_container_cpus: float = 1.0
+    #: 0.10 tasks are placed by CPUs too, each needing legacy_container_cpus (False: RAM only, as 0.10)
+    legacy_cpu_placement: bool = False
     storage: StorageConfig = field(default=StorageConfig())
 
 
@@ -518,6 +520,7 @@ def _tes(t: Mapping[str, Any], label: str, env: Mapping[str, str]) -> TesConfig:
         running_timeout_seconds=float(t.get("running_timeout_seconds", 0.0)),
         log_tail_bytes=int(t.get("log_tail_bytes", 65536)),
         legacy_container_cpus=float(t.get("legacy_container_cpus", 1.0)),
+        legacy_cpu_placement=bool(t.get("legacy_cpu_placement", False)),
         storage=_tes_storage(t.get("storage", {}), label, env),
     )
 

@@ -57,6 +57,7 @@ _TES_RUNNER = {
     "running_timeout_seconds": {"type": "number", "minimum": 0},
     "log_tail_bytes": {"type": "integer", "minimum": 0},
     "legacy_container_cpus": {"type": "number", "minimum": 0},
+    "legacy_cpu_placement": {"type": "boolean"},
 }
 
 _NODE = {

@@ -143,6 +143,9 @@ def decide_now(
     traits = traits or {}
     by_id = {str(t["_id"]): t for t in tasks}
     tes_by_id = {str(t["_id"]): t for t in tes_tasks or ()}
+    # with tes.legacy_cpu_placement a 0.10 task needs the CPUs its container counts as: a node
+    # runs at most its CPUs / legacy_container_cpus of them at once
+    legacy_cpus = config.tes.legacy_container_cpus if config.tes.legacy_cpu_placement else 0.0
     waiting = [
         (
             t.get("created_at", 0.0),
@@ -152,6 +155,7 @@ def decide_now(
                 # identical specs are compared by keyed digests: the stored specs are masked
                 input_files=tuple(digests_of(t)),
                 no_cache=bool(t.get("no_cache")),
+                cpus=legacy_cpus,
             ),
         )
         for t in tasks
@@ -209,12 +213,18 @@ def decide_now(
                 )
             )
             continue
-        decisions.too_large.append(
-            (
-                ObjectId(task_id),
-                f"Task too large for the cluster: no node has enough RAM even when empty (largest node: {largest} MB).",
+        ram = int(by_id[task_id]["application_container_description"]["container_ram"])
+        known_cpus = [c for c in (cpus.get(name) for name, _ in healthy) if c is not None]
+        if legacy_cpus and ram <= largest and known_cpus and legacy_cpus > max(known_cpus):
+            why = (
+                f"Task too large for the cluster: it needs {legacy_cpus:g} CPUs (tes.legacy_container_cpus); "
+                f"no node has that many (largest node: {max(known_cpus)} CPUs)."
             )
-        )
+        else:
+            why = (
+                f"Task too large for the cluster: no node has enough RAM even when empty (largest node: {largest} MB)."
+            )
+        decisions.too_large.append((ObjectId(task_id), why))
     new_ids = [ObjectId() for _ in plan.new_data_containers]
     owned: dict[str, list[NewData]] = {}
     for index, new in enumerate(plan.new_data_containers):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import docker
@@ -112,7 +113,14 @@ def daemon_log(tmp_path: Any) -> Any:
 async def ccserver(
     request: pytest.FixtureRequest, tmp_path: Any, engine: Any, gateway: str, daemon_log: Any
 ) -> AsyncIterator[Harness]:
-    config = e2e_config(tmp_path, gateway, request.param, request)
+    async with running(e2e_config(tmp_path, gateway, request.param, request), engine, gateway, daemon_log) as harness:
+        yield harness
+
+
+@asynccontextmanager
+async def running(config: configuration.Config, engine: Any, gateway: str, daemon_log: Any) -> AsyncIterator[Harness]:
+    """A daemon of ``config`` for one test; at the end nothing of it may be left on the engine
+    (what is, is removed after the test failed)."""
     harness = await start_harness(config, engine, gateway)
     try:
         yield harness
